@@ -1,0 +1,1 @@
+"""Image-dataset curation for GAN training."""

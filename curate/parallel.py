@@ -1,0 +1,74 @@
+"""Parallel map over images behind the `concurrent.futures.Executor` interface.
+
+Stages map a pure per-image function over a stream of work items. Keeping the
+interface a plain Executor means a cluster engine's executor (Dask's
+`Client.get_executor()`, Ray's) can replace the local process pool unchanged.
+Submission is bounded, so a stream of a million items never sits in memory as
+a million futures.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class InlineExecutor(Executor):
+    """Runs each task at submit time in this process: for `--workers 1`, tests and debugging."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        future: Future[R] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # delivered to the caller like a pool would
+            future.set_exception(exc)
+        return future
+
+
+def make_executor(workers: int) -> Executor:
+    """A process pool of `workers` (0 = all cores), or inline execution for 1.
+
+    Workers start with `forkserver` so they never inherit threads (an HTTP
+    client's resolver, ONNX runtime pools) from the coordinating process.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        return InlineExecutor()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+def stream_map(
+    executor: Executor,
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    max_in_flight: int = 64,
+    on_done: Callable[[], None] | None = None,
+) -> Iterator[tuple[T, R | None, BaseException | None]]:
+    """Yield `(item, result, error)` as tasks complete, keeping at most `max_in_flight` queued.
+
+    An exception raised by `fn` for one item is yielded as its `error`, so one
+    bad image never stops the stage.
+    """
+    pending: dict[Future[R], T] = {}
+
+    def drain(block_until_below: int) -> Iterator[tuple[T, R | None, BaseException | None]]:
+        while len(pending) > block_until_below:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = pending.pop(future)
+                error = future.exception()
+                if on_done is not None:
+                    on_done()
+                yield item, (None if error else future.result()), error
+
+    for item in items:
+        pending[executor.submit(fn, item)] = item
+        yield from drain(max_in_flight - 1)
+    yield from drain(0)

@@ -1,0 +1,1 @@
+"""Where images come from: local folders, archives and URL lists."""

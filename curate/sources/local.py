@@ -1,0 +1,122 @@
+"""Enumerate files in folders and members of zip/tar archives, safely.
+
+Archive members whose path would escape the extraction root (`../x`, absolute
+paths, drive letters) and links or device entries are never read: they become
+`unsafe_member` rejects, because a dataset archive from the internet is
+untrusted input.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def matches(relpath: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """Glob filter on a posix relative path; `*` also matches across folders."""
+    return any(fnmatch.fnmatchcase(relpath, p) for p in include) and not any(
+        fnmatch.fnmatchcase(relpath, p) for p in exclude
+    )
+
+
+def walk_folder(
+    root: Path, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> Iterator[tuple[Path, str]]:
+    """Yield `(path, relative posix path)` for files under `root`, sorted, links not followed."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if matches(rel, include, exclude) and path.is_file():
+                yield path, rel
+
+
+@dataclass(frozen=True)
+class Member:
+    """One archive entry: its bytes, or why it was not read."""
+
+    name: str
+    data: bytes | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+def unsafe_reason(name: str) -> str | None:
+    """Why an archive member name is unsafe to materialise, or None if it is fine."""
+    if not name or "\x00" in name:
+        return "empty or NUL in name"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    normalized = posixpath.normpath(name.replace("\\", "/"))
+    if normalized == ".." or normalized.startswith("../") or ".." in PurePosixPath(name).parts:
+        return "path escapes the archive root (..)"
+    return None
+
+
+def _too_large(name: str, size: int, max_bytes: int) -> Member:
+    return Member(
+        name, reason="too_large",
+        message=f"{size:,} bytes uncompressed, above ingest.max_file_mb ({max_bytes:,} bytes)",
+    )
+
+
+def _iter_zip(path: Path, max_bytes: int) -> Iterator[Member]:
+    with zipfile.ZipFile(path) as zf:
+        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            if info.is_dir():
+                continue
+            unsafe = unsafe_reason(info.filename)
+            if unsafe:
+                yield Member(info.filename, reason="unsafe_member", message=f"not read: {unsafe}")
+            elif (info.external_attr >> 16) & 0o170000 == 0o120000:
+                yield Member(info.filename, reason="unsafe_member", message="not read: symlink")
+            elif info.file_size > max_bytes:
+                yield _too_large(info.filename, info.file_size, max_bytes)
+            else:
+                try:
+                    with zf.open(info) as fh:
+                        yield Member(info.filename, data=fh.read(max_bytes + 1))
+                except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+                    yield Member(info.filename, reason="corrupt_archive", message=str(exc))
+
+
+def _iter_tar(path: Path, max_bytes: int) -> Iterator[Member]:
+    with tarfile.open(path, mode="r:*") as tf:
+        for info in tf:  # streaming: a .tar.gz is read once, front to back
+            if info.isdir():
+                continue
+            unsafe = unsafe_reason(info.name)
+            if unsafe:
+                yield Member(info.name, reason="unsafe_member", message=f"not read: {unsafe}")
+            elif not info.isfile():
+                kind = "link" if (info.issym() or info.islnk()) else "special file"
+                yield Member(info.name, reason="unsafe_member", message=f"not read: {kind}")
+            elif info.size > max_bytes:
+                yield _too_large(info.name, info.size, max_bytes)
+            else:
+                fh = tf.extractfile(info)
+                yield Member(info.name, data=fh.read() if fh else b"")
+
+
+def iter_archive(path: Path, max_bytes: int) -> Iterator[Member]:
+    """Members of a zip or tar archive in a stable order; a broken archive yields one reject."""
+    try:
+        if path.name.lower().endswith(".zip"):
+            yield from _iter_zip(path, max_bytes)
+        else:
+            yield from _iter_tar(path, max_bytes)
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+        yield Member("", reason="corrupt_archive", message=f"archive cannot be read: {exc}")

@@ -1,0 +1,367 @@
+"""Ingest stage: folders, archives and URL lists into the content-addressed store.
+
+Reader / worker / writer, as in img2dataset: this module enumerates inputs and
+owns the cache and the output tables; `ingest_worker` hashes, validates and
+stores bytes in worker processes; `sources.scrape` fetches URLs.
+
+Incremental by construction: a local file is recognised by (path, size, mtime)
+and an archive likewise, a URL by itself, a content hash by its probe result;
+anything found in the cache (and still in the store) is not read again. The
+manifest is rebuilt from all records at the end, so a run killed at any point
+and rerun produces the same tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from curate.cache import ResultCache, op_key
+from curate.config import IngestConfig, Params, SourceConfig
+from curate.console import StageSummary, console, progress_bar
+from curate.manifest import REJECT_COLUMNS, write_table
+from curate.parallel import make_executor, stream_map
+from curate.sources.local import is_archive, iter_archive, walk_folder
+from curate.sources.scrape import Scraper
+from curate.sources.urls import read_url_list
+from curate.stages.ingest_worker import Limits, Record, accept, reject
+from curate.store import Store
+
+FILE_OP = op_key("ingest.file", 1)
+CACHE_BATCH = 256
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Run-time choices that are not part of params.yaml."""
+
+    out_dir: Path = Path("data/ingest")
+    workers: int | None = None
+    retry_failed: bool = False
+
+
+def _stat_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _uri(source: SourceConfig, rel: str) -> str:
+    return f"{source.path.as_posix().rstrip('/')}/{rel}"
+
+
+class _CacheWriter:
+    """Buffers cache writes so the coordinator commits in batches."""
+
+    def __init__(self, cache: ResultCache) -> None:
+        self.cache = cache
+        self.pending: dict[str, list[tuple[str, Any]]] = {}
+
+    def put(self, op: str, key: str, value: Any) -> None:
+        self.pending.setdefault(op, []).append((key, value))
+        if sum(len(v) for v in self.pending.values()) >= CACHE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        for op, items in self.pending.items():
+            self.cache.put_many(op, items)
+        self.pending.clear()
+
+
+class IngestRun:
+    """State of one ingest run: cache, store, records and the summary."""
+
+    def __init__(self, params: Params, options: IngestOptions) -> None:
+        cfg: IngestConfig = params.ingest
+        self.cfg = cfg
+        self.options = options
+        self.store = Store(params.paths.store)
+        self.limits = Limits(params.paths.store, cfg.max_file_bytes, cfg.max_pixels)
+        limits_key = {"max_bytes": cfg.max_file_bytes, "max_pixels": cfg.max_pixels}
+        self.probe_op = op_key("ingest.probe", 1, limits_key)
+        self.archive_op = op_key("ingest.archive", 1, limits_key)
+        self.url_op = op_key("ingest.url", 1, limits_key)
+        self.cache = ResultCache(params.paths.cache / "cache.sqlite")
+        self.writer = _CacheWriter(self.cache)
+        self.records: list[Record] = []
+        self.summary = StageSummary("ingest")
+        self.workers = options.workers or params.n_workers
+
+    # ----------------------------------------------------------- records
+
+    def _add(self, record: Record, source_index: int, cached: bool = False) -> None:
+        record = {**record, "source_index": source_index}
+        self.records.append(record)
+        if cached:
+            self.summary.cached += 1
+
+    def _remember_probe(self, record: Record) -> None:
+        """Cache what the content hash decided, accepted or not."""
+        if record.get("image_id"):
+            self.writer.put(self.probe_op, record["image_id"],
+                            {"info": record["info"], "bytes": record["bytes"]})
+        elif record.get("sha256"):
+            self.writer.put(self.probe_op, record["sha256"], {
+                "reason": record["reason"], "message": record["message"], "bytes": record["bytes"]})
+
+    def _resolve(self, sha: str, source: str, uri: str, probes: dict[str, Any]) -> Record | None:
+        """A record from the probe cache, or None when it must be recomputed."""
+        hit = probes.get(sha)
+        if hit is None:
+            return None
+        if "info" in hit:
+            if not self.store.has(sha, hit["info"]["ext"], hit["bytes"]):
+                return None
+            return {"source": source, "source_uri": uri, "image_id": sha,
+                    "bytes": hit["bytes"], "info": hit["info"]}
+        return reject(source, uri, hit["reason"], hit["message"], bytes=hit["bytes"], sha256=sha)
+
+    # ------------------------------------------------------------ folders
+
+    def _folder_tasks(self, source: SourceConfig, index: int, advance: Callable[[int], None]
+                      ) -> Iterator[tuple[Path, str, str, Limits]]:
+        """Yield work for files not resolved from the cache; resolve the rest directly."""
+        files = list(walk_folder(source.path, source.include, source.exclude))
+        plain = [(p, r) for p, r in files if not (source.expand_archives and is_archive(p))]
+        archives = [(p, r) for p, r in files if source.expand_archives and is_archive(p)]
+        keys = {p: _stat_key(p) for p, _ in plain}
+        known = self.cache.get_many(FILE_OP, keys.values())
+        probes = self.cache.get_many(self.probe_op, {v["sha256"] for v in known.values()})
+        for path, rel in plain:
+            uri = _uri(source, rel)
+            hit = known.get(keys[path])
+            record = hit and self._resolve(hit["sha256"], "folder", uri, probes)
+            if record:
+                self._add(record, index, cached=True)
+                advance(1)
+            elif path.stat().st_size > self.cfg.max_file_bytes:
+                self._add(reject("folder", uri, "too_large",
+                                 f"{path.stat().st_size:,} bytes, above ingest.max_file_mb "
+                                 f"({self.cfg.max_file_bytes:,} bytes)"), index)
+                advance(1)
+            else:
+                yield path, "folder", uri, self.limits
+        for path, rel in archives:
+            yield from self._archive_tasks(path, _uri(source, rel), index, advance)
+
+    def _archive_tasks(self, path: Path, uri: str, index: int, advance: Callable[[int], None]
+                       ) -> Iterator[tuple[bytes, str, str, Limits]]:
+        key = _stat_key(path)
+        members = self.cache.get(self.archive_op, key)
+        if members is not None:
+            probes = self.cache.get_many(self.probe_op, {m["sha256"] for m in members if "sha256" in m})
+            resolved = [
+                self._resolve(m["sha256"], "archive", f"{uri}!{m['name']}", probes)
+                if "sha256" in m
+                else reject("archive", f"{uri}!{m['name']}", m["reason"], m["message"])
+                for m in members
+            ]
+            if all(resolved):
+                for record in resolved:
+                    self._add(record, index, cached=True)
+                advance(len(resolved))
+                return
+        outcome: list[dict[str, Any]] = []
+        for member in iter_archive(path, self.cfg.max_file_bytes):
+            member_uri = f"{uri}!{member.name}"
+            if member.data is None:
+                self._add(reject("archive", member_uri, member.reason or "unreadable",
+                                 member.message or ""), index)
+                outcome.append({"name": member.name, "reason": member.reason,
+                                "message": member.message})
+                advance(1)
+            else:
+                outcome.append({"name": member.name, "pending_uri": member_uri})
+                yield member.data, "archive", member_uri, self.limits
+        self._pending_archives.append((key, outcome))
+
+    # ----------------------------------------------------------- local run
+
+    def ingest_local(self, sources: list[tuple[int, SourceConfig]]) -> None:
+        """Folders and archives through the process pool, streaming."""
+        self._pending_archives: list[tuple[str, list[dict[str, Any]]]] = []
+        member_results: dict[str, Record] = {}
+        executor = make_executor(self.workers)
+        try:
+            with progress_bar("ingest local files") as advance:
+                for index, source in sources:
+                    if not source.path.exists():
+                        console.print(f"[yellow]warning:[/] source {source.path} does not exist; "
+                                      "skipped (check ingest.sources in params.yaml)")
+                        continue
+                    tasks = (
+                        self._folder_tasks(source, index, advance)
+                        if source.kind == "folder"
+                        else self._archive_tasks(source.path, source.path.as_posix(), index, advance)
+                    )
+                    for task, record, error in stream_map(
+                        executor, accept, tasks, max_in_flight=4 * self.workers + 8
+                    ):
+                        record = record or reject(task[1], task[2], "internal_error", repr(error))
+                        self._add(record, index)
+                        self._remember_probe(record)
+                        if isinstance(task[0], Path) and record.get("bytes") is not None and (
+                                record.get("image_id") or record.get("sha256")):
+                            self.writer.put(FILE_OP, _stat_key(task[0]), {
+                                "sha256": record.get("image_id") or record["sha256"]})
+                        if task[1] == "archive":
+                            member_results[task[2]] = record
+                        advance(1)
+                    self._close_archives(member_results)
+        finally:
+            self.writer.flush()
+            executor.shutdown(cancel_futures=True)
+
+    def _close_archives(self, member_results: dict[str, Record]) -> None:
+        """Cache each archive's member outcomes once every member has a result."""
+        for key, outcome in self._pending_archives:
+            entries = []
+            for entry in outcome:
+                uri = entry.pop("pending_uri", None)
+                if uri is None:
+                    entries.append(entry)
+                    continue
+                record = member_results.get(uri)
+                if record is None:  # interrupted: do not cache a partial archive
+                    break
+                sha = record.get("image_id") or record.get("sha256")
+                entries.append({"name": entry["name"], "sha256": sha} if sha else {
+                    "name": entry["name"], "reason": record["reason"], "message": record["message"]})
+            else:
+                self.writer.put(self.archive_op, key, entries)
+        self._pending_archives.clear()
+
+    # --------------------------------------------------------------- URLs
+
+    def ingest_urls(self, sources: list[tuple[int, SourceConfig]]) -> None:
+        """Fetch URL lists with asyncio; validation and storing go to the process pool."""
+        todo: list[tuple[int, str]] = []
+        for index, source in sources:
+            urls = read_url_list(source.path, source.url_column)
+            known = self.cache.get_many(self.url_op, urls)
+            probes = self.cache.get_many(self.probe_op, {v["sha256"] for v in known.values()
+                                                         if "sha256" in v})
+            for url in urls:
+                hit = known.get(url)
+                record = None
+                if hit is not None and "sha256" in hit:
+                    record = self._resolve(hit["sha256"], "url", url, probes)
+                    if record and record.get("reason") and self.options.retry_failed:
+                        record = None
+                elif hit is not None and not self.options.retry_failed:
+                    record = reject("url", url, hit["reason"], hit["message"])
+                if record:
+                    self._add(record, index, cached=True)
+                else:
+                    todo.append((index, url))
+        if todo:
+            executor = make_executor(self.workers)
+            try:
+                asyncio.run(self._scrape(todo, executor))
+            finally:
+                self.writer.flush()
+                executor.shutdown(cancel_futures=True)
+
+    async def _scrape(self, todo: list[tuple[int, str]], executor: Any) -> None:
+        loop = asyncio.get_running_loop()
+        queue = iter(todo)
+        with progress_bar("fetch URLs", total=len(todo)) as advance:
+            async with Scraper(self.cfg.scrape, self.cfg.max_file_bytes) as scraper:
+
+                async def crawl() -> None:
+                    for index, url in queue:
+                        fetched = await scraper.fetch(url)
+                        if fetched.data is None:
+                            record = reject("url", url, fetched.reason or "unreachable",
+                                            fetched.message or "")
+                            self.writer.put(self.url_op, url, {
+                                "reason": record["reason"], "message": record["message"]})
+                        else:
+                            record = await loop.run_in_executor(
+                                executor, accept, (fetched.data, "url", url, self.limits))
+                            sha = record.get("image_id") or record.get("sha256")
+                            self._remember_probe(record)
+                            if sha:
+                                self.writer.put(self.url_op, url, {"sha256": sha})
+                        self._add(record, index)
+                        advance(1)
+
+                await asyncio.gather(*(crawl() for _ in range(self.cfg.scrape.concurrency)))
+
+    # ------------------------------------------------------------- output
+
+    def write_outputs(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Build the manifest (one row per image id) and the rejects table, atomically."""
+        images: dict[str, dict[str, Any]] = {}
+        rejects: list[dict[str, Any]] = []
+        ordered = sorted(self.records, key=lambda r: (r["source_index"], r["source_uri"]))
+        for record in ordered:
+            image_id = record.get("image_id")
+            if image_id is None:
+                rejects.append({
+                    "source": record["source"], "source_uri": record["source_uri"],
+                    "reason": record["reason"], "message": record["message"],
+                    "bytes": record.get("bytes"), "sha256": record.get("sha256"),
+                })
+                self.summary.count("rejected", record["reason"])
+                continue
+            row = images.get(image_id)
+            if row is not None:
+                row["source_uris"].append(record["source_uri"])
+                self.summary.count("exact_duplicate")
+                continue
+            info = record["info"]
+            images[image_id] = {
+                "image_id": image_id,
+                "source": record["source"],
+                "source_uri": record["source_uri"],
+                "width": info["width"], "height": info["height"],
+                "format": info["format"], "mode": info["mode"],
+                "bytes": record["bytes"],
+                "ext": info["ext"],
+                "store_path": self.store.relpath(image_id, info["ext"]),
+                "exif_orientation": info["exif_orientation"],
+                "n_frames": info["n_frames"],
+                "source_uris": [record["source_uri"]],
+                "status": "ok",
+                "reason": None,
+            }
+            self.summary.count("stored")
+        manifest = pd.DataFrame(list(images.values()), columns=MANIFEST_COLUMNS)
+        manifest["n_sources"] = manifest["source_uris"].map(len).astype("int64")
+        rejects_df = pd.DataFrame(rejects, columns=list(REJECT_COLUMNS))
+        out = self.options.out_dir
+        write_table(manifest, out / "manifest.parquet", sort_by=["image_id"])
+        write_table(rejects_df.astype({"bytes": "Int64"}), out / "rejects.parquet",
+                    sort_by=["source_uri", "reason"])
+        self.summary.save(out / "summary.json")
+        return manifest, rejects_df
+
+
+MANIFEST_COLUMNS = [
+    "image_id", "source", "source_uri", "width", "height", "format", "mode", "bytes",
+    "ext", "store_path", "exif_orientation", "n_frames", "source_uris", "status", "reason",
+]
+
+
+def run_ingest(params: Params, options: IngestOptions = IngestOptions()) -> StageSummary:
+    """Ingest every source in params.ingest.sources; write manifest, rejects and summary."""
+    run = IngestRun(params, options)
+    swept = run.store.sweep()
+    if swept:
+        console.print(f"removed {swept} temporary files left by an interrupted run")
+    indexed = list(enumerate(params.ingest.sources))
+    try:
+        run.ingest_local([(i, s) for i, s in indexed if s.kind != "urls"])
+        run.ingest_urls([(i, s) for i, s in indexed if s.kind == "urls"])
+        manifest, rejects = run.write_outputs()
+    finally:
+        run.cache.close()
+    run.summary.print()
+    console.print(f"ingest: {len(manifest):,} unique images in {params.paths.store}, "
+                  f"{len(rejects):,} rejects -> {options.out_dir}/rejects.parquet")
+    return run.summary
