@@ -72,7 +72,7 @@ def demo_data(
     from curate.demo import generate_demo
 
     summary = generate_demo(out, seed=seed, n_base=n_base, workers=workers or os.cpu_count() or 1)
-    console.print(summary)
+    console.print(str(summary))
 
 
 @models_app.command("provision")

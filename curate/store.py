@@ -36,9 +36,10 @@ class Store:
         """True when the object exists (and has `size` bytes when given)."""
         path = self.path(image_id, ext)
         try:
-            return size is None or path.stat().st_size == size
+            actual = path.stat().st_size
         except FileNotFoundError:
             return False
+        return size is None or actual == size
 
     def put(self, data: bytes, image_id: str, ext: str) -> Path:
         """Store `data` under its id unless an intact copy is already there."""

@@ -184,10 +184,17 @@ def _leg_polygon(widen: float) -> np.ndarray:
 
 
 def _fill(shape: tuple[int, int], polys: list[np.ndarray], origin: tuple[float, float]) -> np.ndarray:
-    """Anti-aliased filled polygons (sub-pixel precision) as a uint8 alpha mask."""
+    """Union of anti-aliased filled polygons (sub-pixel precision) as a uint8 alpha mask.
+
+    Each polygon is filled on its own: one ``fillPoly`` call with several overlapping polygons
+    uses the even-odd rule and would punch holes where they overlap (the leg over the ankle).
+    """
     mask = np.zeros(shape, np.uint8)
-    pts = [np.round((p - np.array(origin)) * 16).astype(np.int32) for p in polys]
-    cv2.fillPoly(mask, pts, 255, lineType=cv2.LINE_AA, shift=4)
+    for poly in polys:
+        layer = np.zeros(shape, np.uint8)
+        pts = np.round((poly - np.array(origin)) * 16).astype(np.int32)
+        cv2.fillPoly(layer, [pts], 255, lineType=cv2.LINE_AA, shift=4)
+        np.maximum(mask, layer, out=mask)
     return mask
 
 
@@ -519,9 +526,8 @@ def render_foot(rng: np.random.Generator, category: str, width: int, height: int
             weave = 1 + 0.08 * _fine_noise(rng, (rh, rw), 1.0)
             fshade = _rounded_shade(ta, 0.1 * length, 0.5)
             _over(region, fab[None, None, :] * (fshade * weave * gradient)[..., None], ta)
-        full_mask[ry0:ry1, rx0:rx1] = np.maximum(union, 0)
-    else:
-        full_mask[ry0:ry1, rx0:rx1] = union
+            union = np.maximum(union, ta)
+    full_mask[ry0:ry1, rx0:rx1] = union
 
     # Camera: white balance, exposure, sensor noise.
     wb = np.array([1.0, 1.0, 1.0], np.float32) + rng.normal(0, 0.025, 3).astype(np.float32)

@@ -1,0 +1,48 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+# Everything is idempotent: a second run checks stamps and does (almost) nothing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+# dvc runs stage commands (`curate ...`) through the shell: put the venv first on PATH.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help setup models demo-data demo test test-all bench clean
+
+help:
+	@echo "make demo      set up, provision models, generate demo data, run dvc repro"
+	@echo "make test      set up, provision models, run the test suite (CI runs this)"
+	@echo "make test-all  the test suite including tests marked slow"
+	@echo "make clean     remove generated data, caches and reports (keeps .venv and models)"
+
+# torch and torchvision first, pinned: they come from this machine's local wheel files; letting
+# another package's requirement pull torch would fetch a multi-GB build from the network.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+models: setup
+	$(BIN)/curate models provision
+
+demo-data: setup
+	$(BIN)/curate demo-data --out data/demo
+
+demo: models demo-data
+	$(BIN)/dvc repro
+	@echo "outputs: data/ (manifests, stores), reports/ (HTML reports); see README"
+
+# pytest exits 5 when a selection collects nothing; that is not a failure of the suite.
+test: models
+	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+test-all: models
+	$(BIN)/python -m pytest -q -m ''
+
+clean:
+	rm -rf data reports .cache

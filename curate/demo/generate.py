@@ -1,0 +1,481 @@
+"""The embedded demo dataset: a raw, messy collection of foot photos with complete ground truth.
+
+``dvc repro`` runs out of the box on it and the tests and benchmarks measure against its truth.
+It plays a real collection: two sub-distributions (``soles`` on studio backgrounds, ``pov`` seen
+from above with a leg and floor clutter) in JPEG, PNG and WebP of many sizes, plus what real
+collections are full of: exact duplicates (reposts), near-duplicates (resized, re-encoded,
+cropped, brighter, darker), outliers (blurry, dark, over-exposed, tiny, extreme aspect,
+grayscale, noisy, off-subject photos from scikit-image's bundled samples), bad files, zip and
+tar archives with hostile members, a URL list, and a Label Studio export snapshot covering about
+30% of the images.
+
+Everything is a pure function of ``seed`` (each image has its own generator seeded by its index,
+so the worker count does not change a byte) and the folder appears atomically: it is built
+under a temporary name and renamed, so a killed run leaves nothing half-made, and a rerun with
+the same settings returns at once.
+
+Layout of ``out_dir``::
+
+    raw/photos/<batch>/<name>.{jpg,png,webp}   base images, duplicates and outliers, mixed
+    raw/archives/extra.zip, extra.tar.gz       more photos plus unsafe members
+    raw/bad/                                   odd and broken files
+    urls.csv                                   column ``path``, relative to raw/ (serve raw/)
+    ground_truth.parquet, ground_truth.csv     one row per file or archive member
+    labelstudio_export.json                    Label Studio JSON export
+    truth/masks/<file with / as __>.png        foreground masks of the base images
+    summary.json, VERSION
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from curate.atomic import TEMP_MARKER
+from curate.demo import badfiles, labelstudio
+from curate.demo.shapes import CATEGORIES, render_foot, sample_size
+from curate.parallel import make_executor, stream_map
+from curate.store import Store, content_id
+
+GENERATOR_VERSION = 1
+NEAR_KINDS = ("resized", "reencoded", "cropped", "brighter", "darker")
+OUTLIER_KINDS = ("blurry", "dark", "overexposed", "tiny", "extreme_aspect", "grayscale", "noise",
+                 "off_subject")
+OFF_SUBJECT_SAMPLES = ("astronaut", "coffee", "chelsea", "hubble_deep_field",
+                       "immunohistochemistry", "rocket", "retina", "colorwheel")
+BATCHES = (("2024-03-studio", "DSC"), ("forum-scrape", "scrape"), ("phone-uploads", "IMG"),
+           ("reposts", "repost"))
+EXT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+TRUTH_COLUMNS = ("file", "sha256", "kind", "subkind", "duplicate_of", "category", "rotation_deg",
+                 "width", "height", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "heel_x", "heel_y",
+                 "toe_x", "toe_y", "expected", "reason", "in_urls", "ls_task_id")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to render: where it goes and what it is."""
+
+    file: str  # relative to raw/ ("archives/extra.zip!name" for archive members)
+    kind: str  # base | outlier | bad
+    subkind: str
+    index: int  # seeds this image's own random generator
+    category: str | None
+    fmt: str = "jpg"
+    quality: int = 92
+
+
+@dataclass
+class Rendered:
+    """A finished file: bytes plus its ground-truth row (and mask, for base images)."""
+
+    file: str
+    data: bytes
+    truth: dict
+    mask_png: bytes | None = None
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What was generated (``counts`` by kind) and where."""
+
+    out_dir: Path
+    files: int
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    reused: bool = False
+
+    def __str__(self) -> str:
+        what = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
+        how = "already present, unchanged" if self.reused else f"generated in {self.seconds:.1f} s"
+        return f"demo data in {self.out_dir}: {self.files} files ({what}); {how}"
+
+
+# ------------------------------------------------------------------------------ encoding
+
+def encode(rgb: np.ndarray, fmt: str, quality: int = 92) -> bytes:
+    buf = io.BytesIO()
+    args = {"quality": quality} if fmt in ("jpg", "webp") else {"compress_level": 6}
+    Image.fromarray(rgb).save(buf, EXT[fmt], **args)
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _truth(job: Job, rgb_shape: tuple[int, ...], render=None, **extra) -> dict:
+    """A ground-truth row; geometry comes from the render (None for off-subject images)."""
+    row = {c: None for c in TRUTH_COLUMNS}
+    row.update(file=job.file, kind=job.kind, subkind=job.subkind, category=job.category,
+               height=int(rgb_shape[0]), width=int(rgb_shape[1]), expected="stored",
+               in_urls=False)
+    if render is not None:
+        x, y, w, h = render.bbox
+        row.update(rotation_deg=render.rotation_deg, bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h,
+                   heel_x=render.heel[0], heel_y=render.heel[1], toe_x=render.toe[0],
+                   toe_y=render.toe[1])
+    row.update(extra)
+    return row
+
+
+# ------------------------------------------------------------------------------ rendering
+
+def _off_subject(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A crop of one of scikit-image's bundled photos (never downloaded), resized and flipped."""
+    import skimage.data
+
+    img = getattr(skimage.data, OFF_SUBJECT_SAMPLES[n % len(OFF_SUBJECT_SAMPLES)])()
+    img = np.ascontiguousarray(img[..., :3])
+    h, w = img.shape[:2]
+    ch, cw = int(h * rng.uniform(0.7, 1.0)), int(w * rng.uniform(0.7, 1.0))
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    img = img[y0:y0 + ch, x0:x0 + cw]
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    scale = rng.uniform(1.0, 1.6)
+    return cv2.resize(np.ascontiguousarray(img), (int(cw * scale), int(ch * scale)),
+                      interpolation=cv2.INTER_CUBIC)
+
+
+def _outlier_size(rng: np.random.Generator, subkind: str) -> tuple[int, int]:
+    if subkind == "tiny":
+        return int(rng.integers(64, 128)), int(rng.integers(64, 128))
+    if subkind == "extreme_aspect":
+        long, short = int(rng.integers(1400, 1800)), int(rng.integers(260, 340))
+        return (long, short) if rng.random() < 0.5 else (short, long)
+    return sample_size(rng)
+
+
+def _spoil(rgb: np.ndarray, subkind: str, rng: np.random.Generator) -> np.ndarray:
+    """Turn a good photo into the planted outlier ``subkind`` (geometry unchanged)."""
+    img = rgb.astype(np.float32)
+    if subkind == "blurry":
+        img = cv2.GaussianBlur(img, (0, 0), max(img.shape[:2]) * rng.uniform(0.008, 0.014))
+    elif subkind == "dark":
+        img = img * rng.uniform(0.08, 0.16)
+    elif subkind == "overexposed":
+        img = img * rng.uniform(1.8, 2.4) + 70
+    elif subkind == "grayscale":
+        img = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, 2).astype(np.float32)
+    elif subkind == "noise":
+        img = img + rng.normal(0, rng.uniform(45, 65), img.shape)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_job(job: Job, seed: int) -> Rendered:
+    """Render one planned image (runs in a worker process)."""
+    rng = np.random.default_rng([seed, 1, job.index])
+    if job.subkind == "off_subject":
+        rgb = _off_subject(rng, job.index)
+        return Rendered(job.file, encode(rgb, job.fmt, job.quality), _truth(job, rgb.shape))
+    if job.kind == "outlier":
+        w, h = _outlier_size(rng, job.subkind)
+    else:
+        w, h = sample_size(rng)
+    foot = render_foot(rng, job.category, w, h)
+    rgb = foot.image
+    if job.kind == "outlier":
+        rgb = _spoil(rgb, job.subkind, rng)
+    if job.kind == "bad":
+        data = badfiles.accepted_file(job.subkind, rgb, foot.mask)
+        return Rendered(job.file, data, _truth(job, rgb.shape, foot))
+    mask = cv2.imencode(".png", foot.mask)[1].tobytes() if job.kind == "base" else None
+    return Rendered(job.file, encode(rgb, job.fmt, job.quality), _truth(job, rgb.shape, foot),
+                    mask)
+
+
+def _render_worker(args: tuple[Job, int]) -> Rendered:
+    return render_job(*args)
+
+
+# ------------------------------------------------------------------------------ planning
+
+@dataclass
+class Plan:
+    """Which files exist, decided up front from the seed alone."""
+
+    renders: list[Job]
+    near: list[tuple[str, str, str]]  # (new file, parent file, subkind)
+    exact: list[tuple[str, str]]  # (new file, parent file)
+    zip_members: list[str]
+    tar_members: list[str]
+
+
+def _namer(rng: np.random.Generator, total: int):
+    numbers = iter(rng.permutation(np.arange(1000, 1000 + 4 * total)))
+
+    def name(ext: str) -> str:
+        folder, prefix = BATCHES[int(rng.integers(0, len(BATCHES)))]
+        return f"photos/{folder}/{prefix}_{int(next(numbers)):05d}.{ext}"
+
+    return name
+
+
+def plan_demo(seed: int, n_base: int) -> Plan:
+    """Decide every file of the demo; counts scale with ``n_base``."""
+    rng = np.random.default_rng([seed, 0])
+    n_zip, n_tar = max(3, n_base // 20), max(2, n_base // 40)
+    n_outlier_each = max(1, n_base // 60)
+    name = _namer(rng, n_base * 2 + 50)
+    renders: list[Job] = []
+    zip_members: list[str] = []
+    tar_members: list[str] = []
+    for i in range(n_base):
+        category = CATEGORIES[0] if rng.random() < 0.55 else CATEGORIES[1]
+        roll = rng.random()
+        fmt = "jpg" if roll < 0.75 else ("webp" if roll < 0.9 else "png")
+        quality = int(rng.integers(82, 97))
+        if i < n_zip + n_tar:  # the first few go into the archives, as JPEGs
+            in_zip = i < n_zip
+            file = (f"archives/extra.zip!{i:03d}.jpg" if in_zip
+                    else f"archives/extra.tar.gz!batch/{i:03d}.jpg")
+            (zip_members if in_zip else tar_members).append(file)
+            fmt = "jpg"
+        else:
+            file = name(fmt)
+        renders.append(Job(file, "base", "", i, category, fmt, quality))
+    index = n_base
+    for subkind in OUTLIER_KINDS:
+        for _ in range(n_outlier_each):
+            category = None if subkind == "off_subject" else CATEGORIES[int(rng.integers(0, 2))]
+            renders.append(Job(name("jpg"), "outlier", subkind, index, category, "jpg", 90))
+            index += 1
+    for subkind, file in badfiles.ACCEPTED.items():
+        ext = file.rsplit(".", 1)[1]
+        renders.append(Job(f"bad/{file}", "bad", subkind, index, CATEGORIES[index % 2], ext))
+        index += 1
+    photos = [j.file for j in renders if j.kind == "base" and j.file.startswith("photos/")]
+    parents = rng.choice(photos, size=min(len(photos), max(5, n_base // 10) + max(3, n_base // 30)),
+                         replace=False)
+    n_near = max(5, n_base // 10)
+    near = [(name("jpg"), str(p), NEAR_KINDS[k % len(NEAR_KINDS)])
+            for k, p in enumerate(parents[:n_near])]
+    exact = [(name(str(p).rsplit(".", 1)[1]), str(p)) for p in parents[n_near:]]
+    return Plan(renders, near, exact, zip_members, tar_members)
+
+
+# ------------------------------------------------------------------------------ derived files
+
+def near_duplicate(parent: Rendered, file: str, subkind: str, rng: np.random.Generator
+                   ) -> Rendered:
+    """A near-duplicate of ``parent``; its geometry truth follows the transform."""
+    rgb = decode(parent.data)
+    h, w = rgb.shape[:2]
+    sx = sy = 1.0
+    dx = dy = 0.0
+    quality = 90
+    if subkind == "resized":
+        f = rng.uniform(0.5, 0.8)
+        nw, nh = max(1, round(w * f)), max(1, round(h * f))
+        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+        sx, sy = nw / w, nh / h
+    elif subkind == "reencoded":
+        quality = int(rng.integers(30, 46))
+    elif subkind == "cropped":
+        cut_x, cut_y = rng.uniform(0.01, 0.05, 2)
+        left, top = int(w * cut_x * rng.uniform(0, 1)), int(h * cut_y * rng.uniform(0, 1))
+        right, bottom = w - int(w * cut_x) + left, h - int(h * cut_y) + top
+        rgb = rgb[top:bottom, left:right]
+        dx, dy = -left, -top
+    else:
+        factor = 1.1 if subkind == "brighter" else 0.9
+        rgb = np.clip(rgb.astype(np.float32) * factor + 0.5, 0, 255).astype(np.uint8)
+    row = dict(parent.truth, file=file, kind="near_duplicate", subkind=subkind,
+               duplicate_of=parent.file, height=rgb.shape[0], width=rgb.shape[1])
+    for key in ("bbox_x", "heel_x", "toe_x"):
+        row[key] = row[key] * sx + dx
+    for key in ("bbox_y", "heel_y", "toe_y"):
+        row[key] = row[key] * sy + dy
+    row["bbox_w"], row["bbox_h"] = row["bbox_w"] * sx, row["bbox_h"] * sy
+    if subkind == "cropped":  # the crop may cut the box: clip it to the image
+        x0, y0 = max(0.0, row["bbox_x"]), max(0.0, row["bbox_y"])
+        x1 = min(float(rgb.shape[1]), row["bbox_x"] + row["bbox_w"])
+        y1 = min(float(rgb.shape[0]), row["bbox_y"] + row["bbox_h"])
+        row.update(bbox_x=x0, bbox_y=y0, bbox_w=x1 - x0, bbox_h=y1 - y0)
+    return Rendered(file, encode(rgb, "jpg", quality), row)
+
+
+def _rejected_files(sample: Rendered, seed: int) -> list[Rendered]:
+    rng = np.random.default_rng([seed, 3])
+    rgb = decode(sample.data)
+    out = []
+    for subkind, (file, reason) in badfiles.REJECTED.items():
+        row = {c: None for c in TRUTH_COLUMNS}
+        row.update(file=f"bad/{file}", kind="bad", subkind=subkind, expected="rejected",
+                   reason=reason, in_urls=False)
+        out.append(Rendered(row["file"], badfiles.rejected_file(subkind, rgb, rng), row))
+    return out
+
+
+def _unsafe_member_truth(file: str, subkind: str) -> Rendered:
+    row = {c: None for c in TRUTH_COLUMNS}
+    row.update(file=file, kind="bad", subkind=subkind, expected="rejected",
+               reason="unsafe_member", in_urls=False)
+    return Rendered(file, b"", row)
+
+
+def _zip(members: list[Rendered], escape: bytes) -> tuple[bytes, list[Rendered]]:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for m in members:
+            zf.writestr(zipfile.ZipInfo(m.file.split("!", 1)[1], (2024, 5, 1, 12, 0, 0)), m.data)
+        zf.writestr(zipfile.ZipInfo("../escape.jpg", (2024, 5, 1, 12, 0, 0)), escape)
+    return buf.getvalue(), [_unsafe_member_truth("archives/extra.zip!../escape.jpg", "zip_slip")]
+
+
+def _tar_gz(members: list[Rendered], absolute: bytes) -> tuple[bytes, list[Rendered]]:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+
+        def add(name: str, data: bytes, kind: bytes = tarfile.REGTYPE, target: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.type, info.linkname = (
+                len(data), 1714564800, 0o644, kind, target)
+            tf.addfile(info, io.BytesIO(data) if data else None)
+
+        for m in members:
+            add(m.file.split("!", 1)[1], m.data)
+        add("/tmp/absolute.jpg", absolute)
+        add("batch/link.jpg", b"", tarfile.SYMTYPE, "/etc/passwd")
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0) as gz:
+        gz.write(raw.getvalue())
+    unsafe = [_unsafe_member_truth("archives/extra.tar.gz!/tmp/absolute.jpg", "absolute_path"),
+              _unsafe_member_truth("archives/extra.tar.gz!batch/link.jpg", "symlink")]
+    return packed.getvalue(), unsafe
+
+
+# ------------------------------------------------------------------------------ assembly
+
+def _tag_tasks(rows: list[dict], seed: int) -> tuple[list[labelstudio.TaskTruth], dict[str, int]]:
+    """Pick ~30% of the stored foot photos for the Label Studio snapshot."""
+    rng = np.random.default_rng([seed, 5])
+    candidates = [r for r in rows if r["expected"] == "stored" and r["category"]
+                  and r["kind"] in ("base", "outlier") and "!" not in r["file"]]
+    chosen = [r for r in candidates
+              if rng.random() < (0.3 if r["kind"] == "base" else 0.5)]
+    tasks, ids = [], {}
+    store = Store(Path("data/store"))
+    for task_id, r in enumerate(chosen, start=1):
+        ext = r["file"].rsplit(".", 1)[1]
+        url = f"/data/local-files/?d=data/store/{store.relpath(r['sha256'], ext)}"
+        tasks.append(labelstudio.TaskTruth(
+            task_id, r["sha256"], url, r["width"], r["height"], r["category"],
+            (r["bbox_x"], r["bbox_y"], r["bbox_w"], r["bbox_h"]), (r["heel_x"], r["heel_y"]),
+            (r["toe_x"], r["toe_y"]), should_reject=r["subkind"] in ("blurry", "dark")))
+        ids[r["file"]] = task_id
+    return tasks, ids
+
+
+def mask_name(file: str) -> str:
+    """File name under truth/masks/ of the ground-truth mask of raw file ``file``."""
+    return file.replace("/", "__").replace("!", "__") + ".png"
+
+
+def _write_tree(root: Path, files: list[Rendered], masks: dict[str, bytes], rows: list[dict],
+                export: list[dict], urls: list[str]) -> None:
+    for f in files:
+        path = root / "raw" / f.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f.data)
+    (root / "truth" / "masks").mkdir(parents=True)
+    for file, png in masks.items():
+        (root / "truth" / "masks" / mask_name(file)).write_bytes(png)
+    truth = pd.DataFrame(rows, columns=list(TRUTH_COLUMNS)).sort_values("file", ignore_index=True)
+    truth["ls_task_id"] = truth["ls_task_id"].astype("Int64")
+    truth.to_parquet(root / "ground_truth.parquet", index=False)
+    truth.to_csv(root / "ground_truth.csv", index=False)
+    (root / "labelstudio_export.json").write_text(json.dumps(export, indent=1) + "\n")
+    pd.DataFrame({"path": urls}).to_csv(root / "urls.csv", index=False)
+
+
+def _build(root: Path, seed: int, n_base: int, workers: int) -> Counter:
+    plan = plan_demo(seed, n_base)
+    done: dict[str, Rendered] = {}
+    with make_executor(workers) as pool:
+        for job, result, error in stream_map(pool, _render_worker,
+                                             ((j, seed) for j in plan.renders)):
+            if error is not None:
+                raise RuntimeError(f"rendering {job[0].file} failed: {error}") from error
+            done[result.file] = result
+    rng = np.random.default_rng([seed, 2])
+    for file, parent, subkind in plan.near:
+        done[file] = near_duplicate(done[parent], file, subkind, rng)
+    for file, parent in plan.exact:
+        p = done[parent]
+        done[file] = Rendered(file, p.data, dict(p.truth, file=file, kind="exact_duplicate",
+                                                  subkind="copy", duplicate_of=parent))
+    samples = sorted(done.values(), key=lambda r: r.file)
+    for r in _rejected_files(next(r for r in samples if r.truth["kind"] == "base"), seed):
+        done[r.file] = r
+    for r in done.values():
+        if r.truth["expected"] == "stored":
+            r.truth["sha256"] = content_id(r.data)
+    zip_data, zip_bad = _zip([done[m] for m in plan.zip_members], done[plan.exact[0][1]].data)
+    tar_data, tar_bad = _tar_gz([done[m] for m in plan.tar_members], done[plan.near[0][0]].data)
+    files = [r for r in done.values() if "!" not in r.file]
+    files += [Rendered("archives/extra.zip", zip_data, {}),
+              Rendered("archives/extra.tar.gz", tar_data, {})]
+    rows = [r.truth for r in done.values()] + [r.truth for r in zip_bad + tar_bad]
+    url_rng = np.random.default_rng([seed, 4])
+    photos = sorted(r["file"] for r in rows if r["file"].startswith("photos/"))
+    urls = sorted(str(p) for p in url_rng.choice(photos, size=len(photos) // 4, replace=False))
+    urls += ["bad/" + badfiles.REJECTED["truncated_jpeg"][0], "bad/" + badfiles.ACCEPTED["cmyk"]]
+    for r in rows:
+        r["in_urls"] = r["file"] in urls
+    tasks, task_ids = _tag_tasks(rows, seed)
+    for r in rows:
+        r["ls_task_id"] = task_ids.get(r["file"])
+    export, _ = labelstudio.build_export(tasks, CATEGORIES, seed)
+    masks = {r.file: r.mask_png for r in done.values() if r.mask_png is not None}
+    _write_tree(root, files, masks, rows, export, urls)
+    return Counter(r["kind"] for r in rows)
+
+
+def _version_text(seed: int, n_base: int) -> str:
+    return json.dumps({"generator": GENERATOR_VERSION, "seed": seed, "n_base": n_base}) + "\n"
+
+
+def generate_demo(out_dir: Path, seed: int = 0, n_base: int = 420, workers: int = 2
+                  ) -> DemoSummary:
+    """Write the demo dataset to ``out_dir`` (atomically); reuse it when already complete."""
+    out_dir = Path(out_dir)
+    version = _version_text(seed, n_base)
+    marker = out_dir / "VERSION"
+    if marker.exists() and marker.read_text() == version:
+        saved = json.loads((out_dir / "summary.json").read_text())
+        return DemoSummary(out_dir, saved["files"], saved["counts"], reused=True)
+    if out_dir.exists() and not marker.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and was not made by `curate demo-data`; "
+                              "choose another --out or remove it")
+    started = time.perf_counter()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}{TEMP_MARKER}"))
+    try:
+        counts = _build(tmp, seed, n_base, workers)
+        files = sum(1 for p in (tmp / "raw").rglob("*") if p.is_file())
+        (tmp / "summary.json").write_text(json.dumps({"files": files, "counts": dict(sorted(
+            counts.items()))}, indent=1) + "\n")
+        marker_tmp = tmp / "VERSION"
+        marker_tmp.write_text(version)  # last: a folder with VERSION is complete
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return DemoSummary(out_dir, files, dict(sorted(counts.items())),
+                       time.perf_counter() - started)
