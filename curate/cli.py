@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    add_completion=False,
 )
 models_app = typer.Typer(help="Offline model files (provisioned once, never downloaded at run time).",
                          no_args_is_help=True)
@@ -65,8 +66,7 @@ def demo_data(
     n_base: Annotated[int, typer.Option(help="Number of base images before planted cases.")] = 420,
     workers: WorkersOption = None,
 ) -> None:
-    """Generate the embedded demo dataset (feet of two kinds, planted duplicates,
-    outliers and bad files, ground truth and a Label Studio export snapshot)."""
+    """Generate the embedded demo dataset: feet of two kinds with planted duplicates, outliers and bad files, ground truth and a Label Studio export snapshot."""
     import os
 
     from curate.demo import generate_demo

@@ -13,6 +13,7 @@ app = typer.Typer(
     help="Train GANs on the datasets `curate prepare` exports (data/datasets/NAME.zip).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 console = Console(stderr=True)
 

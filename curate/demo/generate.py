@@ -51,7 +51,7 @@ from curate.demo.shapes import CATEGORIES, render_foot, sample_size
 from curate.parallel import make_executor, stream_map
 from curate.store import Store, content_id
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 NEAR_KINDS = ("resized", "reencoded", "cropped", "brighter", "darker")
 OUTLIER_KINDS = ("blurry", "dark", "overexposed", "tiny", "extreme_aspect", "grayscale", "noise",
                  "off_subject")
@@ -412,6 +412,7 @@ def _build(root: Path, seed: int, n_base: int, workers: int) -> Counter:
             if error is not None:
                 raise RuntimeError(f"rendering {job[0].file} failed: {error}") from error
             done[result.file] = result
+    done = dict(sorted(done.items()))  # completion order varies with the worker count
     rng = np.random.default_rng([seed, 2])
     for file, parent, subkind in plan.near:
         done[file] = near_duplicate(done[parent], file, subkind, rng)
@@ -430,7 +431,8 @@ def _build(root: Path, seed: int, n_base: int, workers: int) -> Counter:
     files = [r for r in done.values() if "!" not in r.file]
     files += [Rendered("archives/extra.zip", zip_data, {}),
               Rendered("archives/extra.tar.gz", tar_data, {})]
-    rows = [r.truth for r in done.values()] + [r.truth for r in zip_bad + tar_bad]
+    rows = sorted([r.truth for r in done.values()] + [r.truth for r in zip_bad + tar_bad],
+                  key=lambda row: row["file"])
     url_rng = np.random.default_rng([seed, 4])
     photos = sorted(r["file"] for r in rows if r["file"].startswith("photos/"))
     urls = sorted(str(p) for p in url_rng.choice(photos, size=len(photos) // 4, replace=False))
