@@ -1,0 +1,1 @@
+"""Alignment, cropping, augmentation and export of GAN datasets."""

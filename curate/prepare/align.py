@@ -1,0 +1,159 @@
+"""Alignment: where to cut the square crop out of a source image, and at what angle.
+
+Every method returns a `Crop`: a centre, a side length and an angle in source pixels. One affine
+warp (see `warp.py`) then cuts, rotates and resizes in a single resampling, so aligned images are
+resampled once, not three times. Methods, in the order a distribution usually falls back through:
+
+* ``keypoints``: two named annotator points (e.g. heel and toe) go to fixed positions of the output
+  (a similarity transform fixed by two point pairs: rotation, scale and shift are all determined);
+* ``box``: the annotator's crop box (rotated boxes included), made square with a margin;
+* ``mask``: the matte mask's principal axis turned upright, and its tight box;
+* ``face``: eye landmarks from a face detector, as ``keypoints`` (see `face.py`);
+* ``center``: the largest centred square (no rotation); always possible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Rotation convention everywhere: ``angle_deg`` is how far the subject's "up" is turned
+#: counter-clockwise on screen from the image's up; aligning turns it back by ``-angle_deg``.
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A square region of the source image: centre (x, y), side, rotation; in source pixels."""
+
+    cx: float
+    cy: float
+    side: float
+    angle_deg: float = 0.0
+    method: str = "center"
+
+    def matrix(self, resolution: int) -> np.ndarray:
+        """2x3 affine matrix mapping source pixel coordinates to output pixel coordinates.
+
+        Output = R(angle) . (p - c) * resolution / side + resolution / 2, where R turns the
+        subject's "up" back to the image's up. Pixel centres are at integer + 0.5 on both sides.
+        """
+        s = resolution / self.side
+        a = math.radians(self.angle_deg)
+        # Image y points down: a counter-clockwise turn on screen by `a` is the matrix below.
+        cos, sin = math.cos(a) * s, math.sin(a) * s
+        rot = np.array([[cos, -sin], [sin, cos]])
+        centre = np.array([self.cx, self.cy])
+        half = resolution / 2.0
+        shift = np.array([half, half]) - rot @ centre
+        return np.hstack([rot, shift[:, None]])
+
+    def scale(self, resolution: int) -> float:
+        """Output pixels per source pixel (> 1 means upscaling)."""
+        return resolution / self.side
+
+
+class NotApplicable(Exception):
+    """The image lacks what this method needs (no keypoints, no mask...): try the next one."""
+
+
+def center_crop(width: int, height: int) -> Crop:
+    side = float(min(width, height))
+    return Crop(width / 2.0, height / 2.0, side, 0.0, "center")
+
+
+def keypoint_crop(points: np.ndarray, targets: np.ndarray) -> Crop:
+    """The crop that sends ``points`` (2x2 source px) to ``targets`` (2x2, fractions of the side).
+
+    Two point pairs fix a similarity transform: the output side covers
+    ``|p1 - p0| / |t1 - t0|`` source pixels and the angle is the difference of the two
+    directions. The crop centre is where the output centre (0.5, 0.5) comes from.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if points.shape != (2, 2) or not np.all(np.isfinite(points)):
+        raise NotApplicable("needs two finite keypoints")
+    dp, dt = points[1] - points[0], targets[1] - targets[0]
+    lp, lt = float(np.hypot(*dp)), float(np.hypot(*dt))
+    if lp < 1e-6 or lt < 1e-6:
+        raise NotApplicable("keypoints coincide")
+    side = lp / lt
+    # Angle (counter-clockwise on screen, y down) of each direction; the subject is turned by the
+    # difference between where its axis points and where the template wants it.
+    ang_p = math.atan2(-dp[1], dp[0])
+    ang_t = math.atan2(-dt[1], dt[0])
+    angle = math.degrees(ang_p - ang_t)
+    angle = (angle + 180.0) % 360.0 - 180.0
+    # Source point that lands on the output centre: invert the similarity at (0.5, 0.5).
+    a = math.radians(angle)
+    off = (np.array([0.5, 0.5]) - targets[0]) * side  # in "upright" source units
+    # Undo the alignment rotation R(a) (screen-CCW by a with y down) to get a source offset.
+    cos, sin = math.cos(a), math.sin(a)
+    inv = np.array([[cos, sin], [-sin, cos]])
+    centre = points[0] + inv @ off
+    return Crop(float(centre[0]), float(centre[1]), side, angle, "keypoints")
+
+
+def box_crop(x: float, y: float, w: float, h: float, rotation_deg: float = 0.0,
+             margin: float = 0.1) -> Crop:
+    """A square around an annotator's box (Label Studio semantics: rotation in degrees, clockwise
+    on screen, around the box's top-left corner), with ``margin`` of the longer side around it."""
+    if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
+        raise NotApplicable("needs a box with positive size")
+    r = math.radians(rotation_deg)
+    # Centre of the rotated box: top-left corner plus the rotated half-diagonal.
+    cx = x + (w / 2) * math.cos(r) - (h / 2) * math.sin(r)
+    cy = y + (w / 2) * math.sin(r) + (h / 2) * math.cos(r)
+    side = max(w, h) * (1.0 + 2 * margin)
+    # A box turned clockwise by r means the subject's up is turned clockwise: CCW angle = -r.
+    return Crop(cx, cy, side, -rotation_deg, "box")
+
+
+def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.005) -> Crop:
+    """Principal axis of the foreground turned upright, then its tight box made square.
+
+    The axis direction is ambiguous by 180 degrees; we point "up" towards the end where the
+    foreground is wider (the third moment of the width profile along the axis), which for feet is
+    the toes and for people the shoulders; ``upright`` in params can flip the convention.
+    """
+    fg = np.asarray(mask) > 127
+    ys, xs = np.nonzero(fg)
+    if len(xs) < max(16, min_fraction * fg.size):
+        raise NotApplicable("mask is (almost) empty")
+    pts = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float64)
+    mean = pts.mean(axis=0)
+    centred = pts - mean
+    cov = centred.T @ centred / len(pts)
+    evals, evecs = np.linalg.eigh(cov)
+    major = evecs[:, np.argmax(evals)]  # unit vector along the long axis (x, y)
+    minor = np.array([-major[1], major[0]])
+    along = centred @ major
+    across = np.abs(centred @ minor)
+    # Width profile: where along the axis is the mass spread widest? Compare the two halves.
+    upper = across[along > 0].mean() if np.any(along > 0) else 0.0
+    lower = across[along < 0].mean() if np.any(along < 0) else 0.0
+    if lower > upper:
+        major = -major
+        along = -along
+    # The subject's "up" is `major` in image coordinates (y down); its CCW angle from image up:
+    angle = math.degrees(math.atan2(-major[0], -major[1]))
+    # Tight box in the rotated frame, then square with a margin.
+    across_signed = centred @ np.array([-major[1], major[0]])
+    lo = np.array([across_signed.min(), along.min()])
+    hi = np.array([across_signed.max(), along.max()])
+    mid = (lo + hi) / 2
+    side = float(max(hi - lo)) * (1.0 + 2 * margin)
+    centre = mean + mid[0] * np.array([-major[1], major[0]]) + mid[1] * major
+    return Crop(float(centre[0]), float(centre[1]), side, angle, "mask")
+
+
+def rotation_of(points: np.ndarray) -> float:
+    """CCW-on-screen angle of the direction points[0] -> points[1] from image up (degrees)."""
+    d = np.asarray(points[1], float) - np.asarray(points[0], float)
+    return math.degrees(math.atan2(-d[0], -d[1]))
+
+
+def angle_error(a: float, b: float) -> float:
+    """Smallest absolute difference between two angles in degrees."""
+    return abs((a - b + 180.0) % 360.0 - 180.0)

@@ -1,0 +1,148 @@
+"""Per-image work of the prepare stage (runs in worker processes): align, crop, augment, encode.
+
+A task carries everything the image needs (paths, tag geometry, the settings), so the function is
+pure and its PNG outputs can be cached by (image id, settings hash, variant).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from curate import imageio
+from curate.prepare.align import (Crop, NotApplicable, box_crop, center_crop, keypoint_crop,
+                                  mask_crop)
+from curate.prepare.augment import AugmentConfig, apply_colour, variants
+from curate.prepare.warp import PadMode, warp
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The prepare parameters every image of one distribution shares."""
+
+    resolution: int = 512
+    align: tuple[str, ...] = ("keypoints", "box", "mask", "center")
+    keypoint_names: tuple[str, str] = ("heel", "toe")
+    keypoint_targets: tuple[tuple[float, float], tuple[float, float]] = ((0.5, 0.8), (0.5, 0.2))
+    box_margin: float = 0.1
+    mask_margin: float = 0.08
+    pad: PadMode = "background"
+    background: tuple[int, int, int] = (255, 255, 255)
+    max_upscale: float = 2.0
+    png_compression: int = 3
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One source image and what the annotators / matte stage know about it.
+
+    Geometry is in pixels of the upright original image (``width`` x ``height``); ``image`` may be
+    the original or the matte composite (same size), ``mask`` the matte mask (any size).
+    """
+
+    image_id: str
+    image: Path
+    width: int
+    height: int
+    keypoints: tuple[tuple[float, float], tuple[float, float]] | None = None
+    box: tuple[float, float, float, float, float] | None = None
+    mask: Path | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    variant: int
+    description: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What happened to one image: the method used, the scale, and its outputs (or why none)."""
+
+    image_id: str
+    method: str
+    angle_deg: float
+    upscale: float
+    outputs: list[Output]
+    skipped: str | None = None
+
+
+def _crop_for(task: Task, method: str, s: Settings) -> Crop:
+    if method == "keypoints":
+        if task.keypoints is None:
+            raise NotApplicable("no keypoints")
+        return keypoint_crop(np.array(task.keypoints), np.array(s.keypoint_targets))
+    if method == "box":
+        if task.box is None:
+            raise NotApplicable("no box")
+        return box_crop(*task.box, margin=s.box_margin)
+    if method == "mask":
+        if task.mask is None:
+            raise NotApplicable("no mask")
+        mask = cv2.imread(str(task.mask), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise NotApplicable(f"mask {task.mask} unreadable")
+        crop = mask_crop(mask, margin=s.mask_margin)
+        fx, fy = task.width / mask.shape[1], task.height / mask.shape[0]
+        return Crop(crop.cx * fx, crop.cy * fy, crop.side * math.sqrt(fx * fy), crop.angle_deg,
+                    "mask")
+    if method == "center":
+        return center_crop(task.width, task.height)
+    if method == "face":
+        from curate.prepare.face import face_crop
+
+        return face_crop(task, s)
+    raise ValueError(f"unknown alignment method {method!r}")
+
+
+def choose_crop(task: Task, s: Settings) -> Crop:
+    """The first alignment method in ``s.align`` that this image supports (center always does)."""
+    for method in s.align:
+        try:
+            return _crop_for(task, method, s)
+        except NotApplicable:
+            continue
+    return center_crop(task.width, task.height)
+
+
+def encode_png(rgb: np.ndarray, compression: int) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return data.tobytes()
+
+
+def prepare(task: Task, s: Settings) -> Prepared:
+    """Align, crop, resize and augment one image into PNG outputs."""
+    crop = choose_crop(task, s)
+    upscale = crop.scale(s.resolution)
+    if upscale > s.max_upscale:
+        return Prepared(task.image_id, crop.method, crop.angle_deg, upscale, [],
+                        skipped=f"upscale {upscale:.2f}x > max_upscale {s.max_upscale}")
+    # Decode at reduced scale when the crop is much larger than the output (JPEG only), keeping
+    # at least 2 source pixels per output pixel for the Lanczos warp.
+    need = math.ceil(2 * s.resolution * min(task.width, task.height) / crop.side)
+    img = imageio.decode(task.image, background=s.background,
+                         min_side=need if need < min(task.width, task.height) else None)
+    rgb = np.asarray(img)
+    fx, fy = rgb.shape[1] / task.width, rgb.shape[0] / task.height
+    local = Crop(crop.cx * fx, crop.cy * fy, crop.side * math.sqrt(fx * fy), crop.angle_deg,
+                 crop.method)
+    outputs = []
+    for v in variants(task.image_id, s.resolution, s.augment):
+        out = warp(rgb, local, s.resolution, pad=s.pad, background=s.background, extra=v.matrix)
+        if v.colour is not None:
+            out = apply_colour(out, v.colour)
+        outputs.append(Output(v.index, v.description, encode_png(out, s.png_compression)))
+    return Prepared(task.image_id, crop.method, crop.angle_deg, upscale, outputs)
+
+
+def prepare_worker(args: tuple[Task, Settings]) -> Prepared:
+    return prepare(*args)

@@ -1,0 +1,114 @@
+"""Alignment geometry, augmentation and the StyleGAN export format."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curate.prepare.align import (NotApplicable, angle_error, box_crop, keypoint_crop, mask_crop,
+                                  rotation_of)
+from curate.prepare.augment import AugmentConfig, variants
+from curate.prepare.export import DatasetError, read_dataset_zip, write_dataset_zip
+from curate.prepare.warp import transform_points, warp
+from curate.prepare.worker import Settings, Task, encode_png, prepare
+
+TARGETS = np.array([[0.5, 0.8], [0.5, 0.2]])
+
+
+@pytest.mark.parametrize("angle", [-170.0, -45.0, 0.0, 30.0, 90.0, 179.0])
+def test_keypoints_land_on_their_targets(angle: float) -> None:
+    a = math.radians(angle)
+    up = np.array([-math.sin(a), -math.cos(a)])  # the subject's "up", turned CCW by angle
+    heel = np.array([400.0, 300.0])
+    points = np.array([heel, heel + 250 * up])
+    assert rotation_of(points) == pytest.approx(angle)
+    crop = keypoint_crop(points, TARGETS)
+    assert angle_error(crop.angle_deg, angle) < 1e-9
+    assert np.allclose(transform_points(points, crop, 512), TARGETS * 512)
+
+
+def test_keypoints_missing_or_coincident_are_not_applicable() -> None:
+    with pytest.raises(NotApplicable):
+        keypoint_crop(np.array([[1.0, 1.0], [1.0, 1.0]]), TARGETS)
+    with pytest.raises(NotApplicable):
+        keypoint_crop(np.array([[np.nan, 1.0], [1.0, 5.0]]), TARGETS)
+
+
+def test_rotated_box_centre_and_angle() -> None:
+    # Label Studio: rotation clockwise (on screen) around the top-left corner.
+    crop = box_crop(100, 100, 200, 100, rotation_deg=90, margin=0.0)
+    assert (crop.cx, crop.cy) == pytest.approx((50.0, 200.0))
+    assert crop.angle_deg == -90 and crop.side == 200
+
+
+def test_mask_axis_recovers_an_elongated_shape_rotation() -> None:
+    import cv2
+
+    for angle in (-120.0, -20.0, 0.0, 40.0, 150.0):
+        mask = np.zeros((600, 600), np.uint8)
+        # A "foot": narrow at the heel (bottom), wide at the toes (top), then rotated by angle.
+        poly = np.array([[280, 480], [320, 480], [350, 150], [250, 150]], np.float64)
+        a = math.radians(angle)
+        rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+        pts = (poly - 300) @ rot.T + 300
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
+        assert angle_error(mask_crop(mask).angle_deg, angle) < 2.0, angle
+    with pytest.raises(NotApplicable):
+        mask_crop(np.zeros((50, 50), np.uint8))
+
+
+def test_warp_output_is_square_and_padded_with_background() -> None:
+    img = np.zeros((300, 200, 3), np.uint8)
+    crop = keypoint_crop(np.array([[100.0, 250.0], [100.0, 50.0]]), np.array([[0.5, 0.95],
+                                                                             [0.5, 0.05]]))
+    out = warp(img, crop, 64, background=(255, 0, 0))
+    assert out.shape == (64, 64, 3)
+    assert (out[32, 1] == [255, 0, 0]).all() and (out[32, 32] == 0).all()
+
+
+def test_augmentation_is_reproducible_and_described() -> None:
+    cfg = AugmentConfig(copies=3, seed=7)
+    a, b = variants("img", 128, cfg), variants("img", 128, cfg)
+    assert [v.description for v in a] == [v.description for v in b]
+    assert [v.description for v in a][:2] == ["aligned", "mirror"] and len(a) == 5
+    assert len({v.description for v in variants("other", 128, cfg)} - {v.description for v in a}) == 3
+
+
+def test_prepare_falls_back_and_refuses_big_upscales(tmp_path: Path) -> None:
+    path = tmp_path / "small.png"
+    Image.new("RGB", (100, 80), (10, 200, 30)).save(path)
+    s = Settings(resolution=128, augment=AugmentConfig(mirror=False))
+    done = prepare(Task("x", path, 100, 80), s)  # no tags, no mask: falls back to center
+    assert done.method == "center" and done.skipped is None
+    assert Image.open(io.BytesIO(done.outputs[0].png)).size == (128, 128)
+    tiny = prepare(Task("x", path, 100, 80), Settings(resolution=512, max_upscale=2.0))
+    assert tiny.outputs == [] and "upscale" in tiny.skipped
+
+
+def test_export_writes_the_stylegan_layout(tmp_path: Path) -> None:
+    pngs = [encode_png(np.full((32, 32, 3), i, np.uint8), 3) for i in range(3)]
+    result = write_dataset_zip(tmp_path / "d.zip", pngs, labels=[0, 1, 0])
+    names, meta = read_dataset_zip(tmp_path / "d.zip")
+    assert names == ["00000/img00000000.png", "00000/img00000001.png", "00000/img00000002.png"]
+    assert meta["labels"][1] == ["00000/img00000001.png", 1]
+    assert (result.count, result.resolution, result.channels) == (3, 32, 3)
+    with zipfile.ZipFile(tmp_path / "d.zip") as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    write_dataset_zip(tmp_path / "n.zip", pngs)
+    assert json.loads(zipfile.ZipFile(tmp_path / "n.zip").read("dataset.json")) == {"labels": None}
+
+
+def test_export_rejects_mixed_shapes_and_leaves_nothing(tmp_path: Path) -> None:
+    good = encode_png(np.zeros((32, 32, 3), np.uint8), 3)
+    for bad in (encode_png(np.zeros((32, 48, 3), np.uint8), 3),
+                encode_png(np.zeros((64, 64, 3), np.uint8), 3)):
+        with pytest.raises(DatasetError, match="img00000001"):
+            write_dataset_zip(tmp_path / "bad.zip", [good, bad])
+    assert list(tmp_path.iterdir()) == []
