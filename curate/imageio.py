@@ -154,16 +154,18 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
         raise ImageRejected("unsupported_format", f"format {fmt} is not supported")
     mode = img.mode
     n_frames = int(getattr(img, "n_frames", 1))
+    width, height = img.size  # before the load: a JPEG draft shrinks img.size
+    # Decode before reading EXIF: PNG's getexif() loads the pixels itself, and an
+    # error swallowed there would leave a corrupt image looking loaded.
+    _load_checked(img, reduce_jpeg=True)
     try:
         orientation = int(img.getexif().get(EXIF_ORIENTATION_TAG, 1))
     except Exception:  # malformed EXIF must not reject an otherwise fine image
         orientation = 1
     if orientation not in range(1, 9):
         orientation = 1
-    width, height = img.size
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    _load_checked(img, reduce_jpeg=True)
     return ImageInfo(fmt, EXTENSIONS[fmt], width, height, mode, orientation, n_frames)
 
 
@@ -201,20 +203,25 @@ def decode(
     background: tuple[int, int, int] = (255, 255, 255),
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int | None = None,
+    gray: bool = False,
 ) -> Image.Image:
-    """Decode to an upright RGB image.
+    """Decode to an upright RGB image (or 8-bit grayscale "L" with `gray=True`).
 
     `min_side` allows a reduced-scale JPEG decode: the result's shorter side is
     at least `min_side` (callers resize further), which is several times faster
-    than a full decode for metrics that do not need full resolution.
+    than a full decode for metrics that do not need full resolution. `gray`
+    takes a JPEG's luma straight from the decoder (no chroma work, faster, and
+    free of the rounding of a YCbCr -> RGB -> L round trip).
     """
     data = source.read_bytes() if isinstance(source, Path) else source
     img = _open(data, max_pixels)
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
-    if min_side and img.format in ("JPEG", "MPO"):
-        scale = max(1.0, min(img.size) / min_side)
-        img.draft("RGB", (int(img.width / scale), int(img.height / scale)))
+    if (min_side or gray) and img.format in ("JPEG", "MPO"):
+        scale = max(1.0, min(img.size) / min_side) if min_side else 1.0
+        img.draft("L" if gray else "RGB", (int(img.width / scale), int(img.height / scale)))
     _load_checked(img, reduce_jpeg=False)
     img = ImageOps.exif_transpose(img) or img
+    if gray:  # L -> RGB -> L is lossless (Pillow's luma weights sum to exactly 1)
+        return normalize(img, background).convert("L")
     return normalize(img, background)

@@ -34,13 +34,17 @@ def matches(relpath: str, include: tuple[str, ...], exclude: tuple[str, ...]) ->
 def walk_folder(
     root: Path, include: tuple[str, ...], exclude: tuple[str, ...]
 ) -> Iterator[tuple[Path, str]]:
-    """Yield `(path, relative posix path)` for files under `root`, sorted, links not followed."""
+    """Yield `(path, relative posix path)` for regular files under `root`, sorted.
+
+    Symbolic links are not followed, to files or folders: a link could point anywhere on the
+    machine, and a source folder must mean exactly the files inside it.
+    """
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
             rel = path.relative_to(root).as_posix()
-            if matches(rel, include, exclude) and path.is_file():
+            if matches(rel, include, exclude) and path.is_file() and not path.is_symlink():
                 yield path, rel
 
 

@@ -240,8 +240,11 @@ class IngestRun:
     def ingest_urls(self, sources: list[tuple[int, SourceConfig]]) -> None:
         """Fetch URL lists with asyncio; validation and storing go to the process pool."""
         todo: list[tuple[int, str]] = []
+        seen: set[str] = set()  # a URL listed twice (in one list or two) is fetched once
         for index, source in sources:
-            urls = read_url_list(source.path, source.url_column)
+            urls = [u for u in dict.fromkeys(read_url_list(source.path, source.url_column))
+                    if u not in seen]
+            seen.update(urls)
             known = self.cache.get_many(self.url_op, urls)
             probes = self.cache.get_many(self.probe_op, {v["sha256"] for v in known.values()
                                                          if "sha256" in v})

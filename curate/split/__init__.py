@@ -1,0 +1,1 @@
+"""Separating sub-distributions: tags first, embeddings for the untagged."""

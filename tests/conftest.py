@@ -1,0 +1,97 @@
+"""Shared test helpers: deterministic synthetic images and broken files.
+
+Everything is generated here with numpy and Pillow from a seed; nothing is
+downloaded. Tests get the helpers through the `images` fixture (a namespace of
+plain functions), so the same makers serve unit and integration tests.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def noise(width: int = 64, height: int = 48, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """Smooth-ish random RGB pixels (compress well enough, differ per seed)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(1, height // 8), max(1, width // 8), channels), np.uint8)
+    img = Image.fromarray(small.squeeze()).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(img)
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def jpeg(width: int = 64, height: int = 48, seed: int = 0, **kwargs) -> bytes:
+    return encode(Image.fromarray(noise(width, height, seed)), "JPEG", quality=90, **kwargs)
+
+
+def png(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    return encode(Image.fromarray(noise(width, height, seed)), "PNG")
+
+
+def webp(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    return encode(Image.fromarray(noise(width, height, seed)), "WEBP", quality=90)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A ~70-byte PNG whose IHDR declares `width` x `height` RGB pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def truncated_jpeg(seed: int = 0) -> bytes:
+    data = jpeg(96, 64, seed)
+    return data[: len(data) // 2]
+
+
+def corrupt_png(seed: int = 0) -> bytes:
+    """A PNG with an intact header whose compressed pixel data is zeroed out."""
+    data = bytearray(png(96, 64, seed))
+    start = data.index(b"IDAT") + 4 + 20  # well inside the IDAT payload
+    data[start : start + 200] = bytes(200)
+    return bytes(data)
+
+
+def random_bytes(n: int = 2048, seed: int = 0) -> bytes:
+    data = np.random.default_rng(seed).integers(0, 256, n, np.uint8).tobytes()
+    return b"\x00" + data[1:]  # never starts with an image magic by chance
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+IMAGES = SimpleNamespace(
+    noise=noise, encode=encode, jpeg=jpeg, png=png, webp=webp, bomb_png=bomb_png,
+    truncated_jpeg=truncated_jpeg, corrupt_png=corrupt_png, random_bytes=random_bytes,
+    write=write,
+)
+
+
+@pytest.fixture
+def images() -> SimpleNamespace:
+    """Makers of synthetic image bytes and broken files (see module docstring)."""
+    return IMAGES

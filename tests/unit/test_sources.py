@@ -1,0 +1,221 @@
+"""Unit tests for input enumeration: folders, archives (safely) and URL lists."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from curate.sources.local import is_archive, iter_archive, matches, unsafe_reason, walk_folder
+from curate.sources.urls import UrlListError, read_url_list
+
+DEFAULT_EXCLUDE = (".*", "*/.*")
+
+# --------------------------------------------------------------------- folders
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for rel in ["b.jpg", "a.png", "notes.txt", ".hidden.jpg", "sub/z.jpg", "sub/c.JPG",
+                "sub/.DS_Store", ".git/config", "sub/.cache/x.jpg", "sub/deeper/y.webp",
+                "a_dir/m.jpg"]:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rel.encode())
+    return tmp_path
+
+
+def rels(root: Path, include=("*",), exclude=DEFAULT_EXCLUDE) -> list[str]:
+    found = list(walk_folder(root, include, exclude))
+    assert all(path == root / rel for path, rel in found)
+    return [rel for _, rel in found]
+
+
+def test_walk_folder_sorted_and_hidden_excluded(tree):
+    assert rels(tree) == [
+        "a.png", "b.jpg", "notes.txt", "a_dir/m.jpg", "sub/c.JPG", "sub/z.jpg",
+        "sub/deeper/y.webp",
+    ]
+
+
+def test_walk_folder_order_is_stable_across_calls(tree):
+    assert rels(tree) == rels(tree)
+
+
+def test_walk_folder_include_and_exclude_globs(tree):
+    assert rels(tree, include=("*.jpg",)) == ["b.jpg", "a_dir/m.jpg", "sub/z.jpg"]  # case-sensitive
+    assert rels(tree, include=("*.jpg", "*.JPG")) == ["b.jpg", "a_dir/m.jpg", "sub/c.JPG",
+                                                      "sub/z.jpg"]
+    assert rels(tree, include=("sub/*",)) == ["sub/c.JPG", "sub/z.jpg", "sub/deeper/y.webp"]
+    assert rels(tree, exclude=DEFAULT_EXCLUDE + ("sub/*", "*.txt")) == ["a.png", "b.jpg",
+                                                                        "a_dir/m.jpg"]
+    assert ".hidden.jpg" in rels(tree, exclude=())
+
+
+def test_walk_folder_skips_symlinks_to_folders(tree, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.jpg").write_bytes(b"x")
+    (tree / "linked").symlink_to(outside, target_is_directory=True)
+    assert not any(rel.startswith("linked/") for rel in rels(tree))
+
+
+def test_matches_star_crosses_folders():
+    assert matches("a/b/c.jpg", ("*.jpg",), ())
+    assert not matches("a/.x/c.jpg", ("*.jpg",), DEFAULT_EXCLUDE)
+
+
+def test_is_archive():
+    assert all(is_archive(Path(n)) for n in ["a.zip", "b.tar.gz", "c.TGZ", "d.tar", "e.tar.xz"])
+    assert not any(is_archive(Path(n)) for n in ["a.jpg", "b.gz", "zip"])
+
+
+# -------------------------------------------------------------------- archives
+
+
+@pytest.mark.parametrize(
+    ("name", "unsafe"),
+    [
+        ("ok/a.jpg", None),
+        ("a..b.jpg", None),
+        ("../escape.jpg", "(..)"),
+        ("a/../../escape.jpg", "(..)"),
+        ("a/../b.jpg", "(..)"),
+        ("/etc/passwd", "absolute path"),
+        ("\\windows\\x.jpg", "absolute path"),
+        ("C:/x.jpg", "absolute path"),
+        ("", "empty"),
+        ("a\x00.jpg", "NUL"),
+    ],
+)
+def test_unsafe_reason(name, unsafe):
+    reason = unsafe_reason(name)
+    assert (reason is None) if unsafe is None else (unsafe in reason)
+
+
+GOOD = {"imgs/one.jpg": b"\xff\xd8\xff one", "imgs/two.png": b"\x89PNG two", "z.jpg": b"z"}
+UNSAFE = {"../escape.jpg": "(..)", "/abs/evil.jpg": "absolute path"}
+
+
+def make_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in GOOD.items():
+            zf.writestr(name, data)
+        zf.writestr("imgs/", b"")  # a folder entry
+        for name in UNSAFE:
+            zf.writestr(zipfile.ZipInfo(name), b"pwned")
+        link = zipfile.ZipInfo("imgs/link.jpg")
+        link.external_attr = 0o120777 << 16  # a symlink to outside the root
+        zf.writestr(link, "../../../etc/passwd")
+        zf.writestr("big.bin", b"x" * 1000)
+    return path
+
+
+def make_tar(path: Path) -> Path:
+    def add(tf: tarfile.TarFile, info: tarfile.TarInfo, data: bytes = b"") -> None:
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data) if data else None)
+
+    with tarfile.open(path, "w:gz") as tf:
+        folder = tarfile.TarInfo("imgs")
+        folder.type = tarfile.DIRTYPE
+        add(tf, folder)
+        for name, data in GOOD.items():
+            add(tf, tarfile.TarInfo(name), data)
+        for name in UNSAFE:
+            add(tf, tarfile.TarInfo(name), b"pwned")
+        link = tarfile.TarInfo("imgs/link.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../../etc/passwd"
+        add(tf, link)
+        hard = tarfile.TarInfo("imgs/hard.jpg")
+        hard.type, hard.linkname = tarfile.LNKTYPE, "imgs/one.jpg"
+        add(tf, hard)
+        fifo = tarfile.TarInfo("imgs/pipe")
+        fifo.type = tarfile.FIFOTYPE
+        add(tf, fifo)
+        add(tf, tarfile.TarInfo("big.bin"), b"x" * 1000)
+    return path
+
+
+def check_members(members, expected_links: dict[str, str]) -> None:
+    by_name = {m.name: m for m in members}
+    assert len(by_name) == len(members)  # each member once, folders skipped
+    for name, data in GOOD.items():
+        assert by_name[name].data == data and by_name[name].reason is None
+    for name, why in {**UNSAFE, **expected_links}.items():
+        member = by_name[name]
+        assert member.data is None and member.reason == "unsafe_member"
+        assert why in member.message
+    assert by_name["big.bin"].reason == "too_large" and by_name["big.bin"].data is None
+    assert "1,000 bytes" in by_name["big.bin"].message
+    assert set(by_name) == {*GOOD, *UNSAFE, *expected_links, "big.bin"}
+
+
+def test_zip_members_safe_and_unsafe(tmp_path):
+    members = list(iter_archive(make_zip(tmp_path / "a.zip"), max_bytes=100))
+    check_members(members, {"imgs/link.jpg": "symlink"})
+    names = [m.name for m in members]
+    assert names == sorted(names)  # stable order
+    assert not (tmp_path.parent / "escape.jpg").exists()
+
+
+def test_tar_gz_members_safe_and_unsafe(tmp_path):
+    members = list(iter_archive(make_tar(tmp_path / "a.tar.gz"), max_bytes=100))
+    check_members(members, {"imgs/link.jpg": "link", "imgs/hard.jpg": "link",
+                            "imgs/pipe": "special file"})
+    assert [m.name for m in members][:3] == list(GOOD)  # archive order
+
+
+@pytest.mark.parametrize("name", ["broken.zip", "broken.tar.gz", "broken.tar"])
+def test_broken_archive_yields_one_reject(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"this is not an archive at all" * 20)
+    members = list(iter_archive(path, max_bytes=10_000))
+    assert len(members) == 1
+    assert members[0].reason == "corrupt_archive" and members[0].data is None
+    assert "cannot be read" in members[0].message
+
+
+# ------------------------------------------------------------------- URL lists
+
+
+def test_txt_list_drops_comments_blanks_and_duplicates(tmp_path):
+    path = tmp_path / "urls.txt"
+    path.write_text(
+        "# my list\n\nhttp://a/1.jpg\n  http://a/2.jpg  \n\n   # indented comment\n"
+        "http://a/1.jpg\nhttp://b/3.png\n",
+        encoding="utf-8",
+    )
+    assert read_url_list(path) == ["http://a/1.jpg", "http://a/2.jpg", "http://b/3.png"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
+def test_table_lists(tmp_path, suffix):
+    df = pd.DataFrame({
+        "id": [1, 2, 3, 4, 5],
+        "link": ["http://x/a.jpg", None, " http://x/b.jpg ", "http://x/a.jpg", "http://x/c,d.jpg"],
+    })
+    path = tmp_path / f"list{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(path)
+    else:
+        df.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    assert read_url_list(path, column="link") == ["http://x/a.jpg", "http://x/b.jpg",
+                                                  "http://x/c,d.jpg"]
+
+
+def test_missing_column_names_column_and_columns(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text("id,link\n1,http://x/a.jpg\n", encoding="utf-8")
+    with pytest.raises(UrlListError) as exc:
+        read_url_list(path)  # default column "url"
+    message = str(exc.value)
+    assert "no column 'url'" in message and "id, link" in message and "url_column" in message
+
+
+def test_missing_list_file(tmp_path):
+    with pytest.raises(UrlListError, match="not found"):
+        read_url_list(tmp_path / "nope.txt")
