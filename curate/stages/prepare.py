@@ -1,0 +1,262 @@
+"""Prepare stage: one distribution's images -> an aligned, augmented, versioned StyleGAN dataset.
+
+Reads data/split/manifest.parquet (live images of distribution NAME), the merged tags
+(keypoints, crop boxes) and the matte outputs (composites on the background colour, masks), and
+writes:
+
+- data/datasets/NAME.zip: StyleGAN2-ADA / StyleGAN3 / EDM2 format (see `prepare.export`);
+- data/datasets/NAME.json and NAME.md: the dataset card (counts per source, per alignment method,
+  why images are not in it, the parameters' hash) and NAME_grid.png, a sample grid;
+- data/prepare/NAME/manifest.parquet: one row per dataset image (archive name, parent image,
+  transform, alignment method and angle, upscale factor), plus one per excluded image.
+
+Per-image outputs are cached as PNG files keyed by (image id, hash of every setting that changes
+pixels), so adding 1% of images prepares 1% and re-zips; changing a setting re-prepares all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from curate import atomic
+from curate.cache import ResultCache, op_key
+from curate.config import DistributionConfig, Params
+from curate.console import StageSummary, console, progress_bar
+from curate.manifest import read_table, write_table
+from curate.parallel import make_executor, stream_map
+from curate.prepare.export import archive_name, sample_grid, write_dataset_zip
+from curate.prepare.worker import Prepared, Settings, Task, prepare_worker
+from curate.store import Store
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    split_manifest: Path = Path("data/split/manifest.parquet")
+    tags: Path = Path("data/tags/merged.parquet")
+    matte_dir: Path = Path("data/matte")
+    datasets_dir: Path = Path("data/datasets")
+    out_dir: Path = Path("data/prepare")
+    workers: int | None = None
+
+
+class PrepareError(RuntimeError):
+    """A problem the user must fix (unknown distribution, nothing to export)."""
+
+
+def settings_for(params: Params, dist: DistributionConfig) -> Settings:
+    p = params.prepare
+    names = p.keypoints.names
+    targets = p.keypoints.targets
+    return Settings(
+        resolution=p.resolution, align=dist.align, keypoint_names=(names[0], names[1]),
+        keypoint_targets=((targets[0][0], targets[0][1]), (targets[1][0], targets[1][1])),
+        box_margin=p.box_margin, mask_margin=p.mask_margin, pad=p.pad,
+        background=tuple(params.background), max_upscale=p.max_upscale,
+        png_compression=p.png_compression, augment=p.augment)
+
+
+def _settings_hash(settings: Settings, source: str) -> str:
+    blob = json.dumps({"settings": dataclasses.asdict(settings), "source": source,
+                       "version": VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _finite(*values: object) -> bool:
+    return all(v is not None and not pd.isna(v) for v in values)
+
+
+def build_tasks(rows: pd.DataFrame, tags: pd.DataFrame | None, params: Params,
+                settings: Settings, matte_dir: Path) -> list[Task]:
+    """One task per live image: which pixels to read and what geometry the tags give."""
+    store = Store(params.paths.store)
+    by_id = tags.set_index("image_id") if tags is not None and len(tags) else None
+    k0, k1 = settings.keypoint_names
+    tasks = []
+    for row in rows.itertuples(index=False):
+        keypoints = box = None
+        if by_id is not None and row.image_id in by_id.index:
+            t = by_id.loc[row.image_id]
+            cols = [f"kp_{k0}_x", f"kp_{k0}_y", f"kp_{k1}_x", f"kp_{k1}_y"]
+            if all(c in t.index for c in cols) and _finite(*(t[c] for c in cols)):
+                keypoints = ((float(t[cols[0]]), float(t[cols[1]])),
+                             (float(t[cols[2]]), float(t[cols[3]])))
+            if _finite(t.get("bbox_x"), t.get("bbox_y"), t.get("bbox_w"), t.get("bbox_h")):
+                rot = t.get("bbox_rotation")
+                box = (float(t["bbox_x"]), float(t["bbox_y"]), float(t["bbox_w"]),
+                       float(t["bbox_h"]), float(rot) if _finite(rot) else 0.0)
+        matte = getattr(row, "matte_path", None)
+        mask = getattr(row, "mask_path", None)
+        use_matte = params.prepare.source == "matte" and _finite(matte)
+        image = matte_dir / str(matte) if use_matte else store.root / row.store_path
+        tasks.append(Task(row.image_id, image, int(row.width), int(row.height), keypoints, box,
+                          matte_dir / str(mask) if _finite(mask) else None))
+    return tasks
+
+
+class _OutputCache:
+    """Prepared PNGs on disk (one folder per settings hash) plus their metadata in SQLite."""
+
+    def __init__(self, root: Path, cache: ResultCache, settings_hash: str) -> None:
+        self.root = root / settings_hash
+        self.cache = cache
+        self.op = op_key("prepare.image", VERSION, {"settings": settings_hash})
+
+    def png_path(self, image_id: str, variant: int) -> Path:
+        return self.root / image_id[:2] / f"{image_id}-{variant}.png"
+
+    def known(self, ids: list[str]) -> dict[str, dict]:
+        meta = self.cache.get_many(self.op, ids)
+        return {i: m for i, m in meta.items()
+                if all(self.png_path(i, o["variant"]).exists() for o in m["outputs"])}
+
+    def put(self, done: Prepared) -> dict:
+        for out in done.outputs:  # pixels first, then the record that points at them
+            atomic.write_bytes(self.png_path(done.image_id, out.variant), out.png)
+        meta = {"method": done.method, "angle_deg": done.angle_deg, "upscale": done.upscale,
+                "skipped": done.skipped,
+                "outputs": [{"variant": o.variant, "transform": o.description}
+                            for o in done.outputs]}
+        self.cache.put(self.op, done.image_id, meta)
+        return meta
+
+
+def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache, workers: int,
+                 summary: StageSummary) -> tuple[dict[str, dict], dict[str, str]]:
+    known = outputs.known([t.image_id for t in tasks])
+    summary.cached = len(known)
+    todo = [t for t in tasks if t.image_id not in known]
+    errors: dict[str, str] = {}
+    if todo:
+        with progress_bar("prepare: align, crop, resize", len(todo)) as advance, \
+                make_executor(workers) as pool:
+            for (task, _), done, error in stream_map(pool, prepare_worker,
+                                                     ((t, settings) for t in todo)):
+                if error is not None:
+                    errors[task.image_id] = f"{type(error).__name__}: {error}"
+                else:
+                    known[task.image_id] = outputs.put(done)
+                advance(1)
+    return known, errors
+
+
+def _rows(rows: pd.DataFrame, meta: dict[str, dict], errors: dict[str, str]) -> pd.DataFrame:
+    """One row per dataset image (in archive order) and one per image left out."""
+    records = []
+    index = 0
+    for image_id in sorted(rows.image_id):
+        if image_id in errors or meta[image_id]["skipped"]:
+            records.append({"image_id": image_id, "archive_name": None, "variant": None,
+                            "transform": None, "status": "excluded",
+                            "reason": "prepare_failed" if image_id in errors else "upscale",
+                            "message": errors.get(image_id) or meta[image_id]["skipped"],
+                            "method": meta.get(image_id, {}).get("method"),
+                            "angle_deg": meta.get(image_id, {}).get("angle_deg"),
+                            "upscale": meta.get(image_id, {}).get("upscale")})
+            continue
+        m = meta[image_id]
+        for out in m["outputs"]:
+            records.append({"image_id": image_id, "archive_name": archive_name(index),
+                            "variant": out["variant"], "transform": out["transform"],
+                            "status": "ok", "reason": None, "message": None,
+                            "method": m["method"], "angle_deg": m["angle_deg"],
+                            "upscale": m["upscale"]})
+            index += 1
+    return pd.DataFrame(records).astype({"variant": "Int64"})
+
+
+def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.DataFrame,
+          settings_hash: str, params: Params, resolution: int, zip_name: str) -> dict:
+    """The dataset card: what is in the dataset, where it came from, and what was left out."""
+    live = table[table.status == "ok"]
+    parents = dist_rows[dist_rows.image_id.isin(live.image_id)]
+    others = all_rows[(all_rows.get("distribution") == name) & (all_rows.status != "ok")]
+    return {
+        "name": name, "file": zip_name, "images": int(len(live)),
+        "source_images": int(live.image_id.nunique()), "resolution": resolution,
+        "settings_hash": settings_hash,
+        "augmentation": dataclasses.asdict(params.prepare.augment),
+        "per_source": dict(sorted(Counter(parents.source).items())),
+        "per_alignment_method": dict(sorted(Counter(
+            table[table.variant.fillna(0) == 0].method.dropna()).items())),
+        "excluded_here": dict(sorted(Counter(table[table.status != "ok"].reason).items())),
+        "removed_upstream": dict(sorted(Counter(others.reason.fillna(others.status)).items())),
+    }
+
+
+def _card_markdown(card: dict) -> str:
+    lines = [f"# Dataset `{card['name']}`", "",
+             f"`{card['file']}`: {card['images']} images at {card['resolution']}x"
+             f"{card['resolution']} from {card['source_images']} source images "
+             f"(StyleGAN2-ADA / StyleGAN3 / EDM2 zip format). Settings hash "
+             f"`{card['settings_hash']}`.", "", f"![sample grid]({card['name']}_grid.png)", ""]
+    for title, key in (("Per source", "per_source"), ("Alignment method", "per_alignment_method"),
+                       ("Left out by prepare", "excluded_here"),
+                       ("Removed by earlier stages", "removed_upstream")):
+        lines += [f"## {title}", "", "| | count |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in card[key].items()] or ["| (none) | 0 |"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOptions()
+                ) -> StageSummary:
+    """Prepare and export the dataset of distribution ``name``."""
+    dists = {d.name: d for d in params.split.distributions}
+    if name not in dists:
+        raise PrepareError(f"unknown distribution {name!r}; params.yaml split.distributions "
+                           f"has {', '.join(dists)}")
+    summary = StageSummary(f"prepare {name}")
+    manifest = read_table(options.split_manifest)
+    rows = manifest[(manifest.status == "ok") & (manifest.distribution == name)]
+    if rows.empty:
+        raise PrepareError(f"no live images assigned to {name!r} in {options.split_manifest}: "
+                           "check split.distributions categories and the split report")
+    tags = read_table(options.tags) if options.tags.exists() else None
+    settings = settings_for(params, dists[name])
+    settings_hash = _settings_hash(settings, params.prepare.source)
+    tasks = build_tasks(rows, tags, params, settings, options.matte_dir)
+    with ResultCache(params.paths.cache / "results.sqlite") as cache:
+        outputs = _OutputCache(params.paths.cache / "prepare", cache, settings_hash)
+        meta, errors = _prepare_all(tasks, settings, outputs, options.workers or params.n_workers,
+                                    summary)
+    table = _rows(rows, meta, errors)
+    live = table[table.status == "ok"]
+    zip_path = options.datasets_dir / f"{name}.zip"
+    pngs = (outputs.png_path(i, v).read_bytes() for i, v in zip(live.image_id, live.variant))
+    result = write_dataset_zip(zip_path, pngs)
+    plain = live[live.variant == 0].head(params.prepare.grid)  # one tile per source image
+    grid_pngs = [outputs.png_path(i, 0).read_bytes() for i in plain.image_id]
+    atomic.write_bytes(options.datasets_dir / f"{name}_grid.png", sample_grid(grid_pngs))
+    card = _card(name, rows, manifest, table, settings_hash, params, result.resolution,
+                 zip_path.name)
+    atomic.write_text(options.datasets_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
+    atomic.write_text(options.datasets_dir / f"{name}.md", _card_markdown(card) + "\n")
+    write_table(table, options.out_dir / name / "manifest.parquet",
+                sort_by=["image_id", "variant"])
+    for row in table.itertuples():
+        summary.count("exported" if row.status == "ok" else "excluded",
+                      None if row.status == "ok" else row.reason)
+    summary.save(options.out_dir / name / "summary.json")
+    summary.print()
+    methods = ", ".join(f"{k} {v}" for k, v in card["per_alignment_method"].items())
+    console.print(f"prepare {name}: {result.count} images {result.resolution}x{result.resolution}"
+                  f" -> {zip_path} (aligned by {methods})")
+    return summary
+
+
+def angle_errors(table: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per source image: method used, angle found, true rotation and the error (for benches)."""
+    first = table[(table.variant == 0)].merge(truth[["sha256", "rotation_deg"]].drop_duplicates(
+        "sha256"), left_on="image_id", right_on="sha256")
+    err = (first.angle_deg - first.rotation_deg + 180.0) % 360.0 - 180.0
+    return first.assign(angle_error=np.abs(err))
