@@ -23,7 +23,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from curate import atomic
@@ -230,7 +229,14 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
         meta, errors = _prepare_all(tasks, settings, outputs, options.workers or params.n_workers,
                                     summary)
     table = _rows(rows, meta, errors)
+    write_table(table, options.out_dir / name / "manifest.parquet",
+                sort_by=["image_id", "variant"])
     live = table[table.status == "ok"]
+    if live.empty:
+        why = ", ".join(f"{k}: {v}" for k, v in Counter(table.reason).items())
+        raise PrepareError(f"every image of {name!r} was left out ({why}); see "
+                           f"{options.out_dir / name / 'manifest.parquet'} (for upscale: lower "
+                           "prepare.resolution or raise prepare.max_upscale)")
     zip_path = options.datasets_dir / f"{name}.zip"
     pngs = (outputs.png_path(i, v).read_bytes() for i, v in zip(live.image_id, live.variant))
     result = write_dataset_zip(zip_path, pngs)
@@ -241,8 +247,6 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
                  zip_path.name)
     atomic.write_text(options.datasets_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     atomic.write_text(options.datasets_dir / f"{name}.md", _card_markdown(card) + "\n")
-    write_table(table, options.out_dir / name / "manifest.parquet",
-                sort_by=["image_id", "variant"])
     for row in table.itertuples():
         summary.count("exported" if row.status == "ok" else "excluded",
                       None if row.status == "ok" else row.reason)
@@ -253,10 +257,3 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
                   f" -> {zip_path} (aligned by {methods})")
     return summary
 
-
-def angle_errors(table: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Per source image: method used, angle found, true rotation and the error (for benches)."""
-    first = table[(table.variant == 0)].merge(truth[["sha256", "rotation_deg"]].drop_duplicates(
-        "sha256"), left_on="image_id", right_on="sha256")
-    err = (first.angle_deg - first.rotation_deg + 180.0) % 360.0 - 180.0
-    return first.assign(angle_error=np.abs(err))

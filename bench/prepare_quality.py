@@ -1,0 +1,89 @@
+"""Alignment accuracy on the demo's known rotations (issue goal: median error <= 3 deg for
+``keypoints``, <= 8 deg for ``mask``).
+
+``keypoints`` uses the annotators' merged heel/toe points from the Label Studio snapshot
+(data/tags/merged.parquet, made by `dvc repro tags`), so annotator jitter is included. ``mask``
+uses the matte stage's masks (data/matte/manifest.parquet) when they exist, else the demo's
+ground-truth masks, and says which. Prints one JSON object; also writes
+bench/results/prepare_quality.json.
+
+    python bench/prepare_quality.py
+"""
+
+from __future__ import annotations
+
+import json
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from curate.demo.generate import mask_name
+from curate.prepare.align import angle_error
+from curate.prepare.worker import Settings, Task, choose_crop
+
+DEMO = Path("data/demo")
+
+
+def _errors(tasks: list[tuple[Task, float]], method: str) -> list[float]:
+    settings = Settings(align=(method,))
+    out = []
+    for task, truth in tasks:
+        crop = choose_crop(task, settings)
+        if crop.method == method:
+            out.append(angle_error(crop.angle_deg, truth))
+    return out
+
+
+def _stats(errors: list[float]) -> dict:
+    e = np.asarray(errors)
+    return {"n": int(len(e)), "median_deg": round(float(np.median(e)), 3),
+            "p90_deg": round(float(np.percentile(e, 90)), 3),
+            "over_30_deg": int((e > 30).sum())} if len(e) else {"n": 0}
+
+
+def main() -> dict:
+    truth = pd.read_parquet(DEMO / "ground_truth.parquet")
+    truth = truth[truth.kind == "base"].drop_duplicates("sha256").set_index("sha256")
+    tags = pd.read_parquet("data/tags/merged.parquet").set_index("image_id")
+    tagged = tags.index.intersection(truth.index)
+    kp_tasks = []
+    for image_id in tagged:
+        t, g = tags.loc[image_id], truth.loc[image_id]
+        if np.isfinite([t.kp_heel_x, t.kp_heel_y, t.kp_toe_x, t.kp_toe_y]).all():
+            kp_tasks.append((Task(image_id, Path(), int(g.width), int(g.height),
+                                  ((t.kp_heel_x, t.kp_heel_y), (t.kp_toe_x, t.kp_toe_y))),
+                             float(g.rotation_deg)))
+    matte = Path("data/matte/manifest.parquet")
+    mask_source = "matte stage (rembg)" if matte.exists() else "demo ground-truth masks"
+    masks: dict[str, Path] = {}
+    if matte.exists():
+        m = pd.read_parquet(matte)
+        masks = {i: Path("data/matte") / p for i, p in zip(m.image_id, m.mask_path)
+                 if isinstance(p, str)}
+    else:
+        masks = {i: DEMO / "truth" / "masks" / mask_name(f) for i, f in truth.file.items()}
+    mask_tasks = {"soles": [], "pov": []}
+    for image_id, path in masks.items():
+        if image_id in truth.index and path.exists():
+            g = truth.loc[image_id]
+            mask_tasks[g.category].append((Task(image_id, Path(), int(g.width), int(g.height),
+                                                mask=path), float(g.rotation_deg)))
+    all_mask = _errors(mask_tasks["soles"] + mask_tasks["pov"], "mask")
+    result = {
+        "keypoints_from_annotators": _stats(_errors(kp_tasks, "keypoints")),
+        "mask": {"source": mask_source, "all": _stats(all_mask),
+                 **{k: _stats(_errors(v, "mask")) for k, v in mask_tasks.items()}},
+        "goals": {"keypoints_median_deg": 3.0, "mask_median_deg": 8.0},
+    }
+    return result
+
+
+if __name__ == "__main__":
+    out = main()
+    text = json.dumps(out, indent=2)
+    Path("bench/results").mkdir(parents=True, exist_ok=True)
+    Path("bench/results/prepare_quality.json").write_text(text + "\n")
+    print(text)
+
