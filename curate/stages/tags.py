@@ -1,0 +1,296 @@
+"""Tags stage: send images to Label Studio, bring annotators' tags back as data.
+
+- `run_push`: create or update the project from params, register how images are served, and
+  import one task per selected image (the image id in the task data). Idempotent: images that
+  already have a task are never imported again, so a push killed half-way is simply rerun.
+- `run_pull`: export every task with its annotations, normalise in memory, and only then
+  write the raw export snapshot (``data/tags/export.json``) and the tables, each atomically;
+  any failure leaves the previous snapshot and tables as they were.
+- `run_import`: the same normalisation from an export file, no server. This is what
+  `dvc repro` runs, on the snapshot named by ``tags.snapshot``.
+
+Outputs in ``out_dir``: ``tags.parquet`` (one row per annotation, pixels), ``merged.parquet``
+(one row per image), ``agreement.json`` (DVC metrics: verdict counts, pairwise kappa).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from curate import atomic
+from curate.config import Params, TagsConfig
+from curate.console import StageSummary, console, progress_bar
+from curate.manifest import read_table, write_table
+from curate.tags import agreement, labelconfig, merge, normalise
+from curate.tags.client import Connection, LabelStudioClient, LabelStudioError
+from curate.tags.labelconfig import LabelConfigError, TagSchema
+from curate.tags.select import SelectionError, select
+from curate.tags.serving import ImageUrls, ServingError, image_urls
+
+STORAGE_TITLE = "gan-curate store"
+
+
+class TagsError(RuntimeError):
+    """A tags command cannot go on; the message says what to fix. Nothing was overwritten."""
+
+
+@contextlib.contextmanager
+def _for_people() -> Iterator[None]:
+    """Turn the known failure kinds into one error type the CLI prints without a traceback."""
+    try:
+        yield
+    except (LabelStudioError, LabelConfigError, ServingError, SelectionError,
+            FileNotFoundError) as exc:
+        raise TagsError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class TagTables:
+    """What pull and import produce, built in memory before anything is written."""
+
+    tags: pd.DataFrame
+    merged: pd.DataFrame
+    summary: dict[str, Any]
+
+    def write(self, out_dir: Path) -> None:
+        out_dir = Path(out_dir)
+        write_table(self.tags, out_dir / "tags.parquet",
+                    sort_by=["image_id", "annotator", "annotation_id"])
+        write_table(self.merged, out_dir / "merged.parquet", sort_by=["image_id"])
+        atomic.write_text(out_dir / "agreement.json", json.dumps(self.summary, indent=2) + "\n")
+
+
+def build_tables(export: list[dict[str, Any]], schema: TagSchema, cfg: TagsConfig) -> TagTables:
+    """Normalise an export, merge per image and summarise agreement (no I/O)."""
+    try:
+        tags = normalise.normalise(export, schema)
+    except ValueError as exc:
+        raise TagsError(str(exc)) from None
+    merged = merge.merge(tags, schema, cfg.merge)
+    summary = agreement.summarise(tags, merged, schema, normalise.pending_tasks(export))
+    return TagTables(tags, merged, summary)
+
+
+def _parse_export(data: bytes, source: str) -> list[dict[str, Any]]:
+    try:
+        export = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TagsError(f"{source} is not a complete JSON export ({exc}); if it came from a "
+                        "server, the transfer was probably cut: pull again") from None
+    if not isinstance(export, list):
+        raise TagsError(f"{source} is not a Label Studio JSON export (expected a list of tasks; "
+                        "export with the JSON format, not JSON_MIN or CSV)")
+    return export
+
+
+def _finish(tables: TagTables, out_dir: Path) -> TagTables:
+    tables.write(out_dir)
+    agreement.print_summary(tables.summary)
+    console.print(f"tags: wrote {out_dir}/tags.parquet ({len(tables.tags):,} rows), "
+                  f"{out_dir}/merged.parquet ({len(tables.merged):,} images), "
+                  f"{out_dir}/agreement.json")
+    return tables
+
+
+# ------------------------------------------------------------------- import
+
+
+def run_import(params: Params, file: Path | None = None,
+               out_dir: Path = Path("data/tags")) -> TagTables:
+    """Normalise an export file (default ``tags.snapshot``) into the tag tables."""
+    cfg = params.tags
+    path = Path(file or cfg.snapshot)
+    if not path.is_file():
+        raise TagsError(f"{path} does not exist: run `curate tags pull` to make a snapshot from "
+                        "your Label Studio server, or point tags.snapshot in params.yaml at an "
+                        "export file")
+    with _for_people():
+        schema = labelconfig.schema_for(cfg)
+    with normalise.gc_paused():
+        export = _parse_export(path.read_bytes(), str(path))
+        console.print(f"tags: importing {path} ({len(export):,} tasks)")
+        tables = build_tables(export, schema, cfg)
+    return _finish(tables, Path(out_dir))
+
+
+# --------------------------------------------------------------------- pull
+
+
+def _connect(cfg: TagsConfig) -> LabelStudioClient:
+    client = LabelStudioClient(Connection.from_env(), timeout_s=cfg.timeout_s)
+    client.whoami()
+    return client
+
+
+def _existing_project(client: LabelStudioClient, cfg: TagsConfig) -> dict[str, Any]:
+    project = client.find_project(cfg.project.title)
+    if project is None:
+        raise LabelStudioError(
+            f"Label Studio at {client.url} has no project titled {cfg.project.title!r}: run "
+            "`curate tags push` to create it, or set tags.project.title in params.yaml to the "
+            "title of your project")
+    return project
+
+
+def run_pull(params: Params, out_dir: Path = Path("data/tags"),
+             snapshot: Path | None = None) -> TagTables:
+    """Export the project, then write the snapshot and the tag tables (see module docstring)."""
+    cfg = params.tags
+    snapshot = Path(snapshot or cfg.export)
+    with _for_people():
+        client = _connect(cfg)
+        project = _existing_project(client, cfg)
+        schema = labelconfig.parse(project["label_config"], cfg.reject_choice)
+        console.print(f"tags: exporting project {project['id']} ({project['title']!r}) "
+                      f"from {client.url}")
+        raw = client.export(project["id"])
+    with normalise.gc_paused():
+        export = _parse_export(raw, f"the export of project {project['id']} from {client.url}")
+        tables = build_tables(export, schema, cfg)
+    atomic.write_bytes(snapshot, raw)
+    console.print(f"tags: snapshot {snapshot} ({len(export):,} tasks, {len(raw) / 1e6:.1f} MB)")
+    _finish(tables, Path(out_dir))
+    if snapshot.resolve() != Path(cfg.snapshot).resolve():
+        console.print(f"[yellow]note:[/] `dvc repro` imports tags.snapshot ({cfg.snapshot}); set "
+                      f"it to {snapshot} in params.yaml to build the pipeline on this pull")
+    return tables
+
+
+# --------------------------------------------------------------------- push
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """Run-time overrides of ``tags.push`` (the CLI's options)."""
+
+    strategy: str | None = None
+    n: int | None = None
+    seed: int | None = None
+    manifest: Path | None = None
+    out_dir: Path = Path("data/tags")
+
+
+@dataclass
+class PushReport:
+    """What a push did: per-image outcomes (the stage summary) and project-level events."""
+
+    project_id: int = 0
+    summary: StageSummary = field(default_factory=lambda: StageSummary("tags push"))
+    events: list[str] = field(default_factory=list)
+
+    def print(self, url: str, strategy: str) -> None:
+        self.summary.print()
+        for event in self.events:
+            console.print(f"tags push: {event}")
+        created = self.summary.counts["new task"]
+        console.print(f"tags push: {created:,} new tasks ({strategy}) in project "
+                      f"{self.project_id}: {url}/projects/{self.project_id}/data")
+
+
+def _ensure_project(client: LabelStudioClient, cfg: TagsConfig, xml: str,
+                    report: PushReport) -> None:
+    project = client.find_project(cfg.project.title)
+    wanted = {"description": cfg.project.description,
+              "maximum_annotations": cfg.project.annotators_per_task}
+    if project is None:
+        report.project_id = client.create_project(cfg.project.title, label_config=xml, **wanted)
+        report.events.append(f"created project {cfg.project.title!r}")
+        return
+    report.project_id = int(project["id"])
+    changes = {k: v for k, v in wanted.items() if project[k] != v}
+    if project["label_config"].strip() != xml.strip():
+        changes["label_config"] = xml
+    if changes:
+        client.update_project(report.project_id, **changes)
+        report.events.append(f"updated project {cfg.project.title!r}: {', '.join(sorted(changes))}")
+
+
+def run_push(params: Params, options: PushOptions = PushOptions()) -> PushReport:
+    """Create/update the project and import tasks for the selected images."""
+    cfg = params.tags
+    report = PushReport()
+    summary = report.summary
+    strategy = options.strategy or cfg.push.strategy
+    n = options.n if options.n is not None else cfg.push.n
+    seed = options.seed if options.seed is not None else cfg.push.seed
+    with _for_people():
+        xml = labelconfig.config_xml(cfg)
+        schema = labelconfig.parse(xml, cfg.reject_choice)  # a broken XML fails before any call
+        if schema.image_key != labelconfig.IMAGE:
+            raise LabelConfigError(f"the labeling config reads the image from ${schema.image_key}"
+                                   f"; tasks carry it as ${labelconfig.IMAGE}: use "
+                                   f'value="${labelconfig.IMAGE}" in its <Image> tag')
+        urls = image_urls(cfg.images, params.paths.store)
+        manifest = read_table(Path(options.manifest or cfg.push.manifest))
+        live = manifest[manifest["status"] == "ok"] if "status" in manifest else manifest
+        client = _connect(cfg)
+        _ensure_project(client, cfg, xml, report)
+        if urls.storage_path and urls.storage_path not in client.local_storages(
+                report.project_id):
+            client.add_local_storage(report.project_id, urls.storage_path, STORAGE_TITLE)
+            report.events.append(f"added local-files storage {urls.storage_path}")
+        existing = {str(d["image_id"]): (tid, d) for tid, d in client.tasks(report.project_id)
+                    if d.get("image_id")}
+        store_paths = dict(zip(live["image_id"].astype(str), live["store_path"].astype(str),
+                               strict=True))
+        repointed = _repoint(client, existing, store_paths, urls)
+        candidates, tagged = _candidates(live, set(existing), options.out_dir)
+        chosen = select(strategy, candidates, n, seed)
+        tasks = [{"data": {labelconfig.IMAGE: urls.url(store_paths[i]), "image_id": i}}
+                 for i in chosen]
+        created = _import(client, report.project_id, tasks, cfg.push.batch_size)
+    if created != len(tasks):
+        raise TagsError(f"Label Studio made {created} tasks out of {len(tasks)} sent; run "
+                        "`curate tags push` again (it only sends what is missing)")
+    summary.count("already in project", n=int(live["image_id"].isin(existing).sum()))
+    if repointed:  # a subset of those already in the project
+        summary.reasons["image URL re-pointed"] = repointed
+    summary.count("new task", n=created)
+    summary.count("already tagged", n=tagged)
+    summary.count("not selected", n=len(candidates) - len(chosen))
+    report.print(client.url, strategy)
+    return report
+
+
+def _candidates(live: pd.DataFrame, in_project: set[str], out_dir: Path
+                ) -> tuple[pd.DataFrame, int]:
+    """Live images with no task yet and no tag yet; and how many were skipped as tagged."""
+    tags_path = Path(out_dir) / "tags.parquet"
+    tagged: set[str] = set()
+    if tags_path.exists():
+        tags = read_table(tags_path)
+        tagged = set(tags.loc[tags["latest"], "image_id"].dropna().astype(str))
+    fresh = ~live["image_id"].isin(in_project)
+    untagged = ~live["image_id"].isin(tagged)
+    return live[fresh & untagged], int((fresh & ~untagged).sum())
+
+
+def _repoint(client: LabelStudioClient, existing: dict[str, tuple[int, dict[str, Any]]],
+             store_paths: dict[str, str], urls: ImageUrls) -> int:
+    """Update the image URL of tasks whose serving mode or base changed since their push."""
+    stale = [(tid, data, urls.url(store_paths[iid])) for iid, (tid, data) in existing.items()
+             if iid in store_paths and data.get(labelconfig.IMAGE) != urls.url(store_paths[iid])]
+    if stale:
+        with progress_bar("tags push: re-pointing image URLs", total=len(stale)) as advance:
+            for tid, data, new_url in stale:
+                client.update_task_data(tid, {**data, labelconfig.IMAGE: new_url})
+                advance(1)
+    return len(stale)
+
+
+def _import(client: LabelStudioClient, project_id: int, tasks: list[dict[str, Any]],
+            batch_size: int) -> int:
+    created = 0
+    with progress_bar("tags push: importing tasks", total=len(tasks)) as advance:
+        for start in range(0, len(tasks), batch_size):
+            batch = tasks[start:start + batch_size]
+            created += client.import_tasks(project_id, batch)
+            advance(len(batch))
+    return created
