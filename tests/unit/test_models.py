@@ -81,7 +81,7 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_pinned_specs_are_consistent():
     names = [s.name for s in MODELS]
-    assert names == ["u2netp", "u2net", "mobilenet_v2"]
+    assert names == ["u2netp", "u2net", "mobilenet_v2", "inception_fid"]
     assert len({s.relpath for s in MODELS}) == len(MODELS)
     for s in MODELS:
         assert all(c in "0123456789abcdef" for c in s.md5 + s.sha256)

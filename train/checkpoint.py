@@ -1,0 +1,123 @@
+"""Training-state checkpoints: atomic, pruned to the last K, found again by what they belong to.
+
+A checkpoint holds everything an uninterrupted run would still have in memory (networks, EMA,
+optimisers, ADA state, counters, every RNG state, the loader position), so resuming from it
+continues the exact same trajectory. File names carry the run's identity and progress,
+`state-<config hash>-<dataset hash>-<images seen>.pt` (hashes shortened to 12 hex digits), so
+the newest checkpoint of this configuration on this dataset is found without opening the
+others, and pruning never touches another run's files. The full hashes are also stored inside
+and checked on load.
+
+Writes go to a temporary file in the same folder, are fsync'd and renamed, so a kill at any
+instant leaves the previous checkpoints intact. Loading uses `weights_only=True`: a checkpoint
+is data, never code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from curate.atomic import atomic_path, sweep_temp_files
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^state-([0-9a-f]{12})-([0-9a-f]{12})-(\d{12})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (unreadable, or from another configuration)."""
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    path: Path
+    config_hash: str
+    dataset_hash: str
+    images: int
+
+
+def _parse(path: Path) -> CheckpointFile | None:
+    m = _NAME.match(path.name)
+    return CheckpointFile(path, m.group(1), m.group(2), int(m.group(3))) if m else None
+
+
+class CheckpointManager:
+    """Checkpoints of one run (one config hash, one dataset hash) in `folder`."""
+
+    def __init__(self, folder: Path, config_hash: str, dataset_hash: str, keep: int) -> None:
+        self.folder = Path(folder)
+        self.config_hash = config_hash
+        self.dataset_hash = dataset_hash
+        self.keep = keep
+
+    def _all(self) -> list[CheckpointFile]:
+        if not self.folder.is_dir():
+            return []
+        found = (_parse(p) for p in self.folder.iterdir())
+        return sorted((f for f in found if f is not None), key=lambda f: f.images)
+
+    def mine(self) -> list[CheckpointFile]:
+        """This run's checkpoints, oldest first."""
+        return [f for f in self._all() if f.config_hash == self.config_hash[:12]
+                and f.dataset_hash == self.dataset_hash[:12]]
+
+    def foreign(self) -> list[CheckpointFile]:
+        """Checkpoints of other configurations or datasets (kept, never loaded)."""
+        return [f for f in self._all() if f.config_hash != self.config_hash[:12]
+                or f.dataset_hash != self.dataset_hash[:12]]
+
+    def path_for(self, images: int) -> Path:
+        return self.folder / (f"state-{self.config_hash[:12]}-{self.dataset_hash[:12]}-"
+                              f"{images:012d}.pt")
+
+    def save(self, state: dict[str, Any], images: int) -> Path:
+        """Write `state` atomically, then delete this run's checkpoints beyond the last K."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        payload = {"format": FORMAT_VERSION, "config_hash": self.config_hash,
+                   "dataset_hash": self.dataset_hash, "images": images, **state}
+        target = self.path_for(images)
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as fh:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for old in self.mine()[:-self.keep]:
+            old.path.unlink(missing_ok=True)
+        return target
+
+    def load(self, path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+        """Read and check one checkpoint; raise CheckpointError when it cannot be used."""
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling/IO failure means unusable
+            raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: not a training-state checkpoint of format "
+                                  f"{FORMAT_VERSION}")
+        if payload["config_hash"] != self.config_hash:
+            raise CheckpointError(f"{path}: written with other training settings")
+        if payload["dataset_hash"] != self.dataset_hash:
+            raise CheckpointError(f"{path}: written for another dataset")
+        return payload
+
+    def load_latest(self, map_location: torch.device | str = "cpu", warn: Any = None,
+                    sweep: bool = True) -> dict[str, Any] | None:
+        """The newest usable checkpoint of this run, or None; unreadable ones are skipped.
+
+        `sweep` deletes temporary files of a write that was killed (rank 0 only: others
+        must not race with its next write).
+        """
+        if sweep:
+            sweep_temp_files(self.folder)
+        for f in reversed(self.mine()):
+            try:
+                return self.load(f.path, map_location)
+            except CheckpointError as exc:
+                if warn is not None:
+                    warn(f"skipping {exc}")
+        return None

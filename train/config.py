@@ -1,0 +1,288 @@
+"""Typed configuration of the train stage: the `train:` section of params.yaml.
+
+The dataclasses are validated by `curate.config.from_mapping` (the same loader as every other
+stage), so a typo or a bad value names the key, the value and what is allowed. This module
+imports nothing from `curate.config` at import time: `curate.config.Params` has a `train` field
+of type `TrainConfig`, and a module-level import back would be circular.
+
+Two hashes matter for resuming (see `dynamics_hash`): a checkpoint is resumed only when the
+settings that shape the training trajectory are unchanged. Settings that do not (how long to
+train, how often to checkpoint, the per-device batch, loader workers) may change between runs,
+so `kimg` can be raised to train further, or a run can move to a machine with fewer GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ModelName = Literal["dcgan", "wgan_gp", "stylegan2"]
+Precision = Literal["auto", "fp32", "bf16"]
+AugmentOp = Literal["xflip", "rotate90", "translate", "scale", "rotate", "color", "cutout"]
+
+
+def _error(message: str) -> Exception:
+    """A `curate.config.ConfigError` (imported late: see the module docstring)."""
+    from curate.config import ConfigError
+
+    return ConfigError(message)
+
+
+def _positive(key: str, **values: float | int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise _error(f"{key}.{name}: got {value}, expected a positive number")
+
+
+def _probability(key: str, **values: float) -> None:
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise _error(f"{key}.{name}: got {value}, expected a probability in [0, 1]")
+
+
+def _betas(key: str, betas: tuple[float, ...]) -> None:
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise _error(f"{key}.betas: got {list(betas)}, expected [beta1, beta2] in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DCGANConfig:
+    """Radford et al. 2016 with the classic tricks (Salimans et al. 2016 label smoothing)."""
+
+    z_dim: int = 100
+    channels: int = 64            # feature maps at the output resolution (ngf/ndf)
+    max_channels: int = 512
+    kernel_size: Literal[4, 5] = 4  # 5x5 as in the DCGAN paper's figure, 4x4 avoids checkerboards
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, ...] = (0.5, 0.999)
+    label_smoothing: float = 0.0  # one-sided: real target 1 - s (0.1 in Salimans et al.)
+    label_noise: float = 0.0      # targets jittered uniformly by up to this much
+    label_flip: float = 0.0       # probability that a sample's real/fake target is swapped
+
+    def validate(self, key: str) -> None:
+        _positive(key, z_dim=self.z_dim, channels=self.channels, max_channels=self.max_channels,
+                  lr_g=self.lr_g, lr_d=self.lr_d)
+        _betas(key, self.betas)
+        _probability(key, label_smoothing=self.label_smoothing, label_noise=self.label_noise,
+                     label_flip=self.label_flip)
+
+
+@dataclass(frozen=True)
+class WGANGPConfig:
+    """Gulrajani et al. 2017: critic without batch norm, gradient penalty, n_critic steps."""
+
+    z_dim: int = 128
+    channels: int = 64
+    max_channels: int = 512
+    kernel_size: Literal[4, 5] = 4
+    lr: float = 1e-4
+    betas: tuple[float, ...] = (0.0, 0.9)
+    gp_lambda: float = 10.0       # 0 disables the penalty (use with clip for the original WGAN)
+    n_critic: int = 5
+    clip: float | None = None     # weight clipping of Arjovsky et al. 2017, e.g. 0.01
+    drift: float = 0.0            # epsilon * D(real)^2 keeps the critic near 0 (Karras 2018)
+
+    def validate(self, key: str) -> None:
+        _positive(key, z_dim=self.z_dim, channels=self.channels, max_channels=self.max_channels,
+                  lr=self.lr, n_critic=self.n_critic, clip=self.clip)
+        _betas(key, self.betas)
+        if self.gp_lambda < 0 or self.drift < 0:
+            raise _error(f"{key}: gp_lambda and drift must be >= 0")
+
+
+@dataclass(frozen=True)
+class StyleGAN2Config:
+    """Karras et al. 2020 (StyleGAN2) with the StyleGAN2-ADA defaults for small datasets."""
+
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8
+    mapping_lr_mult: float = 0.01
+    channel_base: int = 16384     # feature maps at resolution r: min(channel_base / r, max)
+    channel_max: int = 512
+    lr: float = 0.0025
+    betas: tuple[float, ...] = (0.0, 0.99)
+    r1_gamma: float | None = None  # None: 0.0002 * resolution^2 / batch (StyleGAN2-ADA 'auto')
+    r1_interval: int = 16          # lazy regularisation: R1 every N discriminator steps
+    style_mixing: float = 0.9
+    mbstd_group: int = 4
+    w_avg_beta: float = 0.995      # tracking of the mean w, the centre of truncation
+
+    def validate(self, key: str) -> None:
+        _positive(key, z_dim=self.z_dim, w_dim=self.w_dim, mapping_layers=self.mapping_layers,
+                  mapping_lr_mult=self.mapping_lr_mult, channel_base=self.channel_base,
+                  channel_max=self.channel_max, lr=self.lr, r1_interval=self.r1_interval,
+                  mbstd_group=self.mbstd_group)
+        _betas(key, self.betas)
+        _probability(key, style_mixing=self.style_mixing, w_avg_beta=self.w_avg_beta)
+        if self.r1_gamma is not None and self.r1_gamma < 0:
+            raise _error(f"{key}.r1_gamma: got {self.r1_gamma}, expected >= 0 or null (auto)")
+
+    def gamma(self, resolution: int, batch: int) -> float:
+        """The R1 weight; the StyleGAN2-ADA heuristic when not set."""
+        return self.r1_gamma if self.r1_gamma is not None else 0.0002 * resolution**2 / batch
+
+
+@dataclass(frozen=True)
+class ADAConfig:
+    """Adaptive discriminator augmentation (Karras et al. 2020, 'Training GANs with limited
+    data'): every op is applied to each image with probability p, p follows the overfitting
+    heuristic r_t = E[sign(D(real))] toward `target`."""
+
+    enabled: bool = True
+    ops: tuple[AugmentOp, ...] = ("xflip", "rotate90", "translate", "scale", "rotate", "color")
+    target: float | None = 0.6   # null: keep p fixed at p_init
+    p_init: float = 0.0
+    p_max: float = 0.8           # above ~0.8 some ops start to leak into generated images
+    interval: int = 4            # adjust p every N iterations
+    speed_kimg: float = 500.0    # p can move from 0 to 1 in this many kimg
+
+    def validate(self, key: str) -> None:
+        _probability(key, p_init=self.p_init, p_max=self.p_max)
+        if self.target is not None:
+            _probability(key, target=self.target)
+        _positive(key, interval=self.interval, speed_kimg=self.speed_kimg)
+        if self.p_init > self.p_max:
+            raise _error(f"{key}.p_init: {self.p_init} is above p_max {self.p_max}")
+        if len(set(self.ops)) != len(self.ops):
+            raise _error(f"{key}.ops: {list(self.ops)} lists an op twice")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """Generator weights averaged with a half-life counted in images (StyleGAN's ema_kimg)."""
+
+    half_life_kimg: float = 10.0
+    rampup: float | None = 0.05   # early on, half-life <= rampup * images seen so far
+
+    def validate(self, key: str) -> None:
+        _positive(key, half_life_kimg=self.half_life_kimg, rampup=self.rampup)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """End-of-training outputs: grids, truncation sweep, interpolation, memorisation report."""
+
+    grid: tuple[int, ...] = (8, 4)      # columns x rows of the fixed-seed sample grids
+    grid_seed: int = 1234
+    truncation: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+    interpolation_seeds: tuple[int, ...] = (0, 1, 2, 3, 0)
+    interpolation_frames: int = 12      # frames between two seeds
+    memorisation_samples: int = 64      # generated images compared with the training set
+    memorisation_reals: int = 2000      # training images searched for nearest neighbours
+    distance_size: int = 32             # images are compared at this size (pixels)
+
+    def validate(self, key: str) -> None:
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise _error(f"{key}.grid: got {list(self.grid)}, expected [columns, rows] >= 1")
+        _positive(key, interpolation_frames=self.interpolation_frames,
+                  memorisation_samples=self.memorisation_samples,
+                  memorisation_reals=self.memorisation_reals, distance_size=self.distance_size)
+        if len(self.interpolation_seeds) < 2:
+            raise _error(f"{key}.interpolation_seeds: need at least two seeds")
+        for psi in self.truncation:
+            if not 0.0 <= psi <= 1.0:
+                raise _error(f"{key}.truncation: got {psi}, expected values in [0, 1]")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """FID/KID, computed offline with provisioned Inception weights (see train/fid.py)."""
+
+    fid: bool = False
+    num_gen: int = 10000       # generated images; FID is biased by N, so N is always reported
+    num_real: int | None = None  # null: the whole dataset
+    kid_subset: int = 1000
+
+    def validate(self, key: str) -> None:
+        _positive(key, num_gen=self.num_gen, num_real=self.num_real, kid_subset=self.kid_subset)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `train fit` needs besides the dataset path and the output folder."""
+
+    model: ModelName = "stylegan2"
+    resolution: int | None = None   # null: the dataset's; smaller: downsampled while loading
+    kimg: float = 1000.0            # thousands of real images shown to the discriminator
+    batch: int = 32                 # global batch: the same whatever the number of devices
+    batch_per_device: int | None = None  # null: batch / devices; smaller: gradient accumulation
+    mirror: bool = False            # add x-flipped copies of the dataset
+    seed: int = 0
+    precision: Precision = "auto"   # auto: bf16 autocast on GPU, fp32 on CPU
+    loader_workers: int = 2
+    tick_kimg: float = 4.0          # log metrics every N kimg
+    checkpoint_kimg: float = 50.0   # training-state checkpoint every N kimg
+    keep_checkpoints: int = 3
+    sample_kimg: float = 50.0       # fixed-seed sample grid every N kimg
+    max_bad_steps: int = 5          # consecutive non-finite steps before a rollback
+    max_rollbacks: int = 3
+    dcgan: DCGANConfig = field(default_factory=DCGANConfig)
+    wgan_gp: WGANGPConfig = field(default_factory=WGANGPConfig)
+    stylegan2: StyleGAN2Config = field(default_factory=StyleGAN2Config)
+    ada: ADAConfig = field(default_factory=ADAConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def validate(self, key: str) -> None:
+        key = key or "train"
+        _positive(key, kimg=self.kimg, batch=self.batch, batch_per_device=self.batch_per_device,
+                  tick_kimg=self.tick_kimg, checkpoint_kimg=self.checkpoint_kimg,
+                  keep_checkpoints=self.keep_checkpoints, sample_kimg=self.sample_kimg,
+                  max_bad_steps=self.max_bad_steps)
+        if self.resolution is not None and (self.resolution < 8
+                                            or self.resolution & (self.resolution - 1)):
+            raise _error(f"{key}.resolution: got {self.resolution}, expected a power of two >= 8 "
+                         f"or null (the dataset's resolution)")
+        if self.loader_workers < 0 or self.max_rollbacks < 0:
+            raise _error(f"{key}: loader_workers and max_rollbacks must be >= 0")
+
+    @property
+    def model_config(self) -> DCGANConfig | WGANGPConfig | StyleGAN2Config:
+        """The hyper-parameters of the chosen model."""
+        return getattr(self, self.model)
+
+    def dynamics(self) -> dict[str, Any]:
+        """The settings that shape the training trajectory (what a resume must not change)."""
+        return {
+            "model": self.model,
+            "model_config": dataclasses.asdict(self.model_config),
+            "resolution": self.resolution,
+            "batch": self.batch,
+            "mirror": self.mirror,
+            "seed": self.seed,
+            "precision": self.precision,
+            "ada": dataclasses.asdict(self.ada),
+            "ema": dataclasses.asdict(self.ema),
+        }
+
+    def dynamics_hash(self) -> str:
+        """sha256 of `dynamics()`: checkpoints carry it and are resumed only when it matches."""
+        blob = json.dumps(self.dynamics(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with top-level fields changed (CLI overrides), validated again."""
+        new = dataclasses.replace(self, **changes)
+        new.validate("train")
+        return new
+
+
+def load_train_config(params: Path = Path("params.yaml")) -> TrainConfig:
+    """The `train` section of params.yaml (defaults when the section is absent)."""
+    from curate.config import load_params
+
+    return load_params(params).train
+
+
+def train_config_from_mapping(data: dict[str, Any] | None) -> TrainConfig:
+    """Build a validated TrainConfig from a plain mapping (tests, benchmarks, JSON exports)."""
+    from curate.config import from_mapping
+
+    return from_mapping(TrainConfig, data or {}, "train")

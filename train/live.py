@@ -1,0 +1,85 @@
+"""Training metrics through dvclive, so `dvc plots show` and `dvc metrics show` display them.
+
+Only rank 0 logs. One dvclive step per tick. On resume, rows logged after the checkpoint (by
+the run that was interrupted) are dropped from the plot files before dvclive reopens them, so
+a resumed run's curves have no duplicated or orphaned stretch. dvclive is told not to edit
+dvc.yaml and not to create DVC experiments by itself: the stage declares its outputs, and
+`dvc exp run` works as usual around it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from scmrepo.exceptions import SCMError
+
+from curate import atomic
+
+
+def truncate_after(folder: Path, step: int) -> int:
+    """Drop rows with step >= `step` from dvclive's TSV plot files; return rows dropped."""
+    dropped = 0
+    for tsv in Path(folder).glob("plots/metrics/**/*.tsv"):
+        with open(tsv, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            continue
+        col = rows[0].index("step")
+        keep = [rows[0]] + [r for r in rows[1:] if len(r) > col and int(r[col]) < step]
+        if len(keep) != len(rows):
+            dropped += len(rows) - len(keep)
+            text = "".join("\t".join(r) + "\n" for r in keep)
+            atomic.write_text(tsv, text)
+    return dropped
+
+
+class Metrics:
+    """dvclive on the main rank; a silent stand-in elsewhere (or when disabled)."""
+
+    def __init__(self, folder: Path, enabled: bool, resume_step: int | None) -> None:
+        self.live: Any = None
+        if not enabled:
+            return
+        from dvclive import Live
+
+        resume = resume_step is not None and Path(folder).exists()
+        if resume:
+            truncate_after(folder, int(resume_step or 0))
+        kwargs = dict(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None,
+                      report=None)
+        try:
+            self.live = Live(**kwargs)
+        except SCMError:
+            # dvclive 3.x asks git for HEAD when run by `dvc repro` and fails in a repository
+            # without commits (a fresh `git init`); the metric files do not need git.
+            with mock.patch.object(Live, "_init_dvc", lambda _self: None):
+                self.live = Live(**kwargs)
+        self.live.step = int(resume_step or 0)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        """Log one tick's values at `step` (non-finite values are skipped: a bad tick is in
+        the console log, and dvc's plots do not accept NaN)."""
+        if self.live is None:
+            return
+        self.live.step = step
+        for name, value in values.items():
+            if math.isfinite(value):
+                self.live.log_metric(name, float(value))
+        self.live.next_step()
+
+    def summary(self, values: dict[str, Any]) -> None:
+        """Final figures (FID, KID, images seen) into metrics.json only, not the plots."""
+        if self.live is None:
+            return
+        for name, value in values.items():
+            self.live.log_metric(name, value, plot=False)
+        self.live.make_summary()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.end()
+            self.live = None
