@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # dvc runs stage commands (`curate ...`) through the shell: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup models demo-data demo test test-all bench clean
+.PHONY: help setup models demo-data demo test test-all bench clean browser
 
 help:
 	@echo "make demo      set up, provision models, generate demo data, run dvc repro"
@@ -39,11 +39,24 @@ demo: models demo-data
 	$(BIN)/dvc repro
 	@echo "outputs: data/ (manifests, stores), reports/ (HTML reports); see README"
 
+# Debian's chromium for the HTML report tests (real headless browser). Installed with apt when
+# missing and possible (root or passwordless sudo); otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "warning: chromium is missing and cannot be installed here (needs apt-get as root):" \
+	         "browser tests will be skipped"; \
+	  else $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    chromium >/dev/null || echo "warning: apt-get install chromium failed: browser tests will be skipped"; \
+	  fi; }
+
 # pytest exits 5 when a selection collects nothing; that is not a failure of the suite.
-test: models
+test: models browser
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
-test-all: models
+test-all: models browser
 	$(BIN)/python -m pytest -q -m ''
 
 clean:

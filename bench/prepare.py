@@ -48,7 +48,7 @@ def demo_images(n: int) -> list[tuple[str, Path, int, int, tuple | None]]:
                  & ~truth.file.str.contains("!")]
     out = []
     for r in rows.itertuples():
-        kp = ((r.heel_x, r.heel_y), (r.toe_x, r.toe_y)) if r.ls_task_id == r.ls_task_id else None
+        kp = ((r.heel_x, r.heel_y), (r.toe_x, r.toe_y)) if pd.notna(r.ls_task_id) else None
         out.append((f"{r.sha256}-{len(out)}", summary.out_dir / "raw" / r.file, int(r.width),
                     int(r.height), kp))
     return out[:max(n, 1)]

@@ -21,6 +21,9 @@ app = typer.Typer(
 models_app = typer.Typer(help="Offline model files (provisioned once, never downloaded at run time).",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
+tags_app = typer.Typer(help="Label Studio round trip: push images to annotators, pull their tags.",
+                       no_args_is_help=True)
+app.add_typer(tags_app, name="tags")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Path of params.yaml.")]
 WorkersOption = Annotated[
@@ -57,6 +60,98 @@ def ingest(
     from curate.stages.ingest import IngestOptions, run_ingest
 
     run_ingest(_params(params), IngestOptions(out_dir=out, workers=workers, retry_failed=retry_failed))
+
+
+@app.command()
+def dedup(
+    params: ParamsOption = Path("params.yaml"),
+    workers: WorkersOption = None,
+    manifest: Annotated[Path, typer.Option(help="Input manifest (the ingest stage's).")] = Path(
+        "data/ingest/manifest.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for manifest.parquet and summary.json.")] = Path(
+        "data/dedup"
+    ),
+    report: Annotated[Path | None, typer.Option(help="HTML report (default <paths.reports>/duplicates.html).")] = None,
+) -> None:
+    """Find exact and near-duplicate images and keep the best of each cluster.
+
+    Links images by identical pixels, perceptual hash distance (dedup.hash_threshold) and
+    MobileNetV2 embedding cosine (dedup.cosine_threshold); writes data/dedup/manifest.parquet
+    (every row kept; duplicates get status=duplicate, duplicate_of, dup_kind, distance) and
+    reports/duplicates.html. Hashes and embeddings are cached per image.
+    """
+    from curate.models import ModelMissingError
+    from curate.stages.dedup import DedupOptions, run_dedup
+
+    try:
+        run_dedup(_params(params), DedupOptions(in_manifest=manifest, out_dir=out, report=report,
+                                                workers=workers))
+    except (ModelMissingError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def quality(
+    params: ParamsOption = Path("params.yaml"),
+    workers: WorkersOption = None,
+    manifest: Annotated[Path, typer.Option(help="Input manifest (the dedup stage's).")] = Path(
+        "data/dedup/manifest.parquet"
+    ),
+    tags: Annotated[Path, typer.Option(help="Merged tags (used when the file exists).")] = Path(
+        "data/tags/merged.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for manifest.parquet and summary.json.")] = Path(
+        "data/quality"
+    ),
+    report: Annotated[Path | None, typer.Option(help="HTML report (default <paths.reports>/outliers.html).")] = None,
+) -> None:
+    """Flag blurry, badly exposed, tiny, odd, noisy, grayscale, off-subject and rejected images.
+
+    Measures every live image once at reduced scale (cached per image), scores it against the
+    thresholds under quality.checks in params.yaml (absolute or percentile; changing one
+    re-scores without decoding), and writes data/quality/manifest.parquet (flagged images get
+    status=outlier and every reason) and reports/outliers.html.
+    """
+    from curate.models import ModelMissingError
+    from curate.stages.quality import QualityOptions, run_quality
+
+    try:
+        run_quality(_params(params), QualityOptions(manifest=manifest, tags=tags, out_dir=out,
+                                                    report=report, workers=workers))
+    except (ModelMissingError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def matte(
+    params: ParamsOption = Path("params.yaml"),
+    workers: WorkersOption = None,
+    manifest: Annotated[Path, typer.Option(help="Input manifest (the quality stage's).")] = Path(
+        "data/quality/manifest.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for images, masks, manifest and summary.")] = Path(
+        "data/matte"
+    ),
+    report: Annotated[Path | None, typer.Option(help="HTML report (default <paths.reports>/mattes.html).")] = None,
+) -> None:
+    """Remove backgrounds: composite each live image on params.background and save its mask.
+
+    matte.method picks rembg (offline u2net / u2netp), border_key (plain studio backgrounds) or
+    grabcut. Cached per (image, settings). Mask statistics feed the quality checks
+    poor_separation, small_foreground and soft_matte (thresholds under quality.checks).
+    """
+    from curate.models import ModelMissingError
+    from curate.stages.matte import MatteOptions, run_matte
+
+    try:
+        run_matte(_params(params), MatteOptions(manifest=manifest, out_dir=out, report=report,
+                                                workers=workers))
+    except (ModelMissingError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
 
 
 @app.command("demo-data")
@@ -108,6 +203,116 @@ def _print_models(statuses: list) -> None:
         color = "green" if s.state == "ok" else "red"
         table.add_row(s.name, f"[{color}]{s.state}[/]", str(s.path), f"{(s.size or 0) / 1e6:.1f} MB")
     console.print(table)
+
+
+TagsOutOption = Annotated[
+    Path, typer.Option("--out", help="Folder for tags.parquet, merged.parquet, agreement.json.")
+]
+
+
+def _tags_call(fn, *args) -> None:  # noqa: ANN001 (a stage function and its arguments)
+    from curate.stages.tags import TagsError
+
+    try:
+        fn(*args)
+    except TagsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@tags_app.command("push")
+def tags_push(
+    params: ParamsOption = Path("params.yaml"),
+    strategy: Annotated[str | None, typer.Option(
+        help="untagged (all new images) or random (a sample of -n); default tags.push.strategy."
+    )] = None,
+    n: Annotated[int | None, typer.Option(
+        "-n", help="At most this many new tasks (default tags.push.n).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the random strategy (default tags.push.seed).")] = None,
+    manifest: Annotated[Path | None, typer.Option(
+        help="Manifest to pick images from (default tags.push.manifest).")] = None,
+    out: TagsOutOption = Path("data/tags"),
+) -> None:
+    """Create or update the Label Studio project and import one task per selected image.
+
+    Needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY in the environment. Pushing again never
+    duplicates a task; images already tagged (data/tags/tags.parquet) are not sent again.
+    """
+    from curate.stages.tags import PushOptions, run_push
+
+    _tags_call(run_push, _params(params), PushOptions(strategy, n, seed, manifest, out))
+
+
+@tags_app.command("pull")
+def tags_pull(
+    params: ParamsOption = Path("params.yaml"),
+    out: TagsOutOption = Path("data/tags"),
+    snapshot: Annotated[Path | None, typer.Option(
+        help="Where to write the raw export (default tags.export).")] = None,
+) -> None:
+    """Export every task and annotation, save the snapshot, write the tag tables.
+
+    Needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY. On any failure the previous snapshot and
+    tables stay as they were.
+    """
+    from curate.stages.tags import run_pull
+
+    _tags_call(run_pull, _params(params), out, snapshot)
+
+
+@tags_app.command("import")
+def tags_import(
+    file: Annotated[Path | None, typer.Argument(
+        help="A Label Studio JSON export (default tags.snapshot).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    out: TagsOutOption = Path("data/tags"),
+) -> None:
+    """Normalise an export file into the tag tables, with no server (what `dvc repro` runs).
+
+    Writes tags.parquet (one row per annotation, geometry in source pixels), merged.parquet (one
+    row per image: verdict, category, reject, mean box and keypoints) and agreement.json.
+    """
+    from curate.stages.tags import run_import
+
+    _tags_call(run_import, _params(params), file, out)
+
+
+@app.command()
+def split(
+    params: ParamsOption = Path("params.yaml"),
+    workers: WorkersOption = None,
+) -> None:
+    """Give every live image a sub-distribution: annotators' tags first, then k-NN on embeddings.
+
+    Writes data/split/manifest.parquet (distribution, dist_source, dist_confidence) and
+    data/split/report.json (counts, cross-validated propagation accuracy, least confident images).
+    """
+    from curate.stages.split import SplitOptions, run_split
+
+    run_split(_params(params), SplitOptions(workers=workers))
+
+
+@app.command()
+def prepare(
+    dist: Annotated[str, typer.Option("--dist", help="Distribution name from split.distributions.")],
+    params: ParamsOption = Path("params.yaml"),
+    workers: WorkersOption = None,
+) -> None:
+    """Align, crop and resize one distribution to a square dataset, augment, and export it.
+
+    Output: data/datasets/NAME.zip in the format NVlabs' StyleGAN2-ADA, StyleGAN3 and EDM2 train
+    on: an uncompressed zip of PNGs named 00000/img00000000.png (1000 per folder) and a
+    dataset.json with "labels": null. Next to it: NAME.json and NAME.md (the dataset card) and
+    NAME_grid.png (sample grid). Per-image details in data/prepare/NAME/manifest.parquet.
+    """
+    from curate.stages.prepare import PrepareError, PrepareOptions, run_prepare
+
+    try:
+        run_prepare(_params(params), dist, PrepareOptions(workers=workers))
+    except PrepareError as exc:
+        console.print(f"[red]prepare:[/] {exc}")
+        raise typer.Exit(2) from exc
 
 
 if __name__ == "__main__":

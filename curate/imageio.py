@@ -204,6 +204,7 @@ def decode(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int | None = None,
     gray: bool = False,
+    upright: bool = True,
 ) -> Image.Image:
     """Decode to an upright RGB image (or 8-bit grayscale "L" with `gray=True`).
 
@@ -211,7 +212,9 @@ def decode(
     at least `min_side` (callers resize further), which is several times faster
     than a full decode for metrics that do not need full resolution. `gray`
     takes a JPEG's luma straight from the decoder (no chroma work, faster, and
-    free of the rounding of a YCbCr -> RGB -> L round trip).
+    free of the rounding of a YCbCr -> RGB -> L round trip). `upright=False`
+    skips the EXIF rotation, for callers that must downscale on the file's own
+    pixel grid (where a JPEG's DCT blocks lie) and rotate after, with `orient`.
     """
     data = source.read_bytes() if isinstance(source, Path) else source
     img = _open(data, max_pixels)
@@ -221,7 +224,22 @@ def decode(
         scale = max(1.0, min(img.size) / min_side) if min_side else 1.0
         img.draft("L" if gray else "RGB", (int(img.width / scale), int(img.height / scale)))
     _load_checked(img, reduce_jpeg=False)
-    img = ImageOps.exif_transpose(img) or img
-    if gray:  # L -> RGB -> L is lossless (Pillow's luma weights sum to exactly 1)
-        return normalize(img, background).convert("L")
+    if upright:
+        img = ImageOps.exif_transpose(img) or img
+    if gray:  # L -> RGB -> L would be lossless (Pillow's luma weights sum to exactly 1)
+        return img if img.mode == "L" else normalize(img, background).convert("L")
     return normalize(img, background)
+
+
+#: EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+
+def orient(img: Image.Image, orientation: int) -> Image.Image:
+    """Apply an EXIF orientation (1-8, as `ImageInfo.exif_orientation`) to a decoded image."""
+    method = _ORIENT.get(int(orientation))
+    return img.transpose(method) if method is not None else img

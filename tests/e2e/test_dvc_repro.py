@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,17 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+def _fast_params(path: Path) -> None:
+    """The same pipeline, sized for a test: the fast matte model, small datasets, a short run."""
+    params = yaml.safe_load(path.read_text())
+    params["matte"]["model"] = "u2netp"
+    params["prepare"]["resolution"] = 128
+    params["train"].update(kimg=0.2, resolution=32)
+    # ~40 demo photos leave about 5 tagged live images: let 3 neighbours vote, not 10.
+    params["split"].update(k=3, min_confidence=0.6)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
@@ -45,6 +57,7 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, root / rel)
     _run(["git", "init", "-q"], root)
+    _fast_params(root / "params.yaml")
     _run(["curate", "demo-data", "--out", "data/demo", "--n-base", str(N_BASE)], root)
     _run(["dvc", "repro"], root)
     return root
@@ -78,12 +91,85 @@ def test_second_repro_changes_nothing(repo_copy: Path) -> None:
     assert _run(["dvc", "status"], repo_copy).strip().endswith("up to date.")
 
 
+def test_dedup_finds_the_planted_duplicates(repo_copy: Path) -> None:
+    """Every planted near-duplicate ends in its original's cluster, the original is kept for
+    the copies that lost pixels or quality, byte-identical copies are one row with all their
+    URIs, and no two distinct demo images are linked."""
+    truth = pd.read_parquet(repo_copy / "data/demo/ground_truth.parquet")
+    truth = truth[truth.expected == "stored"]
+    out = pd.read_parquet(repo_copy / "data/dedup/manifest.parquet").set_index("image_id")
+    sha = dict(zip(truth.file, truth.sha256))
+    near = truth[truth.kind == "near_duplicate"]
+    assert len(near) >= 5
+    root = {s: s for s in out.index}
+    for row in near.itertuples():
+        root[row.sha256] = sha[row.duplicate_of]
+        copy, original = out.loc[row.sha256], out.loc[sha[row.duplicate_of]]
+        assert copy.cluster_id == original.cluster_id is not None, row.file
+        if row.subkind in ("resized", "cropped", "reencoded"):
+            assert original.status == "ok" and copy.status == "duplicate", row.file
+            assert copy.duplicate_of == original.name, row.file
+    for row in truth[truth.kind == "exact_duplicate"].itertuples():
+        uris = [u.rsplit("raw/", 1)[1] for u in out.loc[row.sha256, "source_uris"]]
+        assert row.file in uris and row.duplicate_of in uris
+    linked = out[out.cluster_id.notna()]
+    assert all(root[i] == root[c] for i, c in zip(linked.index, linked.cluster_id))
+    assert (out.status == "duplicate").sum() == len(near)
+    page = (repo_copy / "reports/duplicates.html").read_text()
+    assert f"Clusters ({out.cluster_id.nunique()})" in page
+
+
+def test_fast_decode_hashes_match_full_decode_on_the_demo(repo_copy: Path) -> None:
+    """`dedup.fast_decode` hashes JPEGs from a half-scale decode; on at least 99% of the demo
+    images that must be the hash of the full decode. This small demo has ~60 images, where one
+    image is 1.7%: allow one (the full demo, 523 images, agrees on all: bench/dedup_quality.py
+    and the slow test in tests/integration/test_dedup_demo.py)."""
+    from curate.dedup.hashing import HashSpec, hash_image
+
+    manifest = pd.read_parquet(repo_copy / "data/ingest/manifest.parquet")
+    store = repo_copy / "data/store"
+    fast, full = HashSpec(fast_decode=True), HashSpec(fast_decode=False)
+    same = [hash_image(store / r.store_path, r.width, r.height, fast, r.exif_orientation).value
+            == hash_image(store / r.store_path, r.width, r.height, full, r.exif_orientation).value
+            for r in manifest.itertuples()]
+    differ = len(same) - sum(same)
+    assert differ <= max(1, len(same) // 100), f"{differ} of {len(same)} hashes differ"
+
+
+def test_datasets_hold_the_right_images(repo_copy: Path) -> None:
+    """One StyleGAN zip per distribution; its images come from that distribution and are not
+    planted duplicates or outliers (quality and dedup goals are >= 0.9, so allow a slip)."""
+    import zipfile
+
+    truth = pd.read_parquet(repo_copy / "data/demo/ground_truth.parquet")
+    truth = truth[truth.expected == "stored"].drop_duplicates("sha256").set_index("sha256")
+    for name in ("soles", "pov"):
+        table = pd.read_parquet(repo_copy / f"data/prepare/{name}/manifest.parquet")
+        live = table[table.status == "ok"]
+        with zipfile.ZipFile(repo_copy / f"data/datasets/{name}.zip") as zf:
+            pngs = [n for n in zf.namelist() if n.endswith(".png")]
+        assert len(pngs) == len(live) >= 10
+        parents = truth.loc[live[live.variant == 0].image_id]
+        clean = parents.kind.isin(["base", "exact_duplicate", "bad"])
+        assert clean.mean() >= 0.9, parents[~clean][["file", "kind", "subkind"]]
+        assert (parents.category[clean] == name).mean() >= 0.9
+        assert (repo_copy / f"data/datasets/{name}_grid.png").stat().st_size > 1000
+
+
+def test_training_ran_and_exported(repo_copy: Path) -> None:
+    for name in ("soles", "pov"):
+        model = repo_copy / "models" / name
+        assert (model / "export" / "generator.pt").exists()
+        assert any((model / "checkpoints").iterdir())
+        assert any(p.suffix == ".png" for p in (model / "samples").rglob("*"))
+
+
 def test_new_image_reruns_incrementally(repo_copy: Path) -> None:
     before = pd.read_parquet(repo_copy / "data/ingest/manifest.parquet")
     new = repo_copy / "data/demo/raw/photos/new-batch/added.png"
     new.parent.mkdir(parents=True)
     Image.new("RGB", (320, 240), (200, 120, 90)).save(new)
-    out = _run(["dvc", "repro"], repo_copy)
+    out = _run(["dvc", "repro", "ingest"], repo_copy)  # later stages: tested above
     after = pd.read_parquet(repo_copy / "data/ingest/manifest.parquet")
     assert len(after) == len(before) + 1
     # Only the new file was read: every other input came from the per-image cache.

@@ -1,0 +1,7 @@
+"""Near-duplicate detection: perceptual hashes, exact Hamming search, clusters, keep-best.
+
+One module per concern: `hashing` (per-image hashes, run in workers), `hamming` (all pairs
+within a Hamming radius, sub-quadratic and exact), `cosine` (embedding pairs by blockwise
+matrix products), `clusters` (union-find and the keep-best policy), `report` (the HTML
+report). `curate.stages.dedup` wires them into the pipeline stage.
+"""

@@ -1,0 +1,46 @@
+"""Pairs of embeddings with cosine similarity above a threshold, blockwise.
+
+The similarity matrix of n images is never held in memory: the upper triangle is walked in
+square tiles of `block` x `block` (64 MB of float32 at the default 4096), each tile is one
+BLAS matrix product, and only the entries above the threshold are kept. Memory stays at a
+few tiles plus the output whatever n is; time is n^2 * d / 2 multiply-adds (about a minute
+for 100k images of 1280-d on two cores), exact, with no index to build or tune.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def cosine_pairs(vectors: np.ndarray, threshold: float, *, block: int = 4096
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (i, j, similarity) with i < j and dot(v_i, v_j) >= `threshold`, sorted by (i, j).
+
+    `vectors` must be L2-normalised (rows of NaN are ignored: images without an embedding).
+    """
+    v = np.asarray(vectors, dtype=np.float32)
+    n = v.shape[0]
+    valid = ~np.isnan(v).any(axis=1) if n else np.zeros(0, dtype=bool)
+    v = np.where(valid[:, None], v, 0.0).astype(np.float32)
+    out_i: list[np.ndarray] = []
+    out_j: list[np.ndarray] = []
+    out_s: list[np.ndarray] = []
+    for a in range(0, n, block):
+        rows = v[a : a + block]
+        for b in range(a, n, block):
+            sims = rows @ v[b : b + block].T
+            if a == b:  # diagonal tile: keep the strict upper triangle only
+                sims[np.tril_indices_from(sims)] = -np.inf
+            ii, jj = np.nonzero(sims >= threshold)
+            keep = valid[a + ii] & valid[b + jj]
+            ii, jj = ii[keep], jj[keep]
+            out_i.append(ii + a)
+            out_j.append(jj + b)
+            out_s.append(sims[ii, jj])
+    if not out_i:
+        return (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+    i = np.concatenate(out_i).astype(np.int64)
+    j = np.concatenate(out_j).astype(np.int64)
+    s = np.concatenate(out_s).astype(np.float32)
+    order = np.lexsort((j, i))
+    return i[order], j[order], s[order]

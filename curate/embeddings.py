@@ -1,0 +1,318 @@
+"""Image embeddings shared by the stages that compare images by content.
+
+dedup (near-duplicates by cosine similarity), quality (kNN outlier score) and split
+(category classifier) all need the same vectors: MobileNetV2 ImageNet features from the
+offline weights (`curate models provision`), globally average-pooled to 1280-d and
+L2-normalised, so a dot product is a cosine similarity. Computing them is by far the most
+expensive per-image work on a CPU, so this module owns both the computation and a per-image
+cache, and `embed` only computes the images it has never seen:
+
+    vectors = embed(params, [(image_id, path), ...])   # (n, 1280) float32, one row per item
+
+The cache is a compact binary one, not JSON: one float16 blob per (model key, image id) in
+SQLite (`<paths.cache>/embeddings.sqlite`, 2.5 KB per image, WAL mode, written only by the
+coordinating process). The model key covers the model file's md5, the input size and the
+preprocessing version, so changing any of them recomputes instead of mixing vectors.
+
+Images are decoded through `curate.imageio` (reduced-scale JPEG decode, EXIF transpose,
+transparency on the configured background) and resized (squashed) to a square, which keeps
+all of the image, crops included, in view. Work is batched (`embeddings.batch_size` images per
+task) and mapped over the project's Executor; each worker process loads the model once and
+runs torch with `embeddings.threads_per_worker` threads, so N workers do not oversubscribe
+the cores. With one worker the model runs in-process on all cores.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from curate.cache import op_key
+from curate.console import progress_bar
+from curate.parallel import InlineExecutor, make_executor, stream_map
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from curate.config import EmbeddingsConfig, Params
+
+#: Bump when preprocessing or pooling changes what a vector means.
+PREPROCESS_VERSION = 1
+DIM = {"mobilenet_v2": 1280}
+_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics the weights were trained with
+_STD = (0.229, 0.224, 0.225)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vectors (
+    op TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    vec BLOB NOT NULL,
+    PRIMARY KEY (op, image_id)
+) WITHOUT ROWID
+"""
+
+Item = tuple[str, Path]
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class EmbeddingCache:
+    """float16 vectors in SQLite, keyed by (model key, image id), read and written in batches."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+
+    def get_many(self, op: str, image_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """Cached vectors (float16) for those of `image_ids` that have one."""
+        found: dict[str, np.ndarray] = {}
+        ids = list(image_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT image_id, vec FROM vectors WHERE op = ? AND image_id IN ({marks})",
+                [op, *chunk],
+            )
+            found.update((k, np.frombuffer(v, dtype="<f2")) for k, v in rows)
+        return found
+
+    def put_many(self, op: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        """Store vectors (converted to little-endian float16) in one transaction."""
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO vectors (op, image_id, vec) VALUES (?, ?, ?)",
+                ((op, k, np.asarray(v, dtype="<f2").tobytes()) for k, v in items),
+            )
+
+    def count(self, op: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM vectors WHERE op = ?", [op]).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def models_dir(params: Params) -> Path:
+    """$CURATE_MODELS_DIR when set (shared caches, test copies of the repo), else paths.models."""
+    env = os.environ.get("CURATE_MODELS_DIR")
+    return Path(env).expanduser() if env else Path(params.paths.models)
+
+
+def cache_path(params: Params) -> Path:
+    return Path(params.paths.cache) / "embeddings.sqlite"
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One batch of images and everything a worker needs to embed it."""
+
+    items: tuple[tuple[str, str], ...]
+    model: str
+    weights: str
+    image_size: int
+    background: tuple[int, int, int]
+    threads: int
+
+
+_MODELS: dict[tuple[str, str, int], Any] = {}
+
+
+def _load_model(model: str, weights: str, threads: int) -> torch.nn.Module:
+    """The feature extractor, loaded once per process (weights from the provisioned file)."""
+    import torch
+    from torchvision.models import mobilenet_v2
+
+    key = (model, weights, threads)
+    if key not in _MODELS:
+        torch.set_num_threads(max(1, threads))
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set once in this process: harmless
+            pass
+        net = mobilenet_v2(weights=None)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        _MODELS.clear()
+        _MODELS[key] = net.features.eval()
+    return _MODELS[key]
+
+
+def preprocess(path: Path | bytes, image_size: int, background: tuple[int, int, int]
+               ) -> np.ndarray:
+    """Decode and squash to `image_size`², normalised CHW float32 (ImageNet statistics)."""
+    from PIL import Image
+
+    from curate.imageio import decode
+
+    img = decode(path, background=background, min_side=image_size)
+    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(_MEAN, np.float32)) / np.asarray(_STD, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _embed_task(task: _Task) -> list[tuple[str, np.ndarray | None, str | None]]:
+    """Embed one batch; an image that cannot be decoded gets its error instead of a vector."""
+    import torch
+
+    from curate.imageio import ImageRejected
+
+    net = _load_model(task.model, task.weights, task.threads)
+    arrays: list[np.ndarray] = []
+    ok: list[str] = []
+    out: list[tuple[str, np.ndarray | None, str | None]] = []
+    for image_id, path in task.items:
+        try:
+            arrays.append(preprocess(Path(path), task.image_size, task.background))
+            ok.append(image_id)
+        except ImageRejected as exc:
+            out.append((image_id, None, f"{exc.reason}: {exc.message}"))
+        except OSError as exc:
+            out.append((image_id, None, f"unreadable: {exc}"))
+    if arrays:
+        with torch.inference_mode():
+            feats = net(torch.from_numpy(np.stack(arrays))).mean(dim=(2, 3))
+            feats = torch.nn.functional.normalize(feats, dim=1)
+        vectors = feats.numpy().astype(np.float16)
+        out.extend((image_id, vectors[i], None) for i, image_id in enumerate(ok))
+    return out
+
+
+# --------------------------------------------------------------------------- coordinator
+
+
+def model_key(cfg: EmbeddingsConfig, weights_md5: str) -> str:
+    """Cache key of the vectors `cfg` produces (model file, input size, preprocessing)."""
+    return op_key(f"embed.{cfg.model}", PREPROCESS_VERSION,
+                  {"md5": weights_md5, "size": cfg.image_size})
+
+
+@dataclass
+class EmbedResult:
+    """Vectors in item order (float32, NaN rows where an image failed) and what it cost."""
+
+    vectors: np.ndarray
+    errors: dict[str, str] = field(default_factory=dict)
+    computed: int = 0
+    cached: int = 0
+
+
+def _threads(cfg: EmbeddingsConfig, workers: int) -> int:
+    cores = os.cpu_count() or 1
+    if workers == 1:
+        return cores
+    return cfg.threads_per_worker or max(1, cores // workers)
+
+
+def embed_detailed(params: Params, items: Sequence[Item], *, workers: int | None = None,
+                   description: str = "embed images") -> EmbedResult:
+    """Embeddings of `items` ((image_id, path) pairs), computing only the uncached ones.
+
+    Raises `curate.models.ModelMissingError` (which names the provisioning command) when
+    the weights are absent, and only when something actually has to be computed.
+    """
+    from curate import models
+
+    cfg = params.embeddings
+    dim = DIM[cfg.model]
+    spec = next(s for s in models.MODELS if s.name == cfg.model)
+    op = model_key(cfg, spec.md5)
+    ids = [image_id for image_id, _ in items]
+    result = EmbedResult(np.full((len(items), dim), np.nan, dtype=np.float32))
+    with EmbeddingCache(cache_path(params)) as cache:
+        found = cache.get_many(op, set(ids))
+        todo = list({i: str(p) for i, p in items if i not in found}.items())
+        result.cached = len(set(ids)) - len(todo)
+        if todo:
+            weights = models.require(cfg.model, models_dir(params))
+            found.update(_compute(params, todo, str(weights), op, cache, workers, description,
+                                  result))
+    for row, image_id in enumerate(ids):
+        vec = found.get(image_id)
+        if vec is not None:
+            result.vectors[row] = vec
+    return result
+
+
+def _compute(params: Params, todo: list[tuple[str, str]], weights: str, op: str,
+             cache: EmbeddingCache, workers: int | None, description: str,
+             result: EmbedResult) -> dict[str, np.ndarray]:
+    """Run the batches through the executor; commit each batch's vectors as it arrives."""
+    cfg = params.embeddings
+    n_workers = workers or params.n_workers
+    n_workers = min(n_workers, max(1, -(-len(todo) // cfg.batch_size)))
+    threads = _threads(cfg, n_workers)
+    bg = tuple(params.background)
+    tasks = [
+        _Task(tuple(todo[s : s + cfg.batch_size]), cfg.model, weights, cfg.image_size,
+              (bg[0], bg[1], bg[2]), threads)
+        for s in range(0, len(todo), cfg.batch_size)
+    ]
+    computed: dict[str, np.ndarray] = {}
+    executor = InlineExecutor() if n_workers == 1 else make_executor(n_workers)
+    try:
+        with progress_bar(description, total=len(todo)) as advance:
+            for task, out, error in stream_map(executor, _embed_task, tasks,
+                                               max_in_flight=2 * n_workers):
+                if error is not None:  # the whole batch failed (e.g. worker killed)
+                    out = [(image_id, None, f"internal_error: {error!r}")
+                           for image_id, _ in task.items]
+                good = [(image_id, vec) for image_id, vec, _ in out or [] if vec is not None]
+                cache.put_many(op, good)
+                computed.update(good)
+                result.computed += len(good)
+                result.errors.update((i, msg) for i, vec, msg in out or [] if vec is None and msg)
+                advance(len(task.items))
+    finally:
+        executor.shutdown(cancel_futures=True)
+    return computed
+
+
+def embed(params: Params, items: Sequence[Item], *, workers: int | None = None) -> np.ndarray:
+    """(n, dim) float32 L2-normalised embeddings of `items`; NaN rows for undecodable images."""
+    return embed_detailed(params, items, workers=workers).vectors
+
+
+def manifest_items(params: Params, manifest: pd.DataFrame) -> list[Item]:
+    """(image_id, absolute store path) for every row of a manifest, in row order."""
+    root = Path(params.paths.store)
+    return [(i, root / p) for i, p in zip(manifest["image_id"], manifest["store_path"])]
+
+
+def embed_images(params: Params, image_ids: Sequence[str], store_paths: Sequence[str],
+                 include: Sequence[bool] | np.ndarray | None = None, *,
+                 workers: int | None = None) -> np.ndarray:
+    """Embeddings for manifest columns (image ids, store-relative paths), row-aligned.
+
+    Rows where `include` is False are not computed and come back as NaN.
+    """
+    root = Path(params.paths.store)
+    rows = [k for k in range(len(image_ids)) if include is None or bool(include[k])]
+    out = np.full((len(image_ids), DIM[params.embeddings.model]), np.nan, dtype=np.float32)
+    if rows:
+        items = [(image_ids[k], root / store_paths[k]) for k in rows]
+        out[rows] = embed(params, items, workers=workers)
+    return out

@@ -1,0 +1,80 @@
+"""Per-image work of the matte stage, run in worker processes.
+
+Decode at full resolution, ask the process's backend (created once per process) for the mask,
+composite on the background colour, write the composite and the mask as PNGs atomically,
+and measure the mask. Returns plain dicts; an error is returned, not raised, so one bad image
+never stops the stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from curate import atomic, imageio
+from curate.config import MatteConfig
+from curate.matte.backends import cached_backend
+from curate.matte.stats import STATS_VERSION, mask_stats
+from curate.quality.worker import thumbnail_data_uri
+
+
+@dataclass(frozen=True)
+class MatteTask:
+    image_id: str
+    path: Path
+    image_out: Path
+    mask_out: Path
+    cfg: MatteConfig
+    models_dir: Path
+    background: tuple[int, int, int]
+    max_pixels: int
+    thumb_px: int
+    restat_only: bool = False  # the files exist: only measure them again (stats changed)
+
+
+def composite(rgb: np.ndarray, mask: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """rgb * alpha + background * (1 - alpha), rounded to uint8 (alpha = mask / 255).
+
+    In 16-bit integers: (rgb * m + bg * (255 - m) + 127) // 255 is the rounded blend, about
+    twice as fast as the float version on megapixel images.
+    """
+    m = mask.astype(np.uint16)[..., None]
+    out = rgb.astype(np.uint16) * m + np.asarray(background, np.uint16) * (255 - m) + 127
+    return (out // 255).astype(np.uint8)
+
+
+def save_png(img: Image.Image, path: Path, compress_level: int) -> None:
+    """PNG written to a temp file next to `path` and renamed (never a partial file)."""
+    with atomic.atomic_path(path) as tmp:
+        img.save(tmp, "PNG", compress_level=compress_level)
+
+
+def matte_image(task: MatteTask) -> dict[str, Any]:
+    """Matte one image; {'stats', 'stats_version', 'thumb'} or {'error', 'message'}."""
+    try:
+        img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels)
+    except imageio.ImageRejected as exc:
+        return {"error": exc.reason, "message": exc.message}
+    except OSError as exc:
+        return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
+    rgb = np.asarray(img)
+    if task.restat_only:
+        with Image.open(task.mask_out) as saved:
+            mask = np.asarray(saved.convert("L"))
+        out = Image.open(task.image_out)
+    else:
+        mask = cached_backend(task.cfg, task.models_dir).mask(img)
+        out = None
+    if mask.shape != rgb.shape[:2]:
+        return {"error": "matte_failed",
+                "message": f"mask shape {mask.shape} differs from image {rgb.shape[:2]}"}
+    if out is None:
+        out = Image.fromarray(composite(rgb, mask, task.background))
+        save_png(out, task.image_out, task.cfg.png_compress_level)
+        save_png(Image.fromarray(mask, "L"), task.mask_out, task.cfg.png_compress_level)
+    return {"stats": mask_stats(rgb, mask), "stats_version": STATS_VERSION,
+            "thumb": thumbnail_data_uri(out, task.thumb_px), "thumb_px": task.thumb_px}

@@ -1,0 +1,151 @@
+"""Embedding outlier scores: how unlike the rest of the set an image looks.
+
+Two methods over L2-normalised embeddings (MobileNetV2 pooled features):
+
+- `knn_scores`: mean cosine distance to the k nearest reference images. With tags, each
+  distribution (tagged category) is its own reference set and an image keeps its distance to
+  the *closest* distribution, so two legitimately different looks (soles on plain backgrounds,
+  top views with clutter) do not make each other outliers. Without tags the reference set is
+  every judged image. The unit (cosine distance, 0..2) is stable, so an absolute threshold
+  carries over between datasets of the same kind.
+- `isolation_forest_scores`: scikit-learn's IsolationForest anomaly score (higher = more
+  anomalous), fitted on the judged images; its scale is relative, so use a percentile
+  threshold with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Similarities held at once (float32): queries per chunk = _BLOCK_FLOATS / references.
+_BLOCK_FLOATS = 1 << 25
+
+
+def _knn_mean_distance(queries: np.ndarray, refs: np.ndarray, k: int,
+                       self_index: np.ndarray) -> np.ndarray:
+    """Mean cosine distance of each query to its k nearest refs, itself excluded.
+
+    `self_index[i]` is the position of query i inside `refs`, or -1 when it is not a ref.
+    A query with no other ref gets NaN. Chunked so that at most _BLOCK_FLOATS similarities
+    (128 MB) are held at once, whatever the set size.
+    """
+    n_ref = refs.shape[0]
+    out = np.full(queries.shape[0], np.nan, dtype=np.float64)
+    kk = min(k, n_ref)
+    if kk == 0:
+        return out
+    chunk = max(1, _BLOCK_FLOATS // n_ref)
+    for start in range(0, queries.shape[0], chunk):
+        sims = queries[start:start + chunk] @ refs.T
+        own = self_index[start:start + chunk]
+        mine = np.flatnonzero(own >= 0)
+        sims[mine, own[mine]] = np.nan  # never one's own neighbour
+        filled = np.where(np.isnan(sims), -np.inf, sims)
+        top = -np.partition(-filled, kk - 1, axis=1)[:, :kk] if kk < n_ref else filled
+        top = np.where(np.isfinite(top), top, np.nan)
+        counts = np.isfinite(top).sum(axis=1)
+        total = np.nansum(top, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:start + chunk] = np.where(counts > 0, 1.0 - total / counts, np.nan)
+    return out
+
+
+def knn_scores(embeddings: np.ndarray, judged: np.ndarray, k: int = 5,
+               groups: Sequence[object] | None = None, max_refs: int = 20_000,
+               seed: int = 0) -> np.ndarray:
+    """kNN distance per row of `embeddings` (NaN for rows not judged).
+
+    `judged` (bool) selects the rows scored and, without groups, the reference set.
+    `groups[i]` is the distribution of row i when known (None/NaN otherwise); every distribution
+    with at least one judged member becomes a reference set and each row keeps its smallest
+    distance over them. A reference set larger than `max_refs` is replaced by a seeded random
+    sample of that size: exact search costs n x refs dot products, and the distance to the
+    k nearest of 20,000 samples ranks outliers the same way as to the k nearest of all.
+    """
+    emb = np.asarray(embeddings, dtype=np.float32)
+    judged = np.asarray(judged, dtype=bool)
+    scores = np.full(emb.shape[0], np.nan)
+    rows = np.flatnonzero(judged)
+    if rows.size == 0:
+        return scores
+    labels = None
+    if groups is not None:
+        labels = np.array([g if isinstance(g, str) and g else None for g in groups], dtype=object)
+        if not any(labels[rows] != None):  # noqa: E711 (elementwise)
+            labels = None
+    ref_sets: list[np.ndarray]
+    if labels is None:
+        ref_sets = [rows]
+    else:
+        ref_sets = [rows[labels[rows] == name] for name in sorted(set(labels[rows]) - {None})]
+    rng = np.random.default_rng(seed)
+    ref_sets = [np.sort(rng.choice(r, max_refs, replace=False)) if r.size > max_refs else r
+                for r in ref_sets]
+    best = np.full(rows.size, np.inf)
+    for ref_rows in ref_sets:
+        position = np.full(emb.shape[0], -1)
+        position[ref_rows] = np.arange(ref_rows.size)
+        d = _knn_mean_distance(emb[rows], emb[ref_rows], k, position[rows])
+        best = np.fmin(best, d)
+    best[~np.isfinite(best)] = np.nan
+    scores[rows] = best
+    return scores
+
+
+def isolation_forest_scores(embeddings: np.ndarray, judged: np.ndarray,
+                            n_estimators: int = 200, seed: int = 0) -> np.ndarray:
+    """IsolationForest anomaly score (higher = more anomalous) for judged rows, NaN elsewhere."""
+    from sklearn.ensemble import IsolationForest
+
+    emb = np.asarray(embeddings, dtype=np.float32)
+    judged = np.asarray(judged, dtype=bool)
+    scores = np.full(emb.shape[0], np.nan)
+    if judged.sum() < 2:
+        return scores
+    forest = IsolationForest(n_estimators=n_estimators, random_state=seed)
+    forest.fit(emb[judged])
+    scores[judged] = -forest.score_samples(emb[judged])
+    return scores
+
+
+#: Raw columns that describe an image's colour style.
+STYLE_COLUMNS = ("mean_l", "mean_a", "mean_b", "colourfulness")
+
+
+def _robust_distance(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """RMS over features of |x - median| / (1.4826 MAD) of `ref` (robust z-scores)."""
+    med = np.nanmedian(ref, axis=0)
+    mad = 1.4826 * np.nanmedian(np.abs(ref - med), axis=0)
+    scale = np.where(mad > 1e-6, mad, 1.0)
+    z = (x - med) / scale
+    return np.sqrt(np.nanmean(z * z, axis=1))
+
+
+def colour_style_distance(style: np.ndarray, judged: np.ndarray,
+                          groups: Sequence[object] | None = None,
+                          min_group: int = 8) -> np.ndarray:
+    """How far each judged row's colour style is from its closest distribution's median.
+
+    `style` is rows x STYLE_COLUMNS. Distributions come from `groups` (tagged categories with
+    at least `min_group` judged members); without them the whole judged set is the reference.
+    """
+    style = np.asarray(style, dtype=np.float64)
+    judged = np.asarray(judged, dtype=bool)
+    out = np.full(style.shape[0], np.nan)
+    rows = np.flatnonzero(judged)
+    if rows.size == 0:
+        return out
+    refs: list[np.ndarray] = []
+    if groups is not None:
+        labels = np.array([g if isinstance(g, str) and g else "" for g in groups], dtype=object)
+        for name in sorted(set(labels[rows]) - {""}):
+            members = rows[labels[rows] == name]
+            if members.size >= min_group:
+                refs.append(members)
+    if not refs:
+        refs = [rows]
+    dist = np.min(np.stack([_robust_distance(style[rows], style[r]) for r in refs]), axis=0)
+    out[rows] = dist
+    return out

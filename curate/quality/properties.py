@@ -1,0 +1,276 @@
+"""Raw per-image measurements (properties), one small class each, registered by name.
+
+Why properties are separate from checks: a property is a physical measurement of the pixels
+(sharpness, dark fraction, noise ...) that costs a decode; a check is a judgement about it
+(is it blurry?) that depends on thresholds. Only properties are cached, so changing a
+judgement never touches pixels.
+
+Every property is measured on a *working image*: the image decoded at reduced scale
+(`imageio.decode(min_side=...)`, JPEG DCT scaling) and then area-resized so its shorter side
+is `work_side` pixels. Measuring at a fixed working size makes scale-dependent measurements
+(Laplacian variance, noise) comparable between a 300 px and a 3000 px photo, and is several
+times cheaper than full-resolution decoding.
+
+Add a property: subclass `Property`, set `name`, `version` and `columns`, implement `compute`,
+decorate with `@register`. Bump `version` whenever a change alters its output: the cache key
+includes every property's version, so stale values are never reused.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from functools import cached_property
+from typing import ClassVar
+
+import cv2
+import numpy as np
+from PIL import Image
+
+#: Luma below this (0..255) counts as dark, at or above `BRIGHT_LEVEL` as blown out.
+DARK_LEVEL = 40.0
+BRIGHT_LEVEL = 250.0
+
+
+class WorkImage:
+    """An image at working size, with the derived arrays properties share (computed once).
+
+    Most exposure figures come from one 256-bin luma histogram, so a percentile costs a
+    cumulative sum instead of a sort of every pixel.
+    """
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 array, got {rgb.shape} {rgb.dtype}")
+        self.rgb = np.ascontiguousarray(rgb)
+
+    @classmethod
+    def from_pil(cls, img: Image.Image, work_side: int) -> WorkImage:
+        """Area-resize so the shorter side is `work_side` (never upscale)."""
+        arr = np.asarray(img.convert("RGB"))
+        h, w = arr.shape[:2]
+        short = min(h, w)
+        if short > work_side:
+            scale = work_side / short
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+        return cls(arr)
+
+    @cached_property
+    def gray8(self) -> np.ndarray:
+        """Rec. 601 luma, uint8."""
+        return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY)
+
+    @cached_property
+    def hist(self) -> np.ndarray:
+        """Luma histogram (256 bins) as fractions of the pixel count."""
+        counts = np.bincount(self.gray8.ravel(), minlength=256).astype(np.float64)
+        return counts / counts.sum()
+
+    def luma_percentile(self, q: float) -> float:
+        """The q-th percentile (0..100) of luma, in levels 0..255, from the histogram."""
+        return float(np.searchsorted(np.cumsum(self.hist), q / 100.0))
+
+    @cached_property
+    def lab_mean(self) -> np.ndarray:
+        """Mean CIE L*a*b* (L 0..100, a/b about -128..127), from a 1/4-scale copy."""
+        h, w = self.rgb.shape[:2]
+        small = cv2.resize(self.rgb, (max(1, w // 4), max(1, h // 4)),
+                           interpolation=cv2.INTER_AREA)
+        lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+        return lab.reshape(-1, 3).mean(axis=0)
+
+
+class Property(ABC):
+    """One raw measurement family; `compute` returns a value for each of `columns`."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    columns: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def compute(self, img: WorkImage) -> dict[str, float]:
+        """Measure `img`; keys are exactly `columns`, values finite floats."""
+
+
+PROPERTIES: dict[str, type[Property]] = {}
+
+
+def register(cls: type[Property]) -> type[Property]:
+    """Class decorator: make a property available to `measure` under its name."""
+    if cls.name in PROPERTIES:
+        raise ValueError(f"property {cls.name!r} registered twice")
+    PROPERTIES[cls.name] = cls
+    return cls
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+@register
+class Sharpness(Property):
+    """Variance of the Laplacian (classic focus measure), raw and relative to contrast.
+
+    `sharpness` is log10 of the Laplacian variance at working size. A uniformly dark photo has
+    a low Laplacian variance too, without being out of focus, so `sharpness_rel` divides by the
+    luminance variance first: it measures how much of the image's contrast sits in fine detail,
+    which is what blur removes, whatever the exposure.
+    """
+
+    name = "sharpness"
+    version = 2
+    columns = ("sharpness", "sharpness_rel")
+
+    def compute(self, img: WorkImage) -> dict[str, float]:
+        _, std = cv2.meanStdDev(cv2.Laplacian(img.gray8, cv2.CV_32F, ksize=3))
+        lap_var = float(std[0, 0]) ** 2
+        mean = float((img.hist * _LEVELS).sum())
+        gray_var = float((img.hist * (_LEVELS - mean) ** 2).sum())
+        return {
+            "sharpness": math.log10(lap_var + 1e-3),
+            "sharpness_rel": math.log10((lap_var + 1e-3) / (gray_var + 1.0)),
+        }
+
+
+@register
+class Exposure(Property):
+    """Mean brightness, dark and blown-out pixel fractions, and the 5th/95th luma percentiles.
+
+    The percentiles describe exposure without being fooled by a background: a studio shot on
+    black has a large dark fraction but bright highlights (high 95th percentile), while an
+    under-exposed photo has no highlights at all.
+    """
+
+    name = "exposure"
+    version = 2
+    columns = ("brightness", "dark_fraction", "bright_fraction", "luma_p05", "luma_p95")
+
+    def compute(self, img: WorkImage) -> dict[str, float]:
+        h = img.hist
+        return {
+            "brightness": float((h * _LEVELS).sum() / 255.0),
+            "dark_fraction": float(h[: int(DARK_LEVEL)].sum()),
+            "bright_fraction": float(h[int(BRIGHT_LEVEL):].sum()),
+            "luma_p05": img.luma_percentile(5) / 255.0,
+            "luma_p95": img.luma_percentile(95) / 255.0,
+        }
+
+
+@register
+class Contrast(Property):
+    """RMS contrast: standard deviation of luma, 0..1."""
+
+    name = "contrast"
+    version = 2
+    columns = ("contrast",)
+
+    def compute(self, img: WorkImage) -> dict[str, float]:
+        mean = float((img.hist * _LEVELS).sum())
+        return {"contrast": math.sqrt(float((img.hist * (_LEVELS - mean) ** 2).sum())) / 255.0}
+
+
+@register
+class Entropy(Property):
+    """Shannon entropy of the luma histogram in bits (0..8): low means little information."""
+
+    name = "entropy"
+    version = 2
+    columns = ("entropy",)
+
+    def compute(self, img: WorkImage) -> dict[str, float]:
+        p = img.hist[img.hist > 0]
+        return {"entropy": float(-(p * np.log2(p)).sum()) + 0.0}
+
+
+@register
+class Chroma(Property):
+    """True grayscale test from channel differences, not from the file's PIL mode.
+
+    A grayscale photo saved as RGB (or re-encoded JPEG) has mode RGB, so the mode says nothing.
+    `channel_spread` is the 99th percentile over pixels of max(R,G,B) - min(R,G,B): near 0 for
+    a grey image (JPEG chroma noise stays within a few levels), tens for any colour photo even
+    when most of it is a grey background.
+    """
+
+    name = "chroma"
+    version = 2
+    columns = ("channel_spread",)
+
+    def compute(self, img: WorkImage) -> dict[str, float]:
+        r, g, b = cv2.split(img.rgb)
+        spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+        counts = np.bincount(spread.ravel(), minlength=256)
+        return {"channel_spread": float(np.searchsorted(np.cumsum(counts), 0.99 * spread.size))}
+
+
+@register
+class Colourfulness(Property):
+    """Hasler & Süsstrunk colourfulness and mean L*a*b* colour (the image's colour style)."""
+
+    name = "colour"
+    version = 2
+    columns = ("colourfulness", "mean_l", "mean_a", "mean_b")
+
+    def compute(self, img: WorkImage) -> dict[str, float]:
+        r, g, b = (c.astype(np.float32) for c in cv2.split(img.rgb))
+        rg_mean, rg_std = cv2.meanStdDev(r - g)
+        yb_mean, yb_std = cv2.meanStdDev(0.5 * (r + g) - b)
+        value = math.hypot(float(rg_std[0, 0]), float(yb_std[0, 0])) + 0.3 * math.hypot(
+            float(rg_mean[0, 0]), float(yb_mean[0, 0]))
+        lab = img.lab_mean
+        return {"colourfulness": value, "mean_l": float(lab[0]), "mean_a": float(lab[1]),
+                "mean_b": float(lab[2])}
+
+
+@register
+class Noise(Property):
+    """Noise standard deviation (luma levels) in the flattest parts of the image.
+
+    Immerkaer's 3x3 mask [[1,-2,1],[-2,4,-2],[1,-2,1]] cancels smooth gradients to first
+    order and multiplies white noise's std by 6. Its response still contains texture and
+    edges, so the std of the response is taken per 8x8 block and the 10th percentile over
+    blocks is reported: a clean photo always has some flat area (near 0 there), a noisy one
+    has noise everywhere. Measured at working size, the noise that survives downscaling to
+    training resolution is what counts.
+    """
+
+    name = "noise"
+    version = 2
+    columns = ("noise",)
+
+    _KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32) / 6.0
+    _BLOCK = 8
+
+    def compute(self, img: WorkImage) -> dict[str, float]:
+        b = self._BLOCK
+        resp = cv2.filter2D(img.gray8, cv2.CV_32F, self._KERNEL)[1:-1, 1:-1]
+        h, w = (resp.shape[0] // b) * b, (resp.shape[1] // b) * b
+        if h == 0 or w == 0:
+            return {"noise": float(resp.std()) if resp.size else 0.0}
+        blocks = resp[:h, :w].reshape(h // b, b, w // b, b)
+        # per-block std from E[x^2] - E[x]^2 (one pass, no temporaries per block)
+        mean = blocks.mean(axis=(1, 3))
+        var = np.maximum((blocks * blocks).mean(axis=(1, 3)) - mean * mean, 0.0)
+        return {"noise": float(np.sqrt(np.percentile(var, 10)))}
+
+
+def properties_key() -> dict[str, int]:
+    """Name -> version of every registered property: part of the raw cache key."""
+    return {name: cls.version for name, cls in sorted(PROPERTIES.items())}
+
+
+def property_columns() -> list[str]:
+    """Every raw column the registered properties produce, in registry order."""
+    return [c for cls in PROPERTIES.values() for c in cls.columns]
+
+
+def measure(img: WorkImage) -> dict[str, float]:
+    """All registered properties of one working image."""
+    out: dict[str, float] = {}
+    for cls in PROPERTIES.values():
+        values = cls().compute(img)
+        if set(values) != set(cls.columns):
+            raise RuntimeError(f"property {cls.name} returned {sorted(values)}, "
+                               f"declared {sorted(cls.columns)}")
+        out.update(values)
+    return out

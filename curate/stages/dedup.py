@@ -1,0 +1,368 @@
+"""Dedup stage: near-duplicate clusters, one image kept per cluster, and the report.
+
+Reads the ingest manifest (byte-identical copies are already one row there, with every
+source URI), and links the remaining images three ways:
+
+* ``exact``: identical decoded pixels with different bytes (re-saved PNG, stripped metadata);
+  checked only for pairs whose hashes (almost) agree and whose sizes match, so it costs
+  nothing on unique images;
+* ``hash``: perceptual hashes within `dedup.hash_threshold` bits (`curate.dedup.hashing`,
+  searched exactly and sub-quadratically by `curate.dedup.hamming`);
+* ``embedding``: MobileNetV2 embeddings with cosine >= `dedup.cosine_threshold`
+  (`curate.embeddings`, shared with later stages; `curate.dedup.cosine`).
+
+Union-find turns the edges into clusters; the keep policy picks one image per cluster
+(`curate.dedup.clusters`). Every row stays in the output manifest: duplicates get
+``status = duplicate``, ``reason = duplicate_of:<id>``, the kind and distance of the link.
+
+Incremental: hashes, pixel digests, embeddings and thumbnails are cached per image id, so a
+rerun after adding 1% of images computes about 1%; the pair search and clustering are
+recomputed from the cached values each run (seconds even for 1M hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate import atomic
+from curate.cache import ResultCache, op_key
+from curate.config import Params
+from curate.console import StageSummary, console, progress_bar
+from curate.dedup import clusters as cl
+from curate.dedup.cosine import cosine_pairs
+from curate.dedup.hamming import hamming_pairs
+from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_task
+from curate.manifest import read_table, write_table
+from curate.parallel import make_executor, stream_map
+
+PIXELS_OP = op_key("dedup.pixels", 1)
+#: Pairs this close (and of one size) get their decoded pixels compared: two decoders of
+#: identical pixels (a JPEG decoded at reduced scale, its PNG copy) can differ by a bit or two.
+EXACT_MAX_BITS = 2
+BATCH = 32  # images per worker task
+
+#: Columns this stage adds to the manifest, in order.
+DEDUP_COLUMNS = ("perceptual_hash", "cluster_id", "cluster_size", "duplicate_of", "dup_kind",
+                 "distance", "linked_to", "hash_distance", "cosine", "kept_because")
+
+
+@dataclass(frozen=True)
+class DedupOptions:
+    """Run-time choices that are not part of params.yaml."""
+
+    in_manifest: Path = Path("data/ingest/manifest.parquet")
+    out_dir: Path = Path("data/dedup")
+    report: Path | None = None  # default: <paths.reports>/duplicates.html
+    workers: int | None = None
+
+
+@dataclass
+class DedupResult:
+    """What a run produced and what it cost (computed now vs taken from the cache)."""
+
+    manifest: pd.DataFrame
+    summary: StageSummary
+    hashes_computed: int = 0
+    hashes_cached: int = 0
+    embeddings_computed: int = 0
+    embeddings_cached: int = 0
+    report: Path | None = None
+
+
+@dataclass
+class _Features:
+    """Per live image: hash, sharpness, embedding (row-aligned with `ids`)."""
+
+    ids: list[str]
+    hashes: np.ndarray
+    sharpness: np.ndarray
+    blank: np.ndarray  # no perceptual content: compared by exact pixels only
+    vectors: np.ndarray | None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[tuple[Any, ...]]:
+    for start in range(0, len(items), size):
+        yield tuple(items[start : start + size])
+
+
+class DedupRun:
+    """State of one dedup run: config, cache, pool and counters."""
+
+    def __init__(self, params: Params, options: DedupOptions) -> None:
+        self.params = params
+        self.cfg = params.dedup
+        self.options = options
+        self.workers = options.workers or params.n_workers
+        bg = tuple(params.background)
+        self.spec = HashSpec(self.cfg.hash_method, self.cfg.hash_size, self.cfg.fast_decode,
+                             (bg[0], bg[1], bg[2]))
+        self.hash_op = op_key("dedup.hash", HASH_VERSION, self.spec.cache_params())
+        self.store_root = Path(params.paths.store)
+        self.summary = StageSummary("dedup")
+        self.result_counts: dict[str, int] = {}
+        self.extra: dict[str, int] = {}
+
+    def path(self, store_path: str) -> Path:
+        return self.store_root / store_path
+
+    # ------------------------------------------------------------------ features
+
+    def hash_images(self, cache: ResultCache, live: pd.DataFrame) -> tuple[dict[str, Any],
+                                                                            dict[str, str]]:
+        """Hash (and sharpness) of every live image: cached ones read, the rest computed."""
+        ids = list(live["image_id"])
+        found = cache.get_many(self.hash_op, ids)
+        orientation = (live["exif_orientation"].fillna(1).astype(int) if "exif_orientation" in live
+                       else pd.Series(1, index=live.index))
+        todo = [(r.image_id, str(self.path(r.store_path)), int(r.width), int(r.height), int(o))
+                for r, o in zip(live.itertuples(), orientation) if r.image_id not in found]
+        self.result_counts["hashes_cached"] = len(ids) - len(todo)
+        errors: dict[str, str] = {}
+        computed = 0
+        if todo:
+            executor = make_executor(min(self.workers, max(1, len(todo) // BATCH + 1)))
+            try:
+                with progress_bar("hash images", total=len(todo)) as advance:
+                    tasks = ((batch, self.spec) for batch in _batches(todo, BATCH))
+                    for task, out, error in stream_map(executor, hash_task, tasks,
+                                                       max_in_flight=2 * self.workers + 2):
+                        if error is not None:
+                            out = [(i, None, f"internal_error: {error!r}") for i, *_ in task[0]]
+                        good = [(i, value) for i, value, _ in out or [] if value]
+                        cache.put_many(self.hash_op, good)
+                        found.update(good)
+                        computed += len(good)
+                        errors.update((i, e) for i, value, e in out or [] if not value and e)
+                        advance(len(task[0]))
+            finally:
+                executor.shutdown(cancel_futures=True)
+        self.result_counts["hashes_computed"] = computed
+        return found, errors
+
+    def features(self, cache: ResultCache, live: pd.DataFrame) -> _Features:
+        hashed, errors = self.hash_images(cache, live)
+        ok = live[live["image_id"].isin(hashed)]
+        ids = list(ok["image_id"])
+        hashes = np.array([from_hex(hashed[i]["h"]) for i in ids], dtype=np.uint64)
+        sharp = np.array([hashed[i]["s"] for i in ids], dtype=np.float64)
+        blank = np.array([hashed[i]["c"] < BLANK_STD for i in ids], dtype=bool)
+        vectors = None
+        if self.cfg.embeddings and ids:
+            from curate.embeddings import embed_detailed
+
+            items = [(i, self.path(p)) for i, p in zip(ok["image_id"], ok["store_path"])]
+            res = embed_detailed(self.params, items, workers=self.options.workers)
+            vectors = res.vectors
+            vectors[blank] = np.nan
+            self.result_counts["embeddings_computed"] = res.computed
+            self.result_counts["embeddings_cached"] = res.cached
+            for image_id, message in res.errors.items():
+                console.print(f"[yellow]warning:[/] no embedding for {image_id}: {message}")
+        return _Features(ids, hashes, sharp, blank, vectors, errors)
+
+    # ------------------------------------------------------------------ edges
+
+    def pixel_digests(self, cache: ResultCache, rows: pd.DataFrame) -> dict[str, str]:
+        """sha256 of the fully decoded pixels (only for exact-duplicate candidates)."""
+        from curate.imageio import ImageRejected, decode
+
+        found = cache.get_many(PIXELS_OP, list(rows["image_id"]))
+        new = []
+        for r in rows.itertuples():
+            if r.image_id in found:
+                continue
+            try:
+                img = decode(self.path(r.store_path), background=self.spec.background)
+            except (ImageRejected, OSError):
+                continue
+            digest = hashlib.sha256(f"{img.mode}{img.size}".encode() + img.tobytes())
+            found[r.image_id] = digest.hexdigest()
+            new.append((r.image_id, found[r.image_id]))
+        cache.put_many(PIXELS_OP, new)
+        return found
+
+    def edges(self, cache: ResultCache, feats: _Features, frame: pd.DataFrame
+              ) -> dict[tuple[int, int], cl.Edge]:
+        """All duplicate edges between live images (indices into feats.ids)."""
+        cfg = self.cfg
+        dims = list(zip(frame["width"], frame["height"]))
+        live = np.flatnonzero(~feats.blank)
+        hi, hj, hd = hamming_pairs(feats.hashes[live], cfg.hash_threshold, self.spec.bits)
+        pairs: dict[tuple[int, int], list[Any]] = {
+            (int(live[a]), int(live[b])): ["hash", int(d), None] for a, b, d in zip(hi, hj, hd)}
+        same = [(a, b) for (a, b), (_, d, _) in pairs.items()
+                if d <= EXACT_MAX_BITS and dims[a] == dims[b]]
+        by_dims: dict[tuple[int, int], list[int]] = {}
+        for k in np.flatnonzero(feats.blank):  # blank images: candidates when sizes match
+            by_dims.setdefault(dims[k], []).append(int(k))
+        for group in by_dims.values():
+            for b in group[1:]:
+                pairs[(group[0], b)] = ["blank", _popcount(feats.hashes, group[0], b), None]
+                same.append((group[0], b))
+        if same:
+            involved = sorted({x for pair in same for x in pair})
+            digests = self.pixel_digests(cache, frame.iloc[involved])
+            for a, b in same:
+                da, db = digests.get(feats.ids[a]), digests.get(feats.ids[b])
+                if da is not None and da == db:
+                    pairs[(a, b)][0] = "exact"
+            pairs = {k: v for k, v in pairs.items() if v[0] != "blank"}
+        if feats.vectors is not None:
+            ci, cj, cs = cosine_pairs(feats.vectors, cfg.cosine_threshold)
+            for a, b, s in zip(ci, cj, cs):
+                key = (int(a), int(b))
+                if key in pairs:
+                    pairs[key][2] = float(s)
+                else:
+                    pairs[key] = ["embedding", _popcount(feats.hashes, a, b), float(s)]
+            for (a, b), entry in pairs.items():
+                if entry[2] is None:
+                    entry[2] = _cos(feats.vectors, a, b)
+        return {k: cl.Edge(kind, d, cos) for k, (kind, d, cos) in pairs.items()}
+
+    # ------------------------------------------------------------------ clusters
+
+    def assign(self, frame: pd.DataFrame, feats: _Features,
+               edges: dict[tuple[int, int], cl.Edge]) -> pd.DataFrame:
+        """Per live image: cluster, kept or duplicate, and the link that explains it."""
+        n = len(feats.ids)
+        keys = np.array(list(edges), dtype=np.int64).reshape(-1, 2)
+        labels = cl.components(n, keys[:, 0], keys[:, 1])
+        adj = cl.adjacency(edges)
+        out = {c: [None] * n for c in DEDUP_COLUMNS}
+        out["perceptual_hash"] = [f"{int(h):0{-(-self.spec.bits // 4)}x}" for h in feats.hashes]
+        out["cluster_size"] = [1] * n
+        members: dict[int, list[int]] = {}
+        for idx, label in enumerate(labels):
+            members.setdefault(int(label), []).append(idx)
+        cfg = self.cfg
+        for group in members.values():
+            if len(group) < 2:
+                continue
+            cands = [_candidate(frame.iloc[i], feats.sharpness[i]) for i in group]
+            best = cl.choose_kept(cands, cfg.keep, cfg.source_priority,
+                                  cfg.sharpness_tolerance)
+            kept = group[cands.index(best)]
+            links = cl.link_paths(kept, adj)
+            by_index = dict(zip(group, cands))
+            for i in group:
+                out["cluster_id"][i] = feats.ids[kept]
+                out["cluster_size"][i] = len(group)
+                if i == kept:
+                    continue
+                via, edge = links[i]
+                out["duplicate_of"][i] = feats.ids[kept]
+                out["dup_kind"][i] = edge.kind
+                out["distance"][i] = edge.distance
+                out["linked_to"][i] = feats.ids[via]
+                out["hash_distance"][i] = _popcount(feats.hashes, i, kept)
+                if feats.vectors is not None:
+                    out["cosine"][i] = _cos(feats.vectors, i, kept)
+                out["kept_because"][i] = cl.decide(best, by_index[i], cfg.keep,
+                                                   cfg.source_priority,
+                                                   cfg.sharpness_tolerance)[1]
+        return pd.DataFrame(out, index=frame.index)
+
+    # ------------------------------------------------------------------ output
+
+    def build(self, manifest: pd.DataFrame, cache: ResultCache) -> tuple[pd.DataFrame,
+                                                                         _Features]:
+        live_mask = manifest["status"] == "ok"
+        live = manifest[live_mask]
+        feats = self.features(cache, live)
+        ok = live[live["image_id"].isin(set(feats.ids))]  # same order as feats.ids
+        frame = ok.reset_index(drop=True)
+        edges = self.edges(cache, feats, frame)
+        assigned = self.assign(frame, feats, edges)
+        assigned.index = ok.index
+        out = manifest.copy()
+        for col in DEDUP_COLUMNS:
+            out[col] = assigned[col].reindex(out.index).astype(object)
+        dup = out["duplicate_of"].notna()
+        out.loc[dup, "status"] = "duplicate"
+        out.loc[dup, "reason"] = "duplicate_of:" + out.loc[dup, "duplicate_of"].astype(str)
+        bad = out["image_id"].isin(feats.errors)
+        out.loc[bad, "status"] = "unreadable"
+        out.loc[bad, "reason"] = out.loc[bad, "image_id"].map(feats.errors)
+        out["cluster_size"] = out["cluster_size"].astype("Int64")
+        out["hash_distance"] = out["hash_distance"].astype("Int64")
+        out["distance"] = out["distance"].astype("float64")
+        out["cosine"] = out["cosine"].astype("float64")
+        for col in ("perceptual_hash", "cluster_id", "duplicate_of", "dup_kind", "linked_to",
+                    "kept_because"):
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+        self._count(out, manifest, live_mask, feats)
+        return out, feats
+
+    def _count(self, out: pd.DataFrame, manifest: pd.DataFrame, live_mask: pd.Series,
+               feats: _Features) -> None:
+        """Outcomes partition the input rows; cluster figures go to `self.extra`."""
+        s = self.summary
+        s.count("passed_through", n=int((~live_mask).sum()))
+        s.count("kept", n=int((out["status"] == "ok").sum()))
+        for kind, n in out.loc[out["status"] == "duplicate", "dup_kind"].value_counts().items():
+            s.count("duplicate", f"duplicate_{kind}", int(n))
+        for reason in out.loc[out["status"] == "unreadable", "reason"]:
+            s.count("unreadable", str(reason).split(":", 1)[0])
+        self.extra = {
+            "clusters": int(out["cluster_id"].dropna().nunique()),
+            "blank_images": int(feats.blank.sum()),
+            "ingest_byte_copies": int((out["n_sources"].fillna(1) - 1).sum())
+            if "n_sources" in out else 0,
+        }
+
+
+def _popcount(hashes: np.ndarray, a: int, b: int) -> int:
+    return (int(hashes[a]) ^ int(hashes[b])).bit_count()
+
+
+def _cos(vectors: np.ndarray, a: int, b: int) -> float | None:
+    value = float(np.dot(vectors[a], vectors[b]))
+    return None if np.isnan(value) else round(value, 6)
+
+
+def _candidate(row: pd.Series, sharp: float) -> cl.Candidate:
+    uris = row.get("source_uris")
+    uris = tuple(uris) if uris is not None and len(uris) else (str(row["source_uri"]),)
+    return cl.Candidate(row["image_id"], int(row["width"]), int(row["height"]), float(sharp),
+                        int(row["bytes"]), uris)
+
+
+def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> DedupResult:
+    """Find duplicate clusters in the ingest manifest; write manifest, summary and report."""
+    from curate.dedup.report import write_report
+
+    manifest = read_table(options.in_manifest)
+    run = DedupRun(params, options)
+    cache = ResultCache(Path(params.paths.cache) / "cache.sqlite")
+    try:
+        out, feats = run.build(manifest, cache)
+        write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
+        atomic.write_text(options.out_dir / "summary.json",
+                          json.dumps({**run.summary.metrics(), **run.extra}, indent=2) + "\n")
+        report = options.report or Path(params.paths.reports) / "duplicates.html"
+        write_report(report, out, params, cache, run.workers, run.extra)
+    finally:
+        cache.close()
+    run.summary.cached = run.result_counts.get("hashes_cached", 0)
+    run.summary.print()
+    counts = run.result_counts
+    console.print(
+        f"dedup: hashed {counts.get('hashes_computed', 0):,} images "
+        f"({counts.get('hashes_cached', 0):,} from cache), embedded "
+        f"{counts.get('embeddings_computed', 0):,} ({counts.get('embeddings_cached', 0):,} "
+        f"from cache); {int((out['status'] == 'duplicate').sum()):,} duplicates -> "
+        f"{options.out_dir}/manifest.parquet, report {report}")
+    return DedupResult(out, run.summary, counts.get("hashes_computed", 0),
+                       counts.get("hashes_cached", 0), counts.get("embeddings_computed", 0),
+                       counts.get("embeddings_cached", 0), report)
+

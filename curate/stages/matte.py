@@ -1,0 +1,232 @@
+"""Matte stage: remove backgrounds of the images quality kept, and judge the mattes.
+
+Reads data/quality/manifest.parquet; for every live image (status ok) writes the image
+composited on params `background` and its mask as PNGs under
+data/matte/out/<variant>/{images,masks}/ab/cd/<id>.png, where <variant> names the method and
+hashes every setting that changes the pixels, so switching settings and back never serves a
+stale file. Results are cached per (image id, variant): a rerun mattes only new images.
+
+The mask statistics (foreground fraction, boundary sharpness, colour separation) are quality
+signals that only exist once a matte does. Rather than loop back into the quality stage (a
+cycle DVC cannot express), this stage applies the matte-fed quality checks itself, with their
+thresholds from `quality.checks` in params.yaml: an image whose matte fails them gets status
+`outlier` with the reason (`poor_separation`, `small_foreground`, `soft_matte`), exactly as a
+quality flag would, and reports/mattes.html shows them with the same report layout as
+reports/outliers.html.
+
+Outputs: data/matte/manifest.parquet (every input row and column, plus `matte_path`,
+`mask_path` relative to the manifest's folder, `m_*` statistics, `m_score_*` severities,
+`matte_reasons`, `matte_error`), data/matte/summary.json, reports/mattes.html.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from curate import atomic, models
+from curate.cache import ResultCache, op_key
+from curate.config import Params
+from curate.console import StageSummary, console, progress_bar
+from curate.manifest import read_table, write_table
+from curate.matte.backends import backend_class
+from curate.matte.stats import STAT_COLUMNS, STATS_VERSION
+from curate.matte.worker import MatteTask, matte_image
+from curate.parallel import make_executor, stream_map
+from curate.quality.checks import evaluate_all, reasons_per_row
+from curate.quality.report import ExtraReason, ReportInput, write_report
+from curate.store import Store
+
+MATTE_VERSION = 1
+CACHE_BATCH = 64
+OUT_SUBDIR = "out"
+
+
+@dataclass(frozen=True)
+class MatteOptions:
+    """Run-time inputs and outputs (paths), not part of params.yaml."""
+
+    manifest: Path = Path("data/quality/manifest.parquet")
+    out_dir: Path = Path("data/matte")
+    report: Path | None = None  # default: <paths.reports>/mattes.html
+    workers: int | None = None
+
+
+@dataclass
+class MatteResult:
+    summary: StageSummary
+    processed: int  # matted now
+    remeasured: int  # matted before, statistics measured again
+    cached: int
+    variant: str
+    manifest: Path
+    report: Path
+
+
+def models_dir(params: Params) -> Path:
+    """$CURATE_MODELS_DIR when set (shared caches, test copies), else params paths.models."""
+    import os
+
+    env = os.environ.get(models.ENV_MODELS_DIR)
+    return Path(env).expanduser() if env else params.paths.models
+
+
+def variant_key(params: Params, backend_params: dict[str, Any]) -> tuple[str, str]:
+    """(cache op, folder name) for the current settings."""
+    cfg = params.matte
+    op = op_key("matte", MATTE_VERSION, {"method": cfg.method, **backend_params,
+                                         "background": list(params.background)})
+    label = cfg.model if cfg.method == "rembg" else cfg.method
+    return op, f"{label}-{op.rsplit(':', 1)[-1][:10]}"
+
+
+@dataclass
+class _Work:
+    """Mattes of the live images: cached or just made, failures, and what it cost."""
+
+    known: dict[str, Any]
+    errors: dict[str, str]
+    made: int = 0
+    remeasured: int = 0
+    cached: int = 0
+
+
+def _matte_images(params: Params, live: pd.DataFrame, op: str, root: Path, mdir: Path,
+                  workers: int) -> _Work:
+    """Matte what the cache lacks (or re-measure stale statistics), committing in batches."""
+    images, masks = Store(root / "images"), Store(root / "masks")
+    thumb_px = params.quality.thumb_px
+    bg = (params.background[0], params.background[1], params.background[2])
+    with ResultCache(params.paths.cache / "cache.sqlite") as cache:
+        known = {i: v for i, v in cache.get_many(op, live["image_id"]).items()
+                 if images.has(i, "png") and masks.has(i, "png")}
+        stale = {i for i, v in known.items()
+                 if v.get("stats_version") != STATS_VERSION or v.get("thumb_px") != thumb_px}
+        tasks = [MatteTask(i, params.paths.store / p, images.path(i, "png"),
+                           masks.path(i, "png"), params.matte, mdir,
+                           bg, params.ingest.max_pixels, thumb_px, restat_only=i in stale)
+                 for i, p in zip(live["image_id"], live["store_path"], strict=True)
+                 if i not in known or i in stale]
+        work = _Work({i: v for i, v in known.items() if i not in stale}, {},
+                     made=len(tasks) - len(stale), remeasured=len(stale),
+                     cached=len(live) - len(tasks))
+        if not tasks:
+            return work
+        pending: list[tuple[str, Any]] = []
+        executor = make_executor(workers)
+        try:
+            with progress_bar(f"matte ({root.name})", total=len(tasks)) as advance:
+                for task, out, error in stream_map(executor, matte_image, tasks,
+                                                   max_in_flight=2 * workers + 2):
+                    advance(1)
+                    if error is not None or out is None or "error" in out:
+                        work.errors[task.image_id] = (repr(error) if out is None
+                                                      else out.get("message", ""))
+                        continue
+                    work.known[task.image_id] = out
+                    pending.append((task.image_id, out))
+                    if len(pending) >= CACHE_BATCH:
+                        cache.put_many(op, pending)
+                        pending.clear()
+        finally:
+            cache.put_many(op, pending)
+            executor.shutdown(cancel_futures=True)
+    return work
+
+
+def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteResult:
+    """Matte every live image, judge the mattes, write manifest, summary and report."""
+    summary = StageSummary("matte")
+    manifest = read_table(options.manifest)
+    mdir = models_dir(params)
+    if params.matte.method == "rembg":
+        models.require(params.matte.model, mdir)  # fail now, naming the provisioning command
+    op, variant = variant_key(params, backend_class(params.matte).settings(params.matte))
+    root = options.out_dir / OUT_SUBDIR / variant
+    live = manifest[manifest["status"].eq("ok")]
+    work = _matte_images(params, live, op, root, mdir, options.workers or params.n_workers)
+    summary.cached = work.cached
+    out, results, reasons, frame, judged = _judge(params, manifest, work.known, work.errors,
+                                                  root, options.out_dir)
+    write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
+    _count(summary, manifest, out)
+    metrics = summary.metrics()
+    metrics["variant"] = variant
+    metrics["cutoffs"] = {n: r.cutoff for n, r in results.items()}
+    atomic.write_text(options.out_dir / "summary.json",
+                      json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    report = options.report or params.paths.reports / "mattes.html"
+    write_report(ReportInput(
+        title=f"Mattes ({variant})", frame=frame, results=results, reasons=reasons,
+        thumbs={i: v["thumb"] for i, v in work.known.items() if "thumb" in v}, judged=judged,
+        extra_reasons=[ExtraReason("matte_failed", "Matte failed",
+                                   "The image could not be matted (see matte_error).",
+                                   sorted(work.errors))],
+        metric_columns=list(STAT_COLUMNS),
+        totals=[("images in the manifest", len(manifest)), ("matted", int(judged.sum()))],
+        gallery=params.quality.report.gallery, borderline=params.quality.report.borderline,
+        notes=[f"Composites on background {list(params.background)}; files under {root}."]),
+        report)
+    summary.print()
+    console.print(f"matte: {work.made:,} matted, {work.remeasured:,} re-measured, "
+                  f"{work.cached:,} from cache -> {root}; report: {report}")
+    return MatteResult(summary, work.made, work.remeasured, work.cached, variant,
+                       options.out_dir / "manifest.parquet", report)
+
+
+def _judge(params: Params, manifest: pd.DataFrame, known: dict[str, Any],
+           errors: dict[str, str], root: Path, out_dir: Path
+           ) -> tuple[pd.DataFrame, dict, pd.Series, pd.DataFrame, pd.Series]:
+    """Apply the matte-fed quality checks; build the output manifest."""
+    stats = pd.DataFrame.from_dict({i: v["stats"] for i, v in known.items()}, orient="index")
+    stats = stats.reindex(columns=list(STAT_COLUMNS))
+    frame = manifest.set_index("image_id", drop=False)
+    frame.index.name = None
+    frame = frame.join(stats, how="left")
+    judged = frame["status"].eq("ok") & frame.index.isin(list(known))
+    results = evaluate_all(frame, params.quality.checks, judged, sources=("matte",))
+    reasons = reasons_per_row(results, frame.index)
+    for image_id in errors:
+        reasons[image_id] = [*reasons[image_id], "matte_failed"]
+    out = manifest.copy()
+    ids = out["image_id"]
+    rel = root.relative_to(out_dir) if root.is_relative_to(out_dir) else root
+    has = ids.isin(list(known))
+    out["matte_path"] = [f"{rel.as_posix()}/images/{Store(Path()).relpath(i, 'png')}" if h
+                         else None for i, h in zip(ids, has, strict=True)]
+    out["mask_path"] = [f"{rel.as_posix()}/masks/{Store(Path()).relpath(i, 'png')}" if h
+                        else None for i, h in zip(ids, has, strict=True)]
+    out["matte_path"] = out["matte_path"].astype("string")
+    out["mask_path"] = out["mask_path"].astype("string")
+    for col in STAT_COLUMNS:
+        out[f"m_{col}"] = ids.map(frame[col]).astype("float64").to_numpy()
+    for name, result in results.items():
+        out[f"m_score_{name}"] = ids.map(result.scores).astype("float64").to_numpy()
+    mapped = ids.map(reasons)
+    out["matte_reasons"] = [list(r) if isinstance(r, list) else [] for r in mapped]
+    out["matte_error"] = ids.map(errors).astype("string")
+    live = out["status"].eq("ok")
+    failed = live & ids.isin(list(errors))
+    flagged = live & ~failed & out["matte_reasons"].map(len).gt(0)
+    out.loc[flagged, "status"] = "outlier"
+    out.loc[flagged, "reason"] = out.loc[flagged, "matte_reasons"].map(",".join)
+    out.loc[failed, "status"] = "error"
+    out.loc[failed, "reason"] = "matte_failed"
+    return out, results, reasons, frame, judged
+
+
+def _count(summary: StageSummary, manifest: pd.DataFrame, out: pd.DataFrame) -> None:
+    was_live = manifest["status"].eq("ok")
+    for status, n in manifest.loc[~was_live, "status"].value_counts().items():
+        summary.count(f"passed through ({status})", n=int(n))
+    summary.count("matted, kept", n=int((out["status"] == "ok").sum()))
+    flagged = was_live & out["status"].eq("outlier")
+    summary.count("matted, flagged", n=int(flagged.sum()))
+    summary.count("failed", n=int((was_live & out["status"].eq("error")).sum()))
+    for reasons in out.loc[was_live & ~out["status"].eq("ok"), "matte_reasons"]:
+        for r in reasons:
+            summary.reasons[r] += 1

@@ -1,0 +1,321 @@
+"""Quality stage: measure every live image, judge it with the checks, report the outliers.
+
+Reads the dedup manifest (and the tags stage's merged view when present), writes
+data/quality/manifest.parquet (every input row and column, plus `q_*` measurements,
+`q_score_*` severities, `quality_reasons`, and status `outlier` with the reasons for flagged
+images), data/quality/summary.json and reports/outliers.html.
+
+Three steps, each cheap to redo:
+
+1. measure: raw properties and a report thumbnail per image, from one reduced-scale decode,
+   cached by (image id, metric versions, working size); a rerun decodes only new images;
+2. score: set-relative values (embedding kNN distance, colour-style distance) from cached
+   embeddings and raw properties;
+3. judge: thresholds from params.yaml turn values into flags. Changing a threshold reruns
+   steps 2-3 only: no image is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curate import atomic
+from curate.cache import ResultCache, op_key
+from curate.config import Params, QualityConfig
+from curate.console import StageSummary, console, progress_bar
+from curate.manifest import read_table, write_table
+from curate.parallel import make_executor, stream_map
+from curate.quality import outliers
+from curate.quality.checks import CheckResult, evaluate_all, reasons_per_row
+from curate.quality.properties import properties_key, property_columns
+from curate.quality.report import ExtraReason, ReportInput, write_report
+from curate.quality.tags import load_tags
+from curate.quality.worker import MeasureTask, measure_image
+
+RAW_VERSION = 1
+THUMB_VERSION = 1
+CACHE_BATCH = 256
+ANNOTATOR_REJECT = "annotator_reject"
+UNREADABLE = "unreadable"
+#: Sources of checks the quality stage applies (matte-fed checks run in the matte stage).
+QUALITY_SOURCES = ("pixels", "metadata", "embedding")
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    """Run-time inputs and outputs (paths), not part of params.yaml."""
+
+    manifest: Path = Path("data/dedup/manifest.parquet")
+    tags: Path | None = Path("data/tags/merged.parquet")
+    out_dir: Path = Path("data/quality")
+    report: Path | None = None  # default: <paths.reports>/outliers.html
+    workers: int | None = None
+
+
+@dataclass
+class Measurements:
+    """Raw properties and thumbnails of the judged images, and how they were obtained."""
+
+    raw: pd.DataFrame                     # index image_id, property columns
+    thumbs: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)  # image id -> message
+    decoded: int = 0
+    cached: int = 0
+
+
+def raw_op(cfg: QualityConfig) -> str:
+    """Cache key of the raw properties: every property version and the working size."""
+    return op_key("quality.raw", RAW_VERSION, {"work_side": cfg.work_side,
+                                               "properties": properties_key()})
+
+
+def thumb_op(cfg: QualityConfig) -> str:
+    return op_key("quality.thumb", THUMB_VERSION, {"px": cfg.thumb_px})
+
+
+def measure_images(params: Params, rows: pd.DataFrame, cache: ResultCache,
+                   workers: int) -> Measurements:
+    """Raw properties and thumbnails for `rows` (image_id, store_path), from cache or decode."""
+    cfg = params.quality
+    ids = rows["image_id"].tolist()
+    r_op, t_op = raw_op(cfg), thumb_op(cfg)
+    raw = cache.get_many(r_op, ids)
+    thumbs = cache.get_many(t_op, ids)
+    tasks = [
+        MeasureTask(image_id=i, path=params.paths.store / p, need_raw=i not in raw,
+                    need_thumb=i not in thumbs, work_side=cfg.work_side, thumb_px=cfg.thumb_px,
+                    max_pixels=params.ingest.max_pixels,
+                    background=(params.background[0], params.background[1],
+                                params.background[2]))
+        for i, p in zip(rows["image_id"], rows["store_path"], strict=True)
+        if i not in raw or i not in thumbs
+    ]
+    result = Measurements(pd.DataFrame(), thumbs, cached=len(ids) - len(tasks))
+    pending_raw: list[tuple[str, Any]] = []
+    pending_thumb: list[tuple[str, Any]] = []
+
+    def flush() -> None:
+        cache.put_many(r_op, pending_raw)
+        cache.put_many(t_op, pending_thumb)
+        pending_raw.clear()
+        pending_thumb.clear()
+
+    if tasks:
+        executor = make_executor(workers)
+        try:
+            with progress_bar("quality: measure", total=len(tasks)) as advance:
+                for task, out, error in stream_map(executor, measure_image, tasks,
+                                                   max_in_flight=4 * workers + 8):
+                    advance(1)
+                    result.decoded += 1
+                    if error is not None or out is None or "error" in out:
+                        message = repr(error) if out is None else out.get("message", "")
+                        result.errors[task.image_id] = message
+                        continue
+                    if "raw" in out:
+                        raw[task.image_id] = out["raw"]
+                        pending_raw.append((task.image_id, out["raw"]))
+                    if "thumb" in out:
+                        thumbs[task.image_id] = out["thumb"]
+                        pending_thumb.append((task.image_id, out["thumb"]))
+                    if len(pending_raw) + len(pending_thumb) >= CACHE_BATCH:
+                        flush()
+        finally:
+            flush()
+            executor.shutdown(cancel_futures=True)
+    columns = property_columns()
+    result.raw = pd.DataFrame.from_dict(raw, orient="index").reindex(columns=columns)
+    return result
+
+
+def embedding_outlier_scores(params: Params, frame: pd.DataFrame, judged: pd.Series,
+                             groups: list[object] | None, workers: int) -> np.ndarray:
+    """The off-subject score per row of `frame` (NaN where not judged or not embeddable).
+
+    Embeddings come from `curate.embeddings` (computed once per image and cached, shared with
+    dedup and split), so this costs a cache read after the first run.
+    """
+    from curate import embeddings
+
+    cfg = params.quality.embedding
+    vectors = embeddings.embed_images(params, frame.index.tolist(), frame["store_path"].tolist(),
+                                      judged.to_numpy(), workers=workers)
+    usable = judged.to_numpy() & np.isfinite(vectors).all(axis=1)
+    vectors = np.nan_to_num(vectors)
+    if cfg.method == "isolation_forest":
+        return outliers.isolation_forest_scores(vectors, usable, cfg.n_estimators, cfg.seed)
+    return outliers.knn_scores(vectors, usable, cfg.k, groups if cfg.per_distribution else None)
+
+
+def build_frame(manifest: pd.DataFrame, meas: Measurements, tags: pd.DataFrame | None
+                ) -> pd.DataFrame:
+    """One row per image id: manifest columns, raw properties, metadata values and tags."""
+    frame = manifest.set_index("image_id", drop=False)
+    frame.index.name = None
+    frame = frame.join(meas.raw, how="left")
+    width = pd.to_numeric(frame["width"], errors="coerce")
+    height = pd.to_numeric(frame["height"], errors="coerce")
+    frame["min_side"] = np.minimum(width, height)
+    frame["aspect"] = np.maximum(width, height) / np.minimum(width, height)
+    tag_columns = ["category", "reject", "task_id"]
+    frame = frame.drop(columns=[c for c in tag_columns if c in frame])
+    if tags is not None:
+        frame = frame.join(tags.set_index("image_id")[tag_columns], how="left")
+    else:
+        frame["category"] = None
+        frame["reject"] = False
+        frame["task_id"] = pd.array([pd.NA] * len(frame), dtype="Int64")
+    frame["reject"] = frame["reject"].astype("boolean").fillna(False).astype(bool)
+    return frame
+
+
+@dataclass
+class Judgement:
+    """The outcome of scoring and judging (everything the outputs are written from)."""
+
+    frame: pd.DataFrame
+    results: dict[str, CheckResult]
+    reasons: pd.Series
+    judged: pd.Series
+    extra: list[ExtraReason]
+    notes: list[str]
+
+
+def judge(params: Params, frame: pd.DataFrame, meas: Measurements, use_tags: bool,
+          workers: int) -> Judgement:
+    """Set-relative scores, then thresholds: flags and reasons per image (no decoding)."""
+    cfg = params.quality
+    live = frame["status"].eq("ok") if "status" in frame else pd.Series(True, index=frame.index)
+    unreadable = frame.index.isin(list(meas.errors))
+    judged = live & ~unreadable
+    groups = frame["category"].tolist() if use_tags else None
+    notes: list[str] = []
+    style = frame.reindex(columns=list(outliers.STYLE_COLUMNS)).to_numpy(dtype=float)
+    frame["colour_distance"] = outliers.colour_style_distance(style, judged.to_numpy(), groups)
+    frame["embed_outlier"] = embedding_outlier_scores(params, frame, judged, groups, workers)
+    results = evaluate_all(frame, cfg.checks, judged, sources=QUALITY_SOURCES)
+    reasons = reasons_per_row(results, frame.index)
+    extra = [ExtraReason(UNREADABLE, "Unreadable", "The stored file could not be decoded.",
+                         sorted(frame.index[live & unreadable]))]
+    for image_id in extra[0].ids:
+        reasons[image_id] = [*reasons[image_id], UNREADABLE]
+    if cfg.annotator_rejects and use_tags:
+        rejected = frame.index[judged & frame["reject"]]
+        extra.append(ExtraReason(ANNOTATOR_REJECT, "Rejected by an annotator",
+                                 "Label Studio verdict: reject (tags stage, merged view).",
+                                 sorted(rejected)))
+        for image_id in rejected:
+            reasons[image_id] = [*reasons[image_id], ANNOTATOR_REJECT]
+    if use_tags:
+        tagged = int(frame["category"].notna().sum())
+        notes.append(f"Distributions for the embedding and colour-style scores: {tagged} "
+                     "images with a tagged category.")
+    else:
+        notes.append("No tags found: embedding and colour-style scores use the whole set as "
+                     "one distribution, and annotator rejects are not applied.")
+    return Judgement(frame, results, reasons, judged, extra, notes)
+
+
+def output_manifest(manifest: pd.DataFrame, j: Judgement, meas: Measurements) -> pd.DataFrame:
+    """Every input row and column, plus measurements, severities, reasons and status."""
+    out = manifest.copy()
+    ids = out["image_id"]
+    metric_cols = [*property_columns(), "min_side", "aspect", "embed_outlier", "colour_distance"]
+    for col in metric_cols:
+        out[f"q_{col}"] = ids.map(j.frame[col]).astype("float64").to_numpy()
+    for name, result in j.results.items():
+        out[f"q_score_{name}"] = ids.map(result.scores).astype("float64").to_numpy()
+    reasons = ids.map(j.reasons)
+    out["quality_reasons"] = [list(r) if isinstance(r, list) else [] for r in reasons]
+    out["quality_error"] = ids.map(meas.errors).astype("string")
+    flagged = out["quality_reasons"].map(len).gt(0) & out["status"].eq("ok")
+    out.loc[flagged, "status"] = "outlier"
+    out.loc[flagged, "reason"] = out.loc[flagged, "quality_reasons"].map(",".join)
+    return out
+
+
+def _summarise(summary: StageSummary, manifest: pd.DataFrame, out: pd.DataFrame,
+               meas: Measurements) -> StageSummary:
+    """Counts in/out per outcome and per reason (an image counts once per reason)."""
+    summary.cached = meas.cached
+    before = manifest["status"].value_counts()
+    for status, n in before.items():
+        if status != "ok":
+            summary.count(f"passed through ({status})", n=int(n))
+    flagged = out["status"].eq("outlier") & manifest["status"].eq("ok")
+    summary.count("kept", n=int((out["status"] == "ok").sum()))
+    summary.count("outlier", n=int(flagged.sum()))
+    for reasons in out.loc[flagged, "quality_reasons"]:
+        for r in reasons:
+            summary.reasons[r] += 1
+    return summary
+
+
+def _report(params: Params, j: Judgement, meas: Measurements, manifest: pd.DataFrame,
+            path: Path) -> Path:
+    cfg = params.quality.report
+    task_ids = {i: int(t) for i, t in j.frame["task_id"].dropna().items()}
+    n_live = int(manifest["status"].eq("ok").sum())
+    inp = ReportInput(
+        title="Quality outliers", frame=j.frame, results=j.results, reasons=j.reasons,
+        thumbs=meas.thumbs, judged=j.judged, extra_reasons=j.extra,
+        metric_columns=[*property_columns(), "min_side", "aspect", "embed_outlier",
+                        "colour_distance", "category"],
+        totals=[("images in the manifest", len(manifest)),
+                ("judged (live after dedup)", n_live),
+                ("passed through untouched", len(manifest) - n_live)],
+        task_ids=task_ids, task_url=cfg.task_url, gallery=cfg.gallery,
+        borderline=cfg.borderline, notes=j.notes)
+    return write_report(inp, path)
+
+
+def _metrics(summary: StageSummary, j: Judgement) -> dict[str, Any]:
+    metrics = summary.metrics()
+    metrics["cutoffs"] = {name: r.cutoff for name, r in j.results.items()}
+    return metrics
+
+
+@dataclass
+class QualityResult:
+    """What a run did: the summary, and how many images it had to decode."""
+
+    summary: StageSummary
+    decoded: int
+    cached: int
+    manifest: Path
+    report: Path
+
+
+def run_quality(params: Params, options: QualityOptions = QualityOptions()) -> QualityResult:
+    """Measure, score and judge every live image of the input manifest; write all outputs."""
+    summary = StageSummary("quality")
+    manifest = read_table(options.manifest)
+    if "status" not in manifest:
+        manifest["status"] = "ok"
+    if "reason" not in manifest:
+        manifest["reason"] = None
+    tags = load_tags(options.tags, params.tags.categories)
+    workers = options.workers or params.n_workers
+    live = manifest[manifest["status"].eq("ok")]
+    with ResultCache(params.paths.cache / "cache.sqlite") as cache:
+        meas = measure_images(params, live[["image_id", "store_path"]], cache, workers)
+    frame = build_frame(manifest, meas, tags)
+    j = judge(params, frame, meas, use_tags=tags is not None, workers=workers)
+    out = output_manifest(manifest, j, meas)
+    write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
+    _summarise(summary, manifest, out, meas)
+    atomic.write_text(options.out_dir / "summary.json",
+                      json.dumps(_metrics(summary, j), indent=2, sort_keys=True) + "\n")
+    report = _report(params, j, meas, manifest,
+                     options.report or params.paths.reports / "outliers.html")
+    summary.print()
+    console.print(f"quality: decoded {meas.decoded:,} images, {meas.cached:,} from cache; "
+                  f"report: {report}")
+    return QualityResult(summary, meas.decoded, meas.cached,
+                         options.out_dir / "manifest.parquet", report)

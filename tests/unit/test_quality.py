@@ -1,0 +1,323 @@
+"""Quality building blocks: raw properties, checks and thresholds, outlier scores, tags, report.
+
+All inputs are synthetic and deterministic (numpy/Pillow from fixed seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from curate.config import ConfigError, Params, QualityChecks, Threshold, from_mapping
+from curate.quality import outliers
+from curate.quality.checks import CHECKS, evaluate, evaluate_all, make_check, reasons_per_row
+from curate.quality.properties import PROPERTIES, WorkImage, measure, property_columns
+from curate.quality.report import ExtraReason, ReportInput, json_island, render
+from curate.quality.tags import load_tags
+
+
+def scene(seed: int = 0, size: tuple[int, int] = (240, 320)) -> np.ndarray:
+    """A textured colour scene: shapes on a gradient with fine grain (sharp, well exposed)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([60 + 120 * x / w, 90 + 80 * y / h, 140 - 60 * x / w], axis=2)
+    for _ in range(12):
+        cx, cy, r = rng.integers(0, w), rng.integers(0, h), rng.integers(8, 40)
+        colour = rng.integers(0, 256, 3)
+        img[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = colour
+    img += rng.normal(0, 2.0, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def props(rgb: np.ndarray) -> dict[str, float]:
+    return measure(WorkImage(rgb))
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int = 90) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+# ------------------------------------------------------------------------ properties
+
+
+def test_every_property_returns_its_declared_columns() -> None:
+    values = props(scene())
+    assert list(values) == property_columns()
+    assert all(np.isfinite(v) for v in values.values())
+    assert len(set(property_columns())) == len(property_columns())
+    assert set(PROPERTIES) >= {"sharpness", "exposure", "contrast", "entropy", "chroma",
+                               "colour", "noise"}
+
+
+def test_blur_lowers_relative_sharpness_but_darkening_does_not() -> None:
+    base = scene()
+    blurred = cv2.GaussianBlur(base, (0, 0), 4)
+    dark = (base * 0.12).astype(np.uint8)
+    s_base, s_blur, s_dark = (props(a)["sharpness_rel"] for a in (base, blurred, dark))
+    assert s_blur < s_base - 0.5
+    assert abs(s_dark - s_base) < 0.4  # exposure-independent, unlike raw Laplacian variance
+    assert props(dark)["sharpness"] < props(base)["sharpness"] - 1.0
+
+
+def test_exposure_percentiles_and_fractions() -> None:
+    base = scene()
+    dark = (base * 0.1).astype(np.uint8)
+    blown = np.clip(base.astype(np.float32) * 2.2 + 70, 0, 255).astype(np.uint8)
+    p_base, p_dark, p_blown = props(base), props(dark), props(blown)
+    assert p_dark["luma_p95"] < 0.2 < p_base["luma_p95"]
+    assert p_dark["dark_fraction"] > 0.95
+    assert p_blown["bright_fraction"] > 0.5 > p_base["bright_fraction"]
+    # a studio shot on black: mostly dark pixels, but real highlights
+    studio = np.zeros((200, 200, 3), np.uint8)
+    studio[60:140, 60:140] = (230, 190, 160)
+    assert props(studio)["dark_fraction"] > 0.8 and props(studio)["luma_p95"] > 0.6
+
+
+def test_grayscale_is_detected_from_pixels_even_in_rgb_jpeg() -> None:
+    base = scene()
+    gray = np.repeat(cv2.cvtColor(base, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert props(jpeg_roundtrip(gray))["channel_spread"] < 3.0
+    assert props(jpeg_roundtrip(base))["channel_spread"] > 20.0
+    assert props(gray)["colourfulness"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_noise_estimate_rises_with_noise_and_ignores_edges() -> None:
+    base = scene()
+    noisy = np.clip(base + np.random.default_rng(1).normal(0, 12, base.shape), 0, 255)
+    assert props(noisy.astype(np.uint8))["noise"] > 3 * props(base)["noise"]
+    edges = np.zeros((200, 200, 3), np.uint8)
+    edges[:, ::20] = 255  # strong edges, no noise
+    assert props(edges)["noise"] < 0.5
+
+
+def test_entropy_and_contrast_of_flat_image() -> None:
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    p = props(flat)
+    assert p["entropy"] == pytest.approx(0.0, abs=1e-9)
+    assert p["contrast"] == pytest.approx(0.0, abs=1e-9)
+    assert props(scene())["entropy"] > 5.0
+
+
+def test_work_image_downscales_to_work_side_and_never_upscales() -> None:
+    big = Image.fromarray(scene(size=(600, 900)))
+    assert WorkImage.from_pil(big, 256).rgb.shape[:2] == (256, 384)
+    small = Image.fromarray(scene(size=(60, 90)))
+    assert WorkImage.from_pil(small, 256).rgb.shape[:2] == (60, 90)
+
+
+# ------------------------------------------------------------------------- checks
+
+
+def test_registry_and_params_have_the_same_checks() -> None:
+    fields = [f.name for f in dataclasses.fields(QualityChecks)]
+    assert list(CHECKS) == fields
+    for name in CHECKS:
+        check = make_check(name)
+        assert check.bad in ("low", "high") and check.title and check.description
+    with pytest.raises(KeyError, match="known: blurry"):
+        make_check("nope")
+
+
+def _frame(values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"min_side": values}, index=[f"id{i}" for i in range(len(values))])
+
+
+def test_absolute_threshold_flags_the_bad_side_only() -> None:
+    frame = _frame([100, 300, 255, 256, np.nan])
+    result = evaluate(make_check("tiny"), frame, Threshold("absolute", 256))
+    assert result.flags.tolist() == [True, False, True, False, False]
+    assert result.cutoff == 256
+
+
+def test_percentile_threshold_flags_worst_share_of_judged_rows() -> None:
+    values = list(range(100, 200))  # 100 images
+    frame = _frame(values + [1.0])  # a tiny one that is not judged (e.g. a duplicate)
+    judged = pd.Series([True] * 100 + [False], index=frame.index)
+    result = evaluate(make_check("tiny"), frame, Threshold("percentile", 5), judged)
+    assert result.flags.sum() == 5
+    assert result.flags[result.flags].index.tolist() == [f"id{i}" for i in range(5)]
+    assert not result.flags.iloc[-1]  # never flags outside the judged set
+    assert np.isnan(result.scores.iloc[-1])
+    # severity: 1 = worst (smallest for a "low" check), 0 = best
+    assert result.scores.iloc[0] == 1.0 and result.scores.iloc[99] == 0.0
+
+
+def test_disabled_check_records_values_but_never_flags() -> None:
+    frame = _frame([1, 2, 3])
+    result = evaluate(make_check("tiny"), frame, Threshold("disabled", 256))
+    assert not result.flags.any() and result.cutoff is None
+    assert result.values.tolist() == [1, 2, 3]
+
+
+def test_evaluate_all_by_source_and_reasons_keep_every_flag() -> None:
+    frame = pd.DataFrame({"min_side": [100, 500], "aspect": [5.0, 1.2], "luma_p95": [0.1, 0.8]},
+                         index=["a", "b"])
+    results = evaluate_all(frame, QualityChecks(), sources=("metadata", "pixels"))
+    assert "off_subject" not in results and "poor_separation" not in results
+    reasons = reasons_per_row(results, frame.index)
+    assert reasons["a"] == ["dark", "tiny", "extreme_aspect"]
+    assert reasons["b"] == []
+
+
+def test_threshold_config_errors_name_key_and_choices() -> None:
+    with pytest.raises(ConfigError, match=r"quality\.checks\.blurry\.mode: got 'sometimes'.*"
+                                          r"'absolute', 'percentile', 'disabled'"):
+        from_mapping(Params, {"quality": {"checks": {"blurry": {"mode": "sometimes"}}}}, "")
+    with pytest.raises(ConfigError, match=r"quality\.checks\.dark\.value: got 150"):
+        from_mapping(Params, {"quality": {"checks": {"dark": {"mode": "percentile",
+                                                               "value": 150}}}}, "")
+    p = from_mapping(Params, {"quality": {"checks": {"dark": {"mode": "percentile",
+                                                              "value": 2}}}}, "")
+    assert p.quality.checks.dark == Threshold("percentile", 2.0)
+    assert p.quality.checks.blurry == QualityChecks().blurry  # others keep their defaults
+
+
+# ------------------------------------------------------------------ outlier scores
+
+
+def _clusters(seed: int = 0) -> tuple[np.ndarray, list[str | None]]:
+    rng = np.random.default_rng(seed)
+    centre_a, centre_b, odd = np.zeros(32), np.zeros(32), np.zeros(32)
+    centre_a[0], centre_b[1], odd[2] = 6.0, 6.0, 6.0
+    a = rng.normal(0, 0.5, (40, 32)) + centre_a
+    b = rng.normal(0, 0.5, (40, 32)) + centre_b
+    o = rng.normal(0, 0.5, (1, 32)) + odd
+    emb = np.vstack([a, b, o])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    groups: list[str | None] = ["a"] * 10 + [None] * 30 + ["b"] * 10 + [None] * 31
+    return emb.astype(np.float32), groups
+
+
+def test_knn_scores_put_the_odd_one_out_on_top_with_and_without_tags() -> None:
+    emb, groups = _clusters()
+    judged = np.ones(len(emb), bool)
+    for g in (None, groups):
+        scores = outliers.knn_scores(emb, judged, k=5, groups=g)
+        assert np.argmax(scores) == len(emb) - 1
+        assert scores[-1] > 1.4 * scores[:-1].max()
+
+
+def test_knn_reference_sampling_keeps_the_ranking() -> None:
+    emb, _ = _clusters()
+    judged = np.ones(len(emb), bool)
+    full = outliers.knn_scores(emb, judged, k=3)
+    sampled = outliers.knn_scores(emb, judged, k=3, max_refs=30)
+    assert np.argmax(sampled) == len(emb) - 1
+    assert np.corrcoef(full, sampled)[0, 1] > 0.8
+    np.testing.assert_array_equal(sampled, outliers.knn_scores(emb, judged, k=3, max_refs=30))
+
+
+def test_knn_excludes_self_and_unjudged_rows() -> None:
+    emb, _ = _clusters()
+    judged = np.ones(len(emb), bool)
+    judged[5] = False
+    scores = outliers.knn_scores(emb, judged, k=3)
+    assert np.isnan(scores[5])
+    dup = np.vstack([emb, emb[:1]])  # an exact copy of row 0: distance 0 only via the copy
+    s = outliers.knn_scores(dup, np.ones(len(dup), bool), k=1)
+    assert s[0] == pytest.approx(0.0, abs=1e-5) and s[-1] == pytest.approx(0.0, abs=1e-5)
+    single = outliers.knn_scores(emb[:1], np.ones(1, bool), k=5)
+    assert np.isnan(single[0])  # nobody to compare with
+
+
+def test_isolation_forest_scores_rank_the_odd_one_high() -> None:
+    emb, _ = _clusters()
+    scores = outliers.isolation_forest_scores(emb, np.ones(len(emb), bool), 100, seed=0)
+    assert scores[-1] > np.percentile(scores[:-1], 90)
+    again = outliers.isolation_forest_scores(emb, np.ones(len(emb), bool), 100, seed=0)
+    np.testing.assert_array_equal(scores, again)  # seeded: deterministic
+
+
+def test_colour_style_distance_is_per_distribution() -> None:
+    rng = np.random.default_rng(0)
+    warm = rng.normal([60, 20, 30, 40], 2, (20, 4))
+    cool = rng.normal([50, -10, -30, 30], 2, (20, 4))
+    odd = np.array([[50, 60, -60, 90]])
+    style = np.vstack([warm, cool, odd])
+    groups = ["warm"] * 20 + ["cool"] * 20 + [None]
+    d = outliers.colour_style_distance(style, np.ones(len(style), bool), groups)
+    assert d[-1] > 10 * np.median(d[:-1])
+    assert np.median(d[:40]) < 1.5  # each look is close to its own distribution
+
+
+# --------------------------------------------------------------------------- tags
+
+
+def test_load_tags_keeps_known_categories_and_rejects(tmp_path) -> None:
+    path = tmp_path / "merged.parquet"
+    pd.DataFrame({"image_id": ["a", "b", "c"], "task_id": [1, 2, 3],
+                  "category": ["soles", "disputed", None],
+                  "reject": [False, False, True]}).to_parquet(path)
+    tags = load_tags(path, ["soles", "pov"])
+    assert tags["category"].tolist() == ["soles", None, None]
+    assert tags["reject"].tolist() == [False, False, True]
+    assert tags["task_id"].tolist() == [1, 2, 3]
+    assert load_tags(tmp_path / "missing.parquet", ["soles"]) is None
+
+
+# -------------------------------------------------------------------------- report
+
+EVIL = "</script><script>alert('pwned')</script><img src=x onerror=alert(1)>.jpg"
+
+
+def _report_input() -> ReportInput:
+    ids = [f"{i:064x}" for i in range(6)]
+    frame = pd.DataFrame({
+        "image_id": ids, "source_uri": [f"photos/{EVIL}", *[f"photos/ok{i}.jpg" for i in range(5)]],
+        "source_uris": [[f"photos/{EVIL}", "https://example.com/<b>x</b>"]] + [[]] * 5,
+        "status": ["ok"] * 6, "width": [100, 800, 900, 700, 650, 1000],
+        "height": [90, 600, 700, 500, 640, 800],
+        "min_side": [90, 600, 700, 500, 640, 800]}, index=ids)
+    results = evaluate_all(frame, QualityChecks(), sources=("metadata",))
+    reasons = reasons_per_row(results, frame.index)
+    reasons[ids[1]] = [*reasons[ids[1]], "annotator_reject"]
+    thumb = "data:image/jpeg;base64,/9j/4AAQ"
+    return ReportInput(title="t <b>", frame=frame, results=results, reasons=reasons,
+                       thumbs={i: thumb for i in ids}, judged=pd.Series(True, index=ids),
+                       extra_reasons=[ExtraReason("annotator_reject", "Rejected", "by people",
+                                                  [ids[1]])],
+                       metric_columns=["min_side"], task_ids={ids[0]: 7},
+                       task_url="javascript:alert(1)//{task_id}")
+
+
+def test_report_escapes_every_data_string() -> None:
+    html = render(_report_input())
+    assert "<script>alert" not in html
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in html  # visible, escaped, in the cards
+    assert "t &lt;b&gt;" in html
+    # exactly the two script elements of the template
+    assert len(re.findall(r"<script\b", html)) == 2
+    island = html.split('<script id="report-data" type="application/json">', 1)[1]
+    island = island.split("</script>", 1)[0]
+    data = json.loads(island)
+    record = data["records"][f"{0:064x}"]
+    assert record["uri"] == f"photos/{EVIL}"  # the JSON round-trips the original string
+    assert record["task_url"] is None  # a javascript: link is never produced
+    assert "tiny" in record["reasons"]
+
+
+def test_json_island_cannot_close_its_script() -> None:
+    text = str(json_island({"x": "</script><!-- \u2028 &"}))
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"x": "</script><!-- \u2028 &"}
+
+
+def test_report_has_histograms_galleries_and_borderline() -> None:
+    html = render(_report_input())
+    assert 'data-section="hist" data-check="tiny"' in html
+    assert 'data-section="gallery" data-check="tiny"' in html
+    assert 'data-section="gallery" data-check="annotator_reject"' in html
+    assert 'data-section="borderline" data-check="tiny"' in html
+    assert 'class="cut"' in html  # threshold line drawn
