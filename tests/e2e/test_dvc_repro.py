@@ -29,7 +29,8 @@ def _project_files() -> list[str]:
     """Files a clean clone would have: tracked plus untracked-but-not-ignored."""
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
                          capture_output=True, text=True).stdout
-    return [f for f in out.splitlines() if (REPO / f).is_file()]
+    # dvc.lock belongs to this checkout's own runs: the copy starts as a fresh clone would.
+    return [f for f in out.splitlines() if (REPO / f).is_file() and f != "dvc.lock"]
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
