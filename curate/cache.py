@@ -31,6 +31,19 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
+    """A SQLite database for per-image results: WAL (atomic batches, readers never blocked),
+    relaxed fsync (a crash may lose the last batch, which is only recomputed), schema ensured."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=60)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(schema)
+    db.commit()
+    return db
+
+
 def op_key(name: str, version: int, params: Mapping[str, Any] | None = None) -> str:
     """Identity of an operation: bump `version` when its code changes its output."""
     if not params:
@@ -44,12 +57,7 @@ class ResultCache:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self._db = open_sqlite(self.path, _SCHEMA)
 
     def get_many(self, op: str, keys: Iterable[str]) -> dict[str, Any]:
         """Cached values for those of `keys` that have one."""

@@ -25,7 +25,6 @@ the cores. With one worker the model runs in-process on all cores.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curate.cache import op_key
+from curate.cache import op_key, open_sqlite
 from curate.console import progress_bar
 from curate.parallel import InlineExecutor, make_executor, stream_map
 
@@ -69,12 +68,7 @@ class EmbeddingCache:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self._db = open_sqlite(self.path, _SCHEMA)
 
     def get_many(self, op: str, image_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """Cached vectors (float16) for those of `image_ids` that have one."""
