@@ -10,15 +10,18 @@ indented, to `bench/results/ingest.json`.
 What is measured, and why
 -------------------------
 Both tools run the same way: in their own interpreter (curate in this virtualenv, img2dataset
-in its own), started by this script. Each run yields three figures:
+in its own), started by this script. Each run yields these figures:
 
 * `call_s`: the tool's entry point (`run_ingest(...)`, `img2dataset.download(...)`), timed
   inside the subprocess: process pool start, fetching, hashing, validation, writes and output
   tables included; interpreter start and imports excluded. Throughputs use this figure.
 * `whole_s`: the whole subprocess, what a user waits for at the command line.
 * `cpu_s`: CPU time of the subprocess and all its descendants (from `RUSAGE_CHILDREN`; the
-  curate runner reaps its forkserver so its workers count). Unlike wall time this barely moves
+  curate runner reaps its forkserver so its workers count). It moves much less than wall time
   when other work shares the machine, so the CPU ratio is the sturdier comparison there.
+* `main_process_cpu_s`: the part of `cpu_s` spent in the tool's main process (all its
+  threads). For curate that is the coordinator, which does all the HTTP: a serial stage whose
+  CPU per URL bounds the throughput however many workers there are.
 
 Measurements:
 
@@ -108,7 +111,7 @@ PEER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
 
 #: Both runners: argv[1] = JSON arguments, argv[2] = where to write the timing report.
 CURATE_RUNNER = """
-import json, sys, time
+import json, resource, sys, time
 from pathlib import Path
 started = time.perf_counter()
 from curate.config import load_params
@@ -117,23 +120,27 @@ imported = time.perf_counter()
 args = json.loads(sys.argv[1])
 run_ingest(load_params(Path(args["params"])), IngestOptions(out_dir=Path(args["out"])))
 done = time.perf_counter()
+main = resource.getrusage(resource.RUSAGE_SELF)
 # Reap the forkserver, which reaped the workers, so the parent's RUSAGE_CHILDREN has their CPU.
 import multiprocessing.forkserver as forkserver
 getattr(forkserver._forkserver, "_stop", lambda: None)()
 with open(sys.argv[2], "w") as fh:
-    json.dump({"import_s": imported - started, "call_s": done - imported}, fh)
+    json.dump({"import_s": imported - started, "call_s": done - imported,
+               "main_cpu_s": main.ru_utime + main.ru_stime}, fh)
 """
 PEER_RUNNER = """
-import json, sys, time
+import json, resource, sys, time
 from importlib.metadata import version
 started = time.perf_counter()
 import img2dataset
 imported = time.perf_counter()
 img2dataset.download(**json.loads(sys.argv[1]))
 done = time.perf_counter()
+main = resource.getrusage(resource.RUSAGE_SELF)
 packages = ("img2dataset", "opencv-python-headless", "albumentations", "numpy", "pandas")
 with open(sys.argv[2], "w") as fh:
     json.dump({"import_s": imported - started, "call_s": done - imported,
+               "main_cpu_s": main.ru_utime + main.ru_stime,
                "versions": {p: version(p) for p in packages}}, fh)
 """
 
@@ -422,6 +429,7 @@ class Run:
     call_s: float
     whole_s: float
     cpu_s: float
+    main_cpu_s: float
     busy_cores: float | None
     server_cpu_s: float | None
     versions: dict[str, str]
@@ -461,7 +469,7 @@ def run_measured(python: Path, runner: str, args: dict[str, Any], work: Path,
     inner = json.loads(report.read_text())
     server_cpu = (None if server_before is None or server_after is None
                   else round(server_after - server_before, 2))
-    return Run(inner["call_s"], timing.wall_s, _children_cpu_s() - cpu_before,
+    return Run(inner["call_s"], timing.wall_s, _children_cpu_s() - cpu_before, inner["main_cpu_s"],
                timing.busy_cores, server_cpu, inner.get("versions", {}))
 
 
@@ -623,6 +631,7 @@ def summarize(runs: Sequence[Run], count: int) -> dict[str, Any]:
         "whole_s": median([r.whole_s for r in runs]),
         "cpu_s": cpu_s,
         "cpu_ms_per_item": round(cpu_s / count * 1000, 2),
+        "main_process_cpu_s": median([r.main_cpu_s for r in runs]),
         "busy_cores": median_present([r.busy_cores for r in runs]),
         "server_cpu_s": median_present([r.server_cpu_s for r in runs]),
         "runs_call_s": [round(r.call_s, 3) for r in runs],

@@ -10,7 +10,9 @@ a million futures.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
@@ -31,6 +33,23 @@ class InlineExecutor(Executor):
         return future
 
 
+def _exit_with_coordinator() -> None:
+    """Worker initializer: die when the coordinating process dies (even by SIGKILL).
+
+    Workers hold both ends of the task pipe, so without this they would wait forever for work
+    from a coordinator that is gone, keeping the forkserver alive too.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-coordinator", daemon=True).start()
+
+
 def make_executor(workers: int) -> Executor:
     """A process pool of `workers` (0 = all cores), or inline execution for 1.
 
@@ -40,7 +59,8 @@ def make_executor(workers: int) -> Executor:
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         return InlineExecutor()
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=_exit_with_coordinator)
 
 
 def stream_map(
