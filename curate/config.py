@@ -290,7 +290,7 @@ class TagsPushConfig:
     """Which images `curate tags push` sends to annotators."""
 
     manifest: Path = Path("data/ingest/manifest.parquet")
-    strategy: Literal["untagged", "random"] = "untagged"
+    strategy: Literal["untagged", "random", "uncertain", "diverse"] = "untagged"
     n: int | None = None  # at most this many new tasks per push; null = all (random needs n)
     seed: int = 0
     batch_size: int = 500  # tasks per import request

@@ -21,7 +21,8 @@ import pandas as pd
 Strategy = Callable[[pd.DataFrame, "int | None", np.random.Generator], list[str]]
 STRATEGIES: dict[str, Strategy] = {}
 #: strategy name -> module whose import registers it (e.g. "uncertain": "curate.split.select")
-PROVIDERS: dict[str, str] = {}
+PROVIDERS: dict[str, str] = {"uncertain": "curate.split.select",
+                             "diverse": "curate.split.select"}
 
 
 class SelectionError(ValueError):

@@ -67,3 +67,15 @@ def test_no_tags_proposes_clusters_and_says_so() -> None:
     out, report = assign(live, x, tagged_distribution(live, None, Params()), Params())
     assert set(out.distribution) == {"cluster_0", "cluster_1"}
     assert "proposed" in report["mode"]
+
+
+def test_uncertain_strategy_sends_the_least_confident_first() -> None:
+    from curate.tags.select import SelectionError, select
+
+    rows = pd.DataFrame({"image_id": ["a", "b", "c", "d"],
+                         "dist_confidence": [0.9, 0.4, np.nan, 0.6]})
+    assert select("uncertain", rows, 3, seed=0) == ["c", "b", "d"]
+    import pytest
+
+    with pytest.raises(SelectionError, match="dvc repro split"):
+        select("uncertain", rows.drop(columns="dist_confidence"), 2, seed=0)

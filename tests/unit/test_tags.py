@@ -360,23 +360,24 @@ def test_selection_strategies() -> None:
     assert len(select.select("random", candidates, 50, seed=1)) == 20
     with pytest.raises(select.SelectionError, match="-n N"):
         select.select("random", candidates, None, 0)
-    with pytest.raises(select.SelectionError, match="available: random, untagged"):
-        select.select("uncertain", candidates, 3, 0)
+    with pytest.raises(select.SelectionError,
+                       match="available: diverse, random, uncertain, untagged"):
+        select.select("nearest", candidates, 3, 0)
 
 
 def test_a_later_stage_plugs_in_a_strategy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     (tmp_path / "least_sure.py").write_text(
         "from curate.tags.select import strategy\n"
-        "@strategy('uncertain')\n"
+        "@strategy('least_sure')\n"
         "def least_sure(candidates, n, rng):\n"
         "    ranked = candidates.sort_values('confidence')['image_id'].tolist()\n"
         "    return ranked[:n]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(select.PROVIDERS, "uncertain", "least_sure")
+    monkeypatch.setitem(select.PROVIDERS, "least_sure", "least_sure")
     monkeypatch.setattr(select, "STRATEGIES", dict(select.STRATEGIES))
     candidates = pd.DataFrame({"image_id": ["a", "b", "c"], "confidence": [0.9, 0.2, 0.5]})
-    assert select.select("uncertain", candidates, 2, 0) == ["b", "c"]
+    assert select.select("least_sure", candidates, 2, 0) == ["b", "c"]
 
 
 # ----------------------------------------------------------------- serving
