@@ -224,7 +224,9 @@ def _tags_call(fn, *args) -> None:  # noqa: ANN001 (a stage function and its arg
 def tags_push(
     params: ParamsOption = Path("params.yaml"),
     strategy: Annotated[str | None, typer.Option(
-        help="untagged (all new images) or random (a sample of -n); default tags.push.strategy."
+        help="untagged (all new images), random (a sample of -n), uncertain (least confident "
+        "split first) or diverse (one per embedding cluster; these two need --manifest "
+        "data/split/manifest.parquet); default tags.push.strategy."
     )] = None,
     n: Annotated[int | None, typer.Option(
         "-n", help="At most this many new tasks (default tags.push.n).")] = None,
