@@ -71,10 +71,10 @@ def assign(live: pd.DataFrame, emb: np.ndarray, tagged: pd.Series, params: Param
     report: dict = {"tagged": int(has_tag.sum()), "cv_accuracy": None, "mode": "tags"}
     train = has_tag & valid
     query = ~has_tag & valid
-    if train.sum() >= 1 and len(set(tagged[train])) >= 1:
+    if train.any():
         labels = np.array([names.index(t) for t in tagged[train]])
-        report["cv_accuracy"] = round(cross_validated_accuracy(
-            emb[train], labels, len(names), cfg.k, seed=cfg.seed), 4)
+        accuracy = cross_validated_accuracy(emb[train], labels, len(names), cfg.k, seed=cfg.seed)
+        report["cv_accuracy"] = None if np.isnan(accuracy) else round(accuracy, 4)  # < 4 tags
         if query.any():
             pred = knn_predict(emb[train], labels, emb[query], len(names), cfg.k)
             sure = pred.confidence >= cfg.min_confidence
