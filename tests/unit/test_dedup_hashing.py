@@ -13,6 +13,7 @@ from PIL import Image, ImageEnhance
 
 from curate.dedup.hashing import (
     HashSpec,
+    _dct_matrix,
     canonical_factor,
     canonical_image,
     dhash_bits,
@@ -52,6 +53,16 @@ def test_float_phash_and_dhash_give_imagehash_bits_and_hex() -> None:
         assert to_hex(pack_bits(dhash_bits(tiny)), 64) == str(imagehash.dhash(tiny))
         # From full size, only the rounding imagehash does in between can flip a bit.
         assert distance(pack_bits(phash_bits(gray)), int(str(imagehash.phash(gray)), 16)) <= 2
+
+
+def test_matrix_dct_is_scipys_dct() -> None:
+    import scipy.fftpack
+
+    x = np.random.default_rng(0).uniform(0, 255, (32, 32))
+    m = _dct_matrix(32)
+    np.testing.assert_allclose(m @ x @ m.T,
+                               scipy.fftpack.dct(scipy.fftpack.dct(x, axis=0), axis=1),
+                               rtol=1e-9, atol=1e-6)
 
 
 def test_canonical_factor_keeps_the_shorter_side_at_32_or_more() -> None:
