@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -31,12 +33,20 @@ WorkersOption = Annotated[
 ]
 
 
-def _params(path: Path) -> Params:
+@contextlib.contextmanager
+def _explained(*errors: type[Exception], code: int = 1, label: str = "error") -> Iterator[None]:
+    """Errors a stage raises for people (bad params, missing input or model, unreachable
+    server) become one red line and an exit code instead of a traceback."""
     try:
+        yield
+    except errors as exc:
+        console.print(f"[red]{label}:[/] {exc}")
+        raise typer.Exit(code) from exc
+
+
+def _params(path: Path) -> Params:
+    with _explained(ConfigError, code=2, label="error in params"):
         return load_params(path)
-    except ConfigError as exc:
-        console.print(f"[red]error in params:[/] {exc}")
-        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -84,12 +94,9 @@ def dedup(
     from curate.models import ModelMissingError
     from curate.stages.dedup import DedupOptions, run_dedup
 
-    try:
+    with _explained(ModelMissingError, FileNotFoundError):
         run_dedup(_params(params), DedupOptions(in_manifest=manifest, out_dir=out, report=report,
                                                 workers=workers))
-    except (ModelMissingError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -117,12 +124,9 @@ def quality(
     from curate.models import ModelMissingError
     from curate.stages.quality import QualityOptions, run_quality
 
-    try:
+    with _explained(ModelMissingError, FileNotFoundError):
         run_quality(_params(params), QualityOptions(manifest=manifest, tags=tags, out_dir=out,
                                                     report=report, workers=workers))
-    except (ModelMissingError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -146,12 +150,9 @@ def matte(
     from curate.models import ModelMissingError
     from curate.stages.matte import MatteOptions, run_matte
 
-    try:
+    with _explained(ModelMissingError, FileNotFoundError):
         run_matte(_params(params), MatteOptions(manifest=manifest, out_dir=out, report=report,
                                                 workers=workers))
-    except (ModelMissingError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
 
 
 @app.command("demo-data")
@@ -213,11 +214,8 @@ TagsOutOption = Annotated[
 def _tags_call(fn, *args) -> None:  # noqa: ANN001 (a stage function and its arguments)
     from curate.stages.tags import TagsError
 
-    try:
+    with _explained(TagsError):
         fn(*args)
-    except TagsError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
 
 
 @tags_app.command("push")
@@ -310,11 +308,8 @@ def prepare(
     """
     from curate.stages.prepare import PrepareError, PrepareOptions, run_prepare
 
-    try:
+    with _explained(PrepareError, code=2, label="prepare"):
         run_prepare(_params(params), dist, PrepareOptions(workers=workers))
-    except PrepareError as exc:
-        console.print(f"[red]prepare:[/] {exc}")
-        raise typer.Exit(2) from exc
 
 
 if __name__ == "__main__":
