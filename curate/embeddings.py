@@ -106,12 +106,6 @@ class EmbeddingCache:
         self.close()
 
 
-def models_dir(params: Params) -> Path:
-    """$CURATE_MODELS_DIR when set (shared caches, test copies of the repo), else paths.models."""
-    env = os.environ.get("CURATE_MODELS_DIR")
-    return Path(env).expanduser() if env else Path(params.paths.models)
-
-
 def cache_path(params: Params) -> Path:
     return Path(params.paths.cache) / "embeddings.sqlite"
 
@@ -241,7 +235,7 @@ def embed_detailed(params: Params, items: Sequence[Item], *, workers: int | None
         todo = list({i: str(p) for i, p in items if i not in found}.items())
         result.cached = len(set(ids)) - len(todo)
         if todo:
-            weights = models.require(cfg.model, models_dir(params))
+            weights = models.require(cfg.model, models.models_dir(params.paths.models))
             found.update(_compute(params, todo, str(weights), op, cache, workers, description,
                                   result))
     for row, image_id in enumerate(ids):

@@ -221,6 +221,13 @@ def default_models_dir() -> Path:
     return Path(env).expanduser().resolve() if env else (Path.cwd() / DEFAULT_MODELS_DIR)
 
 
+def models_dir(configured: Path) -> Path:
+    """$CURATE_MODELS_DIR when set (shared caches, test copies of the repo), else `configured`
+    (params.yaml `paths.models`)."""
+    env = os.environ.get(ENV_MODELS_DIR)
+    return Path(env).expanduser() if env else Path(configured)
+
+
 def configure_environment(dest: Path) -> None:
     """Point rembg (`U2NET_HOME`) and torchvision (`TORCH_HOME`) at the provisioned files.
 

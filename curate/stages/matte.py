@@ -67,14 +67,6 @@ class MatteResult:
     report: Path
 
 
-def models_dir(params: Params) -> Path:
-    """$CURATE_MODELS_DIR when set (shared caches, test copies), else params paths.models."""
-    import os
-
-    env = os.environ.get(models.ENV_MODELS_DIR)
-    return Path(env).expanduser() if env else params.paths.models
-
-
 def variant_key(params: Params, backend_params: dict[str, Any]) -> tuple[str, str]:
     """(cache op, folder name) for the current settings."""
     cfg = params.matte
@@ -142,7 +134,7 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
     """Matte every live image, judge the mattes, write manifest, summary and report."""
     summary = StageSummary("matte")
     manifest = read_table(options.manifest)
-    mdir = models_dir(params)
+    mdir = models.models_dir(params.paths.models)
     if params.matte.method == "rembg":
         models.require(params.matte.model, mdir)  # fail now, naming the provisioning command
     op, variant = variant_key(params, backend_class(params.matte).settings(params.matte))
