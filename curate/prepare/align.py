@@ -49,6 +49,11 @@ class Crop:
         shift = np.array([half, half]) - rot @ centre
         return np.hstack([rot, shift[:, None]])
 
+    def scaled(self, fx: float, fy: float) -> Crop:
+        """The same crop in an image resized by (fx, fy) (a mask or a reduced-scale decode)."""
+        return Crop(self.cx * fx, self.cy * fy, self.side * math.sqrt(fx * fy), self.angle_deg,
+                    self.method)
+
     def scale(self, resolution: int) -> float:
         """Output pixels per source pixel (> 1 means upscaling)."""
         return resolution / self.side

@@ -88,10 +88,8 @@ def _crop_for(task: Task, method: str, s: Settings) -> Crop:
         mask = cv2.imread(str(task.mask), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             raise NotApplicable(f"mask {task.mask} unreadable")
-        crop = mask_crop(mask, margin=s.mask_margin)
-        fx, fy = task.width / mask.shape[1], task.height / mask.shape[0]
-        return Crop(crop.cx * fx, crop.cy * fy, crop.side * math.sqrt(fx * fy), crop.angle_deg,
-                    "mask")
+        return mask_crop(mask, margin=s.mask_margin).scaled(task.width / mask.shape[1],
+                                                            task.height / mask.shape[0])
     if method == "center":
         return center_crop(task.width, task.height)
     if method == "face":
@@ -132,9 +130,7 @@ def prepare(task: Task, s: Settings) -> Prepared:
     img = imageio.decode(task.image, background=s.background,
                          min_side=need if need < min(task.width, task.height) else None)
     rgb = np.asarray(img)
-    fx, fy = rgb.shape[1] / task.width, rgb.shape[0] / task.height
-    local = Crop(crop.cx * fx, crop.cy * fy, crop.side * math.sqrt(fx * fy), crop.angle_deg,
-                 crop.method)
+    local = crop.scaled(rgb.shape[1] / task.width, rgb.shape[0] / task.height)
     outputs = []
     for v in variants(task.image_id, s.resolution, s.augment):
         out = warp(rgb, local, s.resolution, pad=s.pad, background=s.background, extra=v.matrix)
