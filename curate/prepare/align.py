@@ -7,7 +7,8 @@ resampled once, not three times. Methods, in the order a distribution usually fa
 * ``keypoints``: two named annotator points (e.g. heel and toe) go to fixed positions of the output
   (a similarity transform fixed by two point pairs: rotation, scale and shift are all determined);
 * ``box``: the annotator's crop box (rotated boxes included), made square with a margin;
-* ``mask``: the matte mask's principal axis turned upright, and its tight box;
+* ``mask``: the principal axis of the matte mask's largest part turned upright, and its
+  tight box;
 * ``face``: eye landmarks from a face detector, as ``keypoints`` (see `face.py`);
 * ``center``: the largest centred square (no rotation); always possible.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 #: Rotation convention everywhere: ``angle_deg`` is how far the subject's "up" is turned
@@ -116,13 +118,20 @@ def box_crop(x: float, y: float, w: float, h: float, rotation_deg: float = 0.0,
 
 
 def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.005) -> Crop:
-    """Principal axis of the foreground turned upright, then its tight box made square.
+    """Principal axis of the subject's mask turned upright, then its tight box made square.
 
-    The axis direction is ambiguous by 180 degrees; we point "up" towards the end where the
-    foreground is wider (the third moment of the width profile along the axis), which for feet is
-    the toes and for people the shoulders; ``upright`` in params can flip the convention.
+    Only the largest connected part of the mask counts: a matte model often keeps a salient
+    object beside the subject (a rug, a box on the floor), and one stray blob is enough to swing
+    the axis. The axis direction is ambiguous by 180 degrees; it is settled by, in order:
+
+    1. where the subject leaves the frame: a leg, an arm or a torso cut by the image border is
+       the subject's bottom (feet seen from above, people, faces);
+    2. otherwise the wider end is up (the third moment of the width profile along the axis),
+       which for a whole foot is the toes and for a whole person the shoulders.
+
+    On the demo's rembg masks the first rule removed every flip on correctly matted photos.
     """
-    fg = np.asarray(mask) > 127
+    fg = _largest_component(np.asarray(mask) > 127)
     ys, xs = np.nonzero(fg)
     if len(xs) < max(16, min_fraction * fg.size):
         raise NotApplicable("mask is (almost) empty")
@@ -132,13 +141,8 @@ def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.00
     cov = centred.T @ centred / len(pts)
     evals, evecs = np.linalg.eigh(cov)
     major = evecs[:, np.argmax(evals)]  # unit vector along the long axis (x, y)
-    minor = np.array([-major[1], major[0]])
     along = centred @ major
-    across = np.abs(centred @ minor)
-    # Width profile: where along the axis is the mass spread widest? Compare the two halves.
-    upper = across[along > 0].mean() if np.any(along > 0) else 0.0
-    lower = across[along < 0].mean() if np.any(along < 0) else 0.0
-    if lower > upper:
+    if _points_down(along, xs, ys, fg.shape, np.abs(centred @ np.array([-major[1], major[0]]))):
         major = -major
         along = -along
     # The subject's "up" is `major` in image coordinates (y down); its CCW angle from image up:
@@ -151,6 +155,29 @@ def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.00
     side = float(max(hi - lo)) * (1.0 + 2 * margin)
     centre = mean + mid[0] * np.array([-major[1], major[0]]) + mid[1] * major
     return Crop(float(centre[0]), float(centre[1]), side, angle, "mask")
+
+
+def _largest_component(fg: np.ndarray) -> np.ndarray:
+    """The largest 8-connected foreground region (the subject), as a bool mask."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return fg
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def _points_down(along: np.ndarray, xs: np.ndarray, ys: np.ndarray, shape: tuple[int, ...],
+                 across: np.ndarray) -> bool:
+    """True when the positive end of the axis (`along` > 0) is the subject's bottom."""
+    h, w = shape[:2]
+    on_border = (xs == 0) | (ys == 0) | (xs == w - 1) | (ys == h - 1)
+    exits_pos = int((on_border & (along > 0)).sum())
+    exits_neg = int((on_border & (along < 0)).sum())
+    if max(exits_pos, exits_neg) > 0.01 * (w + h) and \
+            max(exits_pos, exits_neg) > 3 * min(exits_pos, exits_neg):
+        return exits_pos > exits_neg
+    upper = across[along > 0].mean() if np.any(along > 0) else 0.0
+    lower = across[along < 0].mean() if np.any(along < 0) else 0.0
+    return bool(lower > upper)
 
 
 def rotation_of(points: np.ndarray) -> float:

@@ -35,7 +35,9 @@ from curate.prepare.export import archive_name, sample_grid, write_dataset_zip
 from curate.prepare.worker import Prepared, Settings, Task, prepare_worker
 from curate.store import Store
 
-VERSION = 1
+#: Bump when the code changes what an image's crop looks like (cached crops are then redone).
+#: 2: mask alignment keeps the mask's largest part and takes the frame exit as the bottom.
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,19 @@ def build_tasks(rows: pd.DataFrame, tags: pd.DataFrame | None, params: Params,
 
 
 class _OutputCache:
-    """Prepared PNGs on disk (one folder per settings hash) plus their metadata in SQLite."""
+    """Prepared PNGs on disk (one folder per settings hash) plus their metadata in SQLite.
+
+    PNGs are not fsync'd (see `atomic.write_bytes`): the metadata records each one's size and a
+    PNG whose size does not match is made again. Metadata is committed in batches.
+    """
+
+    BATCH = 64
 
     def __init__(self, root: Path, cache: ResultCache, settings_hash: str) -> None:
         self.root = root / settings_hash
         self.cache = cache
         self.op = op_key("prepare.image", VERSION, {"settings": settings_hash})
+        self.pending: list[tuple[str, dict]] = []
 
     def png_path(self, image_id: str, variant: int) -> Path:
         return self.root / image_id[:2] / f"{image_id}-{variant}.png"
@@ -116,17 +125,30 @@ class _OutputCache:
     def known(self, ids: list[str]) -> dict[str, dict]:
         meta = self.cache.get_many(self.op, ids)
         return {i: m for i, m in meta.items()
-                if all(self.png_path(i, o["variant"]).exists() for o in m["outputs"])}
+                if all(self._intact(i, o["variant"], o["bytes"]) for o in m["outputs"])}
+
+    def _intact(self, image_id: str, variant: int, size: int) -> bool:
+        try:
+            return self.png_path(image_id, variant).stat().st_size == size
+        except FileNotFoundError:
+            return False
 
     def put(self, done: Prepared) -> dict:
         for out in done.outputs:  # pixels first, then the record that points at them
-            atomic.write_bytes(self.png_path(done.image_id, out.variant), out.png)
+            atomic.write_bytes(self.png_path(done.image_id, out.variant), out.png,
+                               durable=False)
         meta = {"method": done.method, "angle_deg": done.angle_deg, "upscale": done.upscale,
                 "skipped": done.skipped,
-                "outputs": [{"variant": o.variant, "transform": o.description}
-                            for o in done.outputs]}
-        self.cache.put(self.op, done.image_id, meta)
+                "outputs": [{"variant": o.variant, "transform": o.description,
+                             "bytes": len(o.png)} for o in done.outputs]}
+        self.pending.append((done.image_id, meta))
+        if len(self.pending) >= self.BATCH:
+            self.flush()
         return meta
+
+    def flush(self) -> None:
+        self.cache.put_many(self.op, self.pending)
+        self.pending.clear()
 
 
 def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache, workers: int,
@@ -138,13 +160,16 @@ def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache, w
     if todo:
         with progress_bar("prepare: align, crop, resize", len(todo)) as advance, \
                 make_executor(workers) as pool:
-            for (task, _), done, error in stream_map(pool, prepare_worker,
-                                                     ((t, settings) for t in todo)):
-                if error is not None:
-                    errors[task.image_id] = f"{type(error).__name__}: {error}"
-                else:
-                    known[task.image_id] = outputs.put(done)
-                advance(1)
+            try:
+                for (task, _), done, error in stream_map(pool, prepare_worker,
+                                                         ((t, settings) for t in todo)):
+                    if error is not None:
+                        errors[task.image_id] = f"{type(error).__name__}: {error}"
+                    else:
+                        known[task.image_id] = outputs.put(done)
+                    advance(1)
+            finally:
+                outputs.flush()
     return known, errors
 
 

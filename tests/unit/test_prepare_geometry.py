@@ -64,6 +64,32 @@ def test_mask_axis_recovers_an_elongated_shape_rotation() -> None:
         mask_crop(np.zeros((50, 50), np.uint8))
 
 
+def test_mask_axis_ignores_a_stray_blob_beside_the_subject() -> None:
+    import cv2
+
+    mask = np.zeros((600, 600), np.uint8)
+    cv2.fillPoly(mask, [np.array([[280, 480], [320, 480], [350, 150], [250, 150]], np.int32)], 255)
+    cv2.rectangle(mask, (420, 420), (590, 520), 255, -1)  # a salient box on the floor
+    assert angle_error(mask_crop(mask).angle_deg, 0.0) < 2.0
+
+
+def test_mask_axis_takes_the_end_leaving_the_frame_as_the_bottom() -> None:
+    import cv2
+
+    for angle in (-40.0, 0.0, 35.0):
+        # A leg seen from above: wide where it leaves the frame, narrower at the toes, so the
+        # width rule alone would turn it upside down.
+        mask = np.zeros((600, 600), np.uint8)
+        a = math.radians(angle)
+        rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+        poly = np.array([[220, 900], [380, 900], [340, 150], [260, 150]], np.float64)
+        pts = (poly - [300, 600]) @ rot.T + [300, 600]
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
+        assert mask[599].any(), "the leg must leave the frame"
+        # The frame cuts the leg obliquely, which tilts the axis a little; a flip would be 180.
+        assert angle_error(mask_crop(mask).angle_deg, angle) < 5.0, angle
+
+
 def test_warp_output_is_square_and_padded_with_background() -> None:
     img = np.zeros((300, 200, 3), np.uint8)
     crop = keypoint_crop(np.array([[100.0, 250.0], [100.0, 50.0]]), np.array([[0.5, 0.95],
