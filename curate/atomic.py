@@ -18,29 +18,51 @@ TEMP_MARKER = ".tmp-"
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `target`; rename it onto `target` on success."""
+def atomic_path(target: Path, tmp_dir: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path; rename it onto `target` on success.
+
+    The temporary file lives next to `target`, or in `tmp_dir` (same file system) when a big
+    tree would rather sweep one folder than search all of its own for leftovers. Folders are
+    made only when missing: a stage writing thousands of files into existing folders should
+    not pay a failing mkdir per file.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}{TEMP_MARKER}", suffix=target.suffix
-    )
+    folder = Path(tmp_dir) if tmp_dir is not None else target.parent
+    prefix = f".{target.name}{TEMP_MARKER}"
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=target.suffix)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=target.suffix)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes(target: Path, data: bytes) -> None:
-    """Write `data` to `target` atomically (fsync'd, so a crash cannot expose a short file)."""
-    with atomic_path(target) as tmp:
+def write_bytes(target: Path, data: bytes, durable: bool = True,
+                tmp_dir: Path | None = None) -> None:
+    """Write `data` to `target` atomically.
+
+    `durable` fsyncs before the rename, so even a power cut cannot expose a short file. Per-image
+    outputs that a cache points at pass `durable=False`: a rename is still atomic for every
+    process (a killed stage leaves the old file or the new one), the fsync would cost more than
+    writing the image, and their readers check the recorded size, so the rare file a power cut
+    truncates is redone, not trusted.
+    """
+    with atomic_path(target, tmp_dir) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
 def write_text(target: Path, text: str) -> None:

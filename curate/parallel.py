@@ -50,14 +50,21 @@ def _exit_with_coordinator() -> None:
     threading.Thread(target=watch, name="exit-with-coordinator", daemon=True).start()
 
 
-def make_executor(workers: int) -> Executor:
-    """A process pool of `workers` (0 = all cores), or inline execution for 1.
+#: About what starting a pool costs before its first result: a forkserver, then each worker
+#: re-imports the coordinator's main module (the `curate` CLI) and the task's modules.
+POOL_START_S = 0.5
 
-    Workers start with `forkserver` so they never inherit threads (an HTTP
-    client's resolver, ONNX runtime pools) from the coordinating process.
+
+def make_executor(workers: int, work_s: float | None = None) -> Executor:
+    """A process pool of `workers` (0 = all cores), or inline execution.
+
+    Inline for 1 worker, and when `work_s` (the caller's estimate of the whole work's time on
+    one core) is below `POOL_START_S`: a rerun that finds a handful of new images would spend
+    more time starting workers than working. Workers start with `forkserver` so they never
+    inherit threads (an HTTP client's resolver, ONNX runtime pools) from the coordinator.
     """
     workers = workers or os.cpu_count() or 1
-    if workers == 1:
+    if workers == 1 or (work_s is not None and work_s < POOL_START_S):
         return InlineExecutor()
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
                                initializer=_exit_with_coordinator)

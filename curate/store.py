@@ -24,6 +24,8 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        #: Where writes are staged before their rename: the one folder `sweep` has to look in.
+        self.tmp_dir = self.root / ".tmp"
 
     def relpath(self, image_id: str, ext: str) -> str:
         """Path of an image relative to the store root (what manifests record)."""
@@ -42,10 +44,14 @@ class Store:
         return size is None or actual == size
 
     def put(self, data: bytes, image_id: str, ext: str) -> Path:
-        """Store `data` under its id unless an intact copy is already there."""
+        """Store `data` under its id unless an intact copy is already there.
+
+        Not fsync'd (see `atomic.write_bytes`): every reuse goes through `has` with the size the
+        cache recorded, so a file a power cut left short is fetched or read again.
+        """
         path = self.path(image_id, ext)
         if not self.has(image_id, ext, len(data)):
-            atomic.write_bytes(path, data)
+            atomic.write_bytes(path, data, durable=False, tmp_dir=self.tmp_dir)
         return path
 
     def read(self, image_id: str, ext: str) -> bytes:
@@ -53,4 +59,4 @@ class Store:
 
     def sweep(self) -> int:
         """Remove temporary files left by a killed writer."""
-        return atomic.sweep_temp_files(self.root)
+        return atomic.sweep_temp_files(self.tmp_dir)

@@ -9,8 +9,10 @@ untrusted input.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import posixpath
+import re
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -26,26 +28,43 @@ def is_archive(path: Path) -> bool:
 
 def matches(relpath: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
     """Glob filter on a posix relative path; `*` also matches across folders."""
-    return any(fnmatch.fnmatchcase(relpath, p) for p in include) and not any(
-        fnmatch.fnmatchcase(relpath, p) for p in exclude
-    )
+    wanted, unwanted = _globs(include), _globs(exclude)
+    return wanted.match(relpath) is not None and unwanted.match(relpath) is None
+
+
+@functools.lru_cache(maxsize=64)
+def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """All `patterns` as one compiled regex (one match per path instead of one per pattern)."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
 
 
 def walk_folder(
     root: Path, include: tuple[str, ...], exclude: tuple[str, ...]
-) -> Iterator[tuple[Path, str]]:
-    """Yield `(path, relative posix path)` for regular files under `root`, sorted.
+) -> Iterator[tuple[Path, str, os.stat_result]]:
+    """Yield `(path, relative posix path, lstat)` for regular files under `root`, sorted.
 
-    Symbolic links are not followed, to files or folders: a link could point anywhere on the
-    machine, and a source folder must mean exactly the files inside it.
+    Paths are under the resolved root, so a path is a stable identity of the file. Symbolic
+    links are not followed, to files or folders: a link could point anywhere on the machine, and
+    a source folder must mean exactly the files inside it. One `os.scandir` pass gives the file
+    type and its stat, so a rescan of a million unchanged files costs one lstat each.
     """
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            if matches(rel, include, exclude) and path.is_file() and not path.is_symlink():
-                yield path, rel
+    yield from _scan(Path(root).resolve(), "", include, exclude)
+
+
+def _scan(folder: Path, prefix: str, include: tuple[str, ...], exclude: tuple[str, ...]
+          ) -> Iterator[tuple[Path, str, os.stat_result]]:
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError:
+        return  # unreadable folder: skipped, as os.walk does
+    for entry in entries:
+        rel = prefix + entry.name
+        if entry.is_file(follow_symlinks=False) and matches(rel, include, exclude):
+            yield folder / entry.name, rel, entry.stat(follow_symlinks=False)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _scan(folder / entry.name, prefix + entry.name + "/", include, exclude)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Reader / worker / writer, as in img2dataset: this module enumerates inputs and
 owns the cache and the output tables; `ingest_worker` hashes, validates and
-stores bytes in worker processes; `sources.scrape` fetches URLs.
+stores bytes in worker processes, and `scrape_worker` fetches URLs there too
+(with `sources.scrape`), so image bytes never pass through the coordinator.
 
 Incremental by construction: a local file is recognised by (path, size, mtime)
 and an archive likewise, a URL by itself, a content hash by its probe result;
@@ -13,7 +14,8 @@ and rerun produces the same tables.
 
 from __future__ import annotations
 
-import asyncio
+import itertools
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +29,17 @@ from curate.console import StageSummary, console, progress_bar
 from curate.manifest import REJECT_COLUMNS, write_table
 from curate.parallel import make_executor, stream_map
 from curate.sources.local import is_archive, iter_archive, walk_folder
-from curate.sources.scrape import Scraper
 from curate.sources.urls import read_url_list
 from curate.stages.ingest_worker import Limits, Record, accept, reject
+from curate.stages.scrape_worker import (UrlBatch, UrlOutcome, close_clients, fetch_batch,
+                                          share_of_limits)
 from curate.store import Store
 
 FILE_OP = op_key("ingest.file", 1)
 CACHE_BATCH = 256
+#: One local file's hash + probe + store on one core (a few ms for a typical JPEG): sizes the
+#: work to decide whether starting worker processes pays (`make_executor`).
+FILE_TASK_S = 0.004
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,13 @@ class IngestOptions:
     retry_failed: bool = False
 
 
-def _stat_key(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+def _stat_key(path: Path, st: os.stat_result) -> str:
+    """Identity of a local file's version: resolved path, size and modification time."""
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _archive_key(path: Path) -> str:
+    return _stat_key(path.resolve(), path.stat())
 
 
 def _uri(source: SourceConfig, rel: str) -> str:
@@ -122,35 +132,37 @@ class IngestRun:
 
     # ------------------------------------------------------------ folders
 
-    def _folder_tasks(self, source: SourceConfig, index: int, advance: Callable[[int], None]
-                      ) -> Iterator[tuple[Path, str, str, Limits]]:
-        """Yield work for files not resolved from the cache; resolve the rest directly."""
+    def _plan_folder(self, source: SourceConfig, index: int, advance: Callable[[int], None]
+                     ) -> tuple[list[tuple[Path, str, str, Limits]], list[tuple[Path, str]]]:
+        """(work for files the cache does not settle, archives to expand); records the rest."""
         files = list(walk_folder(source.path, source.include, source.exclude))
-        plain = [(p, r) for p, r in files if not (source.expand_archives and is_archive(p))]
-        archives = [(p, r) for p, r in files if source.expand_archives and is_archive(p)]
-        keys = {p: _stat_key(p) for p, _ in plain}
+        plain = [f for f in files if not (source.expand_archives and is_archive(f[0]))]
+        archives = [(path, _uri(source, rel)) for path, rel, _ in files
+                    if source.expand_archives and is_archive(path)]
+        keys = {path: _stat_key(path, st) for path, _, st in plain}
         known = self.cache.get_many(FILE_OP, keys.values())
         probes = self.cache.get_many(self.probe_op, {v["sha256"] for v in known.values()})
-        for path, rel in plain:
+        work = []
+        for path, rel, st in plain:
             uri = _uri(source, rel)
             hit = known.get(keys[path])
             record = hit and self._resolve(hit["sha256"], "folder", uri, probes)
             if record:
                 self._add(record, index, cached=True)
                 advance(1)
-            elif path.stat().st_size > self.cfg.max_file_bytes:
+            elif st.st_size > self.cfg.max_file_bytes:
                 self._add(reject("folder", uri, "too_large",
-                                 f"{path.stat().st_size:,} bytes, above ingest.max_file_mb "
+                                 f"{st.st_size:,} bytes, above ingest.max_file_mb "
                                  f"({self.cfg.max_file_bytes:,} bytes)"), index)
                 advance(1)
             else:
-                yield path, "folder", uri, self.limits
-        for path, rel in archives:
-            yield from self._archive_tasks(path, _uri(source, rel), index, advance)
+                self._file_keys[path] = keys[path]
+                work.append((path, "folder", uri, self.limits))
+        return work, archives
 
     def _archive_tasks(self, path: Path, uri: str, index: int, advance: Callable[[int], None]
                        ) -> Iterator[tuple[bytes, str, str, Limits]]:
-        key = _stat_key(path)
+        key = _archive_key(path)
         members = self.cache.get(self.archive_op, key)
         if members is not None:
             probes = self.cache.get_many(self.probe_op, {m["sha256"] for m in members if "sha256" in m})
@@ -184,37 +196,49 @@ class IngestRun:
     def ingest_local(self, sources: list[tuple[int, SourceConfig]]) -> None:
         """Folders and archives through the process pool, streaming."""
         self._pending_archives: list[tuple[str, list[dict[str, Any]]]] = []
+        self._file_keys: dict[Path, str] = {}  # stat key of each file sent to a worker
         member_results: dict[str, Record] = {}
-        executor = make_executor(self.workers)
-        try:
-            with progress_bar("ingest local files") as advance:
-                for index, source in sources:
-                    if not source.path.exists():
-                        console.print(f"[yellow]warning:[/] source {source.path} does not exist; "
-                                      "skipped (check ingest.sources in params.yaml)")
-                        continue
-                    tasks = (
-                        self._folder_tasks(source, index, advance)
-                        if source.kind == "folder"
-                        else self._archive_tasks(source.path, source.path.as_posix(), index, advance)
-                    )
+        with progress_bar("ingest local files") as advance:
+            plans = []
+            for index, source in sources:
+                if not source.path.exists():
+                    console.print(f"[yellow]warning:[/] source {source.path} does not exist; "
+                                  "skipped (check ingest.sources in params.yaml)")
+                elif source.kind == "folder":
+                    plans.append((index, *self._plan_folder(source, index, advance)))
+                else:
+                    plans.append((index, [], [(source.path, source.path.as_posix())]))
+            new_archives = any(self.cache.get(self.archive_op, _archive_key(path)) is None
+                               for _, _, archives in plans for path, _ in archives)
+            files = sum(len(work) for _, work, _ in plans)
+            executor = make_executor(self.workers,
+                                     None if new_archives else files * FILE_TASK_S)
+            try:
+                for index, work, archives in plans:
+                    tasks = itertools.chain(work, *(
+                        self._archive_tasks(path, uri, index, advance) for path, uri in archives))
                     for task, record, error in stream_map(
                         executor, accept, tasks, max_in_flight=4 * self.workers + 8
                     ):
-                        record = record or reject(task[1], task[2], "internal_error", repr(error))
-                        self._add(record, index)
-                        self._remember_probe(record)
-                        if isinstance(task[0], Path) and record.get("bytes") is not None and (
-                                record.get("image_id") or record.get("sha256")):
-                            self.writer.put(FILE_OP, _stat_key(task[0]), {
-                                "sha256": record.get("image_id") or record["sha256"]})
-                        if task[1] == "archive":
-                            member_results[task[2]] = record
+                        record = record or reject(task[1], task[2], "internal_error",
+                                                  repr(error))
+                        self._record_local(task, record, index, member_results)
                         advance(1)
                     self._close_archives(member_results)
-        finally:
-            self.writer.flush()
-            executor.shutdown(cancel_futures=True)
+            finally:
+                self.writer.flush()
+                executor.shutdown(cancel_futures=True)
+
+    def _record_local(self, task: tuple[Path | bytes, str, str, Limits], record: Record,
+                      index: int, member_results: dict[str, Record]) -> None:
+        self._add(record, index)
+        self._remember_probe(record)
+        file_key = self._file_keys.pop(task[0], None) if isinstance(task[0], Path) else None
+        sha = record.get("image_id") or record.get("sha256")
+        if file_key and record.get("bytes") is not None and sha:
+            self.writer.put(FILE_OP, file_key, {"sha256": sha})
+        if task[1] == "archive":
+            member_results[task[2]] = record
 
     def _close_archives(self, member_results: dict[str, Record]) -> None:
         """Cache each archive's member outcomes once every member has a result."""
@@ -238,7 +262,7 @@ class IngestRun:
     # --------------------------------------------------------------- URLs
 
     def ingest_urls(self, sources: list[tuple[int, SourceConfig]]) -> None:
-        """Fetch URL lists with asyncio; validation and storing go to the process pool."""
+        """Fetch the URLs not settled by the cache (all failed ones with --retry-failed)."""
         todo: list[tuple[int, str]] = []
         seen: set[str] = set()  # a URL listed twice (in one list or two) is fetched once
         for index, source in sources:
@@ -262,38 +286,48 @@ class IngestRun:
                 else:
                     todo.append((index, url))
         if todo:
-            executor = make_executor(self.workers)
-            try:
-                asyncio.run(self._scrape(todo, executor))
-            finally:
-                self.writer.flush()
-                executor.shutdown(cancel_futures=True)
+            self._scrape(todo)
 
-    async def _scrape(self, todo: list[tuple[int, str]], executor: Any) -> None:
-        loop = asyncio.get_running_loop()
-        queue = iter(todo)
-        with progress_bar("fetch URLs", total=len(todo)) as advance:
-            async with Scraper(self.cfg.scrape, self.cfg.max_file_bytes) as scraper:
+    def _scrape(self, todo: list[tuple[int, str]]) -> None:
+        """Fetch URL batches in worker processes (see `scrape_worker`); record as they finish.
 
-                async def crawl() -> None:
-                    for index, url in queue:
-                        fetched = await scraper.fetch(url)
-                        if fetched.data is None:
-                            record = reject("url", url, fetched.reason or "unreachable",
-                                            fetched.message or "")
-                            self.writer.put(self.url_op, url, {
-                                "reason": record["reason"], "message": record["message"]})
-                        else:
-                            record = await loop.run_in_executor(
-                                executor, accept, (fetched.data, "url", url, self.limits))
-                            sha = record.get("image_id") or record.get("sha256")
-                            self._remember_probe(record)
-                            if sha:
-                                self.writer.put(self.url_op, url, {"sha256": sha})
-                        self._add(record, index)
-                        advance(1)
+        Twice as many processes as workers: a batch waits for its slowest URL, and while one
+        process waits on a slow host the others keep the cores busy.
+        """
+        processes = 1 if self.workers == 1 else 2 * self.workers
+        share = share_of_limits(self.cfg.scrape, processes)
+        batch_size = 2 * share.concurrency
+        source_of = {url: index for index, url in todo}
+        urls = [url for _, url in todo]
+        batches = (UrlBatch(tuple(urls[i:i + batch_size]), share, self.limits)
+                   for i in range(0, len(urls), batch_size))
+        executor = make_executor(processes)
+        try:
+            with progress_bar("fetch URLs", total=len(todo)) as advance:
+                for batch, outcomes, error in stream_map(executor, fetch_batch, batches,
+                                                         max_in_flight=2 * processes):
+                    outcomes = outcomes or [UrlOutcome(reject(
+                        "url", url, "internal_error", repr(error)), True) for url in batch.urls]
+                    for outcome in outcomes:
+                        self._record_url(outcome, source_of[outcome.record["source_uri"]])
+                    advance(len(batch.urls))
+        finally:
+            self.writer.flush()
+            executor.shutdown(cancel_futures=True)
+            close_clients()
 
-                await asyncio.gather(*(crawl() for _ in range(self.cfg.scrape.concurrency)))
+    def _record_url(self, outcome: UrlOutcome, index: int) -> None:
+        record, url = outcome.record, outcome.record["source_uri"]
+        if outcome.fetch_failed:
+            if record["reason"] != "internal_error":  # a crash is retried on the next run
+                self.writer.put(self.url_op, url, {"reason": record["reason"],
+                                                   "message": record["message"]})
+        else:
+            self._remember_probe(record)
+            sha = record.get("image_id") or record.get("sha256")
+            if sha:
+                self.writer.put(self.url_op, url, {"sha256": sha})
+        self._add(record, index)
 
     # ------------------------------------------------------------- output
 

@@ -83,15 +83,20 @@ def write_url_list(path: Path, urls: list[str]) -> Path:
     return path
 
 
-@pytest.fixture
-def site(tmp_path, http_server, images, make_params):
-    """(server, expected outcomes by URL, params) for a URL list covering every case."""
+@pytest.fixture(params=[1, 2], ids=["one-process", "worker-processes"])
+def site(request, tmp_path, http_server, images, make_params):
+    """(server, expected outcomes by URL, params) for a URL list covering every case.
+
+    With 2 workers the URLs are fetched in 4 worker processes (see scrape_worker), with 1 in
+    the test's own process: both must account for every URL the same way.
+    """
     expected = {http_server.url(p): r for p, r in build_site(http_server, images).items()}
     expected["ftp://127.0.0.1/file.jpg"] = "unsupported_scheme"
     expected[f"http://127.0.0.1:{closed_port()}/gone.jpg"] = "unreachable"
     url_list = write_url_list(tmp_path / "urls.txt", list(expected))
     params = make_params(tmp_path, [{"kind": "urls", "path": str(url_list)}],
-                         max_file_mb=MAX_FILE_MB, scrape=scrape_settings())
+                         workers=request.param, max_file_mb=MAX_FILE_MB,
+                         scrape=scrape_settings())
     return http_server, expected, params
 
 

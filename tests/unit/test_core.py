@@ -201,7 +201,8 @@ def test_store_replaces_a_damaged_copy(tmp_path):
 def test_store_sweep_removes_only_temp_files(tmp_path):
     store = Store(tmp_path)
     keep = store.put(b"keep", content_id(b"keep"), "jpg")
-    stray = keep.parent / f".{keep.name}{atomic.TEMP_MARKER}abc.jpg"
+    assert list(store.tmp_dir.iterdir()) == []  # writes are staged there, then renamed
+    stray = store.tmp_dir / f".{keep.name}{atomic.TEMP_MARKER}abc.jpg"  # a killed write
     stray.write_bytes(b"half")
     assert store.sweep() == 1
     assert keep.exists() and not stray.exists()

@@ -31,8 +31,9 @@ def tree(tmp_path: Path) -> Path:
 
 def rels(root: Path, include=("*",), exclude=DEFAULT_EXCLUDE) -> list[str]:
     found = list(walk_folder(root, include, exclude))
-    assert all(path == root / rel for path, rel in found)
-    return [rel for _, rel in found]
+    assert all(path == root.resolve() / rel and st.st_size == path.stat().st_size
+               for path, rel, st in found)
+    return [rel for _, rel, _ in found]
 
 
 def test_walk_folder_sorted_and_hidden_excluded(tree):
