@@ -63,6 +63,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ must not shadow the project's packages
 
+from bench.publish import publish  # noqa: E402
 from curate.dedup.hamming import hamming_pairs, plan  # noqa: E402
 from curate.dedup.hashing import from_hex  # noqa: E402
 
@@ -415,9 +416,7 @@ def main() -> None:
         for key, section in previous.items():
             if key not in result and isinstance(section, dict) and "measured_at" in section:
                 result[key] = {**section, "from_previous_run": True}
-    print(json.dumps(result))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    publish("dedup", result)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.publish import publish  # noqa: E402
 from curate.cache import ResultCache  # noqa: E402
 from curate.config import Params, load_params  # noqa: E402
 from curate.manifest import read_table  # noqa: E402
@@ -202,11 +202,7 @@ def main() -> None:
             result["sweep"] = sweep(run, cache, manifest, root, kind, files)
     finally:
         cache.close()
-    text = json.dumps(result)
-    print(text)
-    dest = REPO / "bench/results/dedup_quality.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(result, indent=2) + "\n")
+    publish("dedup_quality", result)
 
 
 if __name__ == "__main__":

@@ -89,10 +89,13 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench/ must not shadow the project's packages
+
+from bench.publish import publish  # noqa: E402
+
 BENCH_CACHE = ROOT / ".cache" / "bench"
 IMAGE_CACHE = BENCH_CACHE / "ingest-images"
 SCRATCH = BENCH_CACHE / "tmp"
-RESULTS = ROOT / "bench" / "results" / "ingest.json"
 
 GENERATOR_VERSION = 1
 DUPLICATE_FRACTION = 0.02
@@ -757,9 +760,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "versions": versions(scrape_runs.peer),
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
+    publish("ingest", result)
     return result
 
 

@@ -56,13 +56,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.publish import publish  # noqa: E402
 from curate import models  # noqa: E402
 from curate.config import load_params  # noqa: E402
 from curate.manifest import read_table, write_table  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PEER_VENV = ROOT / ".cache" / "venvs" / "rembg-cli"
-RESULTS = ROOT / "bench" / "results" / "matte.json"
 TMP = ROOT / ".cache" / "bench" / "tmp"
 
 
@@ -251,9 +251,7 @@ def main() -> None:
                               "warm_s": round(warm, 2), "iou_vs_truth": iou_vs_truth(rows, out)}
     result["goals"] = {f"{m}_ratio>=1.5": result[m]["ratio"] >= 1.5 for m in args.models}
     result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    publish("matte", result)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,15 @@ per image to disk:
 A demo with enough images is generated once into .cache/bench/demo-prepare. Prints one JSON object
 and writes bench/results/prepare.json.
 
-    python bench/prepare.py [--images 1000] [--workers 2]
+    .venv/bin/python bench/prepare.py [--images 1000] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +29,15 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from curate.cache import ResultCache
-from curate.console import StageSummary
-from curate.demo import generate_demo
-from curate.prepare.augment import AugmentConfig
-from curate.prepare.worker import Settings, Task
-from curate.stages.prepare import _OutputCache, _prepare_all
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ must not shadow packages
+
+from bench.publish import publish  # noqa: E402
+from curate.cache import ResultCache  # noqa: E402
+from curate.console import StageSummary  # noqa: E402
+from curate.demo import generate_demo  # noqa: E402
+from curate.prepare.augment import AugmentConfig  # noqa: E402
+from curate.prepare.worker import Settings, Task  # noqa: E402
+from curate.stages.prepare import _OutputCache, _prepare_all  # noqa: E402
 
 DEMO = Path(".cache/bench/demo-prepare")
 RESOLUTION = 512
@@ -107,8 +110,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    result = main()
-    text = json.dumps(result, indent=2)
-    Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path("bench/results/prepare.json").write_text(text + "\n")
-    print(text)
+    publish("prepare", main())

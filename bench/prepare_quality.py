@@ -7,21 +7,24 @@ uses the matte stage's masks (data/matte/manifest.parquet) when they exist, else
 ground-truth masks, and says which. Prints one JSON object; also writes
 bench/results/prepare_quality.json.
 
-    python bench/prepare_quality.py
+    .venv/bin/python bench/prepare_quality.py
 """
 
 from __future__ import annotations
 
-import json
-
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from curate.demo.generate import mask_name
-from curate.prepare.align import angle_error
-from curate.prepare.worker import Settings, Task, choose_crop
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ must not shadow packages
+
+from bench.publish import publish  # noqa: E402
+from curate.demo.generate import mask_name  # noqa: E402
+from curate.prepare.align import angle_error  # noqa: E402
+from curate.prepare.worker import Settings, Task, choose_crop  # noqa: E402
 
 DEMO = Path("data/demo")
 
@@ -41,6 +44,15 @@ def _stats(errors: list[float]) -> dict:
     return {"n": int(len(e)), "median_deg": round(float(np.median(e)), 3),
             "p90_deg": round(float(np.percentile(e, 90)), 3),
             "over_30_deg": int((e > 30).sum())} if len(e) else {"n": 0}
+
+
+def _iou(mask_path: Path, true_path: Path) -> float | None:
+    """IoU of a matte mask with the demo's true mask (both thresholded at 128)."""
+    if not true_path.exists():
+        return None
+    a = np.asarray(Image.open(mask_path).convert("L")) >= 128
+    b = np.asarray(Image.open(true_path).convert("L")) >= 128
+    return float((a & b).sum() / max(1, (a | b).sum())) if a.shape == b.shape else None
 
 
 def main() -> dict:
@@ -64,26 +76,31 @@ def main() -> dict:
                  if isinstance(p, str)}
     else:
         masks = {i: DEMO / "truth" / "masks" / mask_name(f) for i, f in truth.file.items()}
-    mask_tasks = {"soles": [], "pov": []}
+    mask_tasks: dict[str, list] = {"soles": [], "pov": []}
+    by_matte: dict[str, list] = {"matte_iou>=0.8": [], "matte_iou<0.8": []}
     for image_id, path in masks.items():
         if image_id in truth.index and path.exists():
             g = truth.loc[image_id]
-            mask_tasks[g.category].append((Task(image_id, Path(), int(g.width), int(g.height),
-                                                mask=path), float(g.rotation_deg)))
+            item = (Task(image_id, Path(), int(g.width), int(g.height), mask=path),
+                    float(g.rotation_deg))
+            mask_tasks[g.category].append(item)
+            iou = _iou(path, DEMO / "truth" / "masks" / mask_name(g.file))
+            if iou is not None:
+                by_matte["matte_iou>=0.8" if iou >= 0.8 else "matte_iou<0.8"].append(item)
     all_mask = _errors(mask_tasks["soles"] + mask_tasks["pov"], "mask")
     result = {
         "keypoints_from_annotators": _stats(_errors(kp_tasks, "keypoints")),
         "mask": {"source": mask_source, "all": _stats(all_mask),
-                 **{k: _stats(_errors(v, "mask")) for k, v in mask_tasks.items()}},
+                 **{k: _stats(_errors(v, "mask")) for k, v in mask_tasks.items()},
+                 # Whether the error comes from alignment or from a matte that kept the wrong
+                 # object: the same images split by their mask's IoU with the true mask.
+                 **({k: _stats(_errors(v, "mask")) for k, v in by_matte.items()}
+                    if matte.exists() else {})},
         "goals": {"keypoints_median_deg": 3.0, "mask_median_deg": 8.0},
     }
     return result
 
 
 if __name__ == "__main__":
-    out = main()
-    text = json.dumps(out, indent=2)
-    Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path("bench/results/prepare_quality.json").write_text(text + "\n")
-    print(text)
+    publish("prepare_quality", main())
 

@@ -56,12 +56,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.publish import publish  # noqa: E402
 from curate.config import Params, Threshold, load_params  # noqa: E402
 from curate.manifest import read_table  # noqa: E402
 
 PEER_VENV = ROOT / ".cache" / "venvs" / "cleanvision"
 PEER_REQUIREMENT = "cleanvision==0.3.7"
-RESULTS = ROOT / "bench" / "results" / "quality.json"
 TMP = ROOT / ".cache" / "bench" / "tmp"
 PEER_ISSUES = ("dark", "light", "blurry", "low_information", "grayscale", "odd_aspect_ratio",
                "odd_size")
@@ -263,9 +263,7 @@ def main() -> None:
                        "recall>=0.9": ours["recall"] >= 0.9,
                        "speed_ratio>=2": result.get("speed_ratio", 0) >= 2}
     result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    publish("quality", result)
 
 
 if __name__ == "__main__":

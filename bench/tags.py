@@ -55,6 +55,7 @@ from label_studio_sdk import LabelStudio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.publish import publish  # noqa: E402
 from curate.config import Params, from_mapping  # noqa: E402
 from curate.console import console  # noqa: E402
 from curate.demo import labelstudio  # noqa: E402
@@ -64,7 +65,6 @@ from curate.stages.tags import PushOptions, run_import, run_pull, run_push  # no
 from curate.tags import labelconfig  # noqa: E402
 from curate.tags.localserver import LS_REQUIREMENT, LocalServer  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "tags.json"
 WORK = ROOT / ".cache" / "bench" / "tags"
 GOAL_NORMALISE_S = 10.0
 
@@ -256,9 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pull": pull,
         "normalise": normalise,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
+    publish("tags", result)
     return result
 
 

@@ -2,7 +2,7 @@
 
 Run from the repository root with the project's virtualenv:
 
-    .venv/bin/python bench/train.py [--threads 1] [--batch 16] [--quick]
+    .venv/bin/python bench/training.py [--threads 1] [--batch 16] [--quick]
 
 It prints one JSON line on stdout (progress goes to stderr) and writes the same object,
 indented, to `bench/results/train.json` (`train-quick.json` with --quick).
@@ -36,7 +36,6 @@ OpenMP threads each waiting on the other are ~100x slower, not 2x faster (measur
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -51,6 +50,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.publish import publish  # noqa: E402
 from train.config import train_config_from_mapping  # noqa: E402
 from train.data import open_dataset  # noqa: E402
 from train.dist import init_distributed  # noqa: E402
@@ -183,10 +183,7 @@ def main() -> None:
                 best[str(res)] / (1000 / s_per_kimg), 1)
     result["ratios"] = ratios
     result["reference_sg2ada_v100_s_per_kimg"] = SG2ADA_V100_S_PER_KIMG
-    out = REPO / "bench" / "results" / ("train-quick.json" if args.quick else "train.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    publish("train-quick" if args.quick else "train", result)
 
 
 if __name__ == "__main__":
