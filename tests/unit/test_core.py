@@ -369,6 +369,15 @@ def executor(request):
     ex.shutdown()
 
 
+def test_small_work_runs_inline_rather_than_starting_a_pool():
+    from curate.parallel import POOL_START_S
+
+    assert isinstance(make_executor(2, work_s=POOL_START_S / 10), InlineExecutor)
+    pool = make_executor(2, work_s=POOL_START_S * 10)
+    assert not isinstance(pool, InlineExecutor)
+    pool.shutdown()
+
+
 def test_stream_map_reports_errors_per_item(executor):
     done: list[int] = []
     out = list(stream_map(executor, checked_square, range(30), max_in_flight=4,

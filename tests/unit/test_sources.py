@@ -220,3 +220,13 @@ def test_missing_column_names_column_and_columns(tmp_path):
 def test_missing_list_file(tmp_path):
     with pytest.raises(UrlListError, match="not found"):
         read_url_list(tmp_path / "nope.txt")
+
+
+def test_scrape_limits_are_shared_between_worker_processes():
+    from curate.config import ScrapeConfig
+    from curate.stages.scrape_worker import share_of_limits
+
+    share = share_of_limits(ScrapeConfig(concurrency=32, per_host=8), processes=4)
+    assert (share.concurrency, share.per_host) == (8, 2)  # hosts still see at most 32 and 8
+    tiny = share_of_limits(ScrapeConfig(concurrency=2, per_host=1), processes=4)
+    assert (tiny.concurrency, tiny.per_host) == (1, 1)  # every process needs one connection
