@@ -145,7 +145,8 @@ def matte(
 
     matte.method picks rembg (offline u2net / u2netp), border_key (plain studio backgrounds) or
     grabcut. Cached per (image, settings). Mask statistics feed the quality checks
-    poor_separation, small_foreground and soft_matte (thresholds under quality.checks).
+    poor_separation, small_foreground and soft_matte, and the composites' embeddings
+    matte_off_subject (thresholds under quality.checks).
     """
     from curate.models import ModelMissingError
     from curate.stages.matte import MatteOptions, run_matte

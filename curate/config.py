@@ -380,6 +380,7 @@ class QualityChecks:
     poor_separation: Threshold = _t("absolute", 0.3)
     small_foreground: Threshold = _t("absolute", 0.02)
     soft_matte: Threshold = _t("absolute", 0.5)
+    matte_off_subject: Threshold = _t("absolute", 2.7)
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,20 @@ class SoftMatte(Check):
     source = "matte"
 
 
+@register
+class MatteOffSubject(Check):
+    name = "matte_off_subject"
+    title = "Matte lost the subject"
+    description = ("How far the composite (the matte on the background) lies from its k "
+                   "nearest composites in MobileNetV2 space, as a multiple of the median "
+                   "composite's distance. High when the matte kept another object (a rug, a "
+                   "box) instead of the subject, or cut the subject apart.")
+    metric = "matte_outlier"
+    bad = "high"
+    unit = "x median"
+    source = "matte"
+
+
 # ------------------------------------------------------------------------- evaluation
 
 

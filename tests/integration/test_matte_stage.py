@@ -172,3 +172,25 @@ def test_model_free_method_needs_no_model(data: SimpleNamespace, tmp_path: Path)
     assert result.variant.startswith("border_key-")
     assert 0.1 < studio["m_fg_fraction"] < 0.4 and studio["m_boundary_sharpness"] > 0.5
     assert "small_foreground" in out.loc[data.ids["blank.jpg"], "matte_reasons"]
+
+
+def test_a_composite_unlike_all_others_is_flagged_matte_off_subject(tmp_path: Path) -> None:
+    """22 soles and one frame holding only a box: its matte keeps the box, not a foot."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for seed in range(22):
+        foot = render_foot(np.random.default_rng(100 + seed), "soles", 200, 240)
+        (raw / f"sole_{seed:02d}.jpg").write_bytes(_jpeg(foot.image))
+    box = np.full((240, 200, 3), 235, np.uint8)
+    box[60:180, 40:160] = (40, 60, 200)
+    (raw / "box.jpg").write_bytes(_jpeg(box))
+    params = _params(tmp_path, _models_dir())
+    run_ingest(params, IngestOptions(out_dir=tmp_path / "ingest"))
+    run_matte(params, MatteOptions(manifest=tmp_path / "ingest" / "manifest.parquet",
+                                   out_dir=tmp_path / "matte"))
+    out = read_table(tmp_path / "matte" / "manifest.parquet")
+    name = out["source_uri"].map(lambda u: u.rsplit("/", 1)[-1])
+    flagged = set(name[out["matte_reasons"].map(lambda r: "matte_off_subject" in r)])
+    assert flagged == {"box.jpg"}
+    scores = out.set_index(name)["m_matte_outlier"]
+    assert scores["box.jpg"] > 2 * scores.drop("box.jpg").median()
