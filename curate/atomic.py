@@ -17,6 +17,17 @@ from pathlib import Path
 TEMP_MARKER = ".tmp-"
 
 
+def _file_mode() -> int:
+    """What `open()` would give a new file under this process's umask (mkstemp gives 0600,
+    which would make every report and dataset unreadable to the rest of a team)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path, tmp_dir: Path | None = None) -> Iterator[Path]:
     """Yield a temporary path; rename it onto `target` on success.
@@ -34,6 +45,7 @@ def atomic_path(target: Path, tmp_dir: Path | None = None) -> Iterator[Path]:
     except FileNotFoundError:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=target.suffix)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

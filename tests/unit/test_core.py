@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import os
 import random
 from pathlib import Path
@@ -220,6 +221,17 @@ def test_atomic_path_renames_on_success(tmp_path):
         assert not target.exists()
     assert target.read_bytes() == b"new"
     assert temp_leftovers(tmp_path) == []
+
+
+def test_atomic_outputs_get_the_mode_open_would_give(tmp_path):
+    old = os.umask(0o027)
+    try:
+        importlib.reload(atomic)  # the mode is read from the umask at import
+        atomic.write_text(tmp_path / "report.html", "<html></html>")
+        assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    finally:
+        os.umask(old)
+        importlib.reload(atomic)
 
 
 def test_atomic_path_leaves_old_file_and_no_temp_on_error(tmp_path):
