@@ -11,12 +11,13 @@ signals that only exist once a matte does. Rather than loop back into the qualit
 cycle DVC cannot express), this stage applies the matte-fed quality checks itself, with their
 thresholds from `quality.checks` in params.yaml: an image whose matte fails them gets status
 `outlier` with the reason (`poor_separation`, `small_foreground`, `soft_matte`,
-`matte_off_subject`), exactly as a quality flag would, and reports/mattes.html shows them with the same report layout as
-reports/outliers.html.
+`matte_off_subject`), exactly as a quality flag would, and reports/mattes.html shows them
+with the same report layout as reports/outliers.html.
 
 Outputs: data/matte/manifest.parquet (every input row and column, plus `matte_path`,
-`mask_path` relative to the manifest's folder, `m_*` statistics (and `m_matte_outlier`), `m_score_*` severities,
-`matte_reasons`, `matte_error`), data/matte/summary.json, reports/mattes.html.
+`mask_path` relative to the manifest's folder, `m_*` statistics (`m_matte_outlier` among
+them), `m_score_*` severities, `matte_reasons`, `matte_error`), data/matte/summary.json,
+reports/mattes.html.
 """
 
 from __future__ import annotations
@@ -206,7 +207,10 @@ def _composite_outliers(params: Params, known: dict[str, Any], root: Path,
         description="embed composites").vectors
     usable = np.isfinite(vectors).all(axis=1)
     distances = knn_scores(np.nan_to_num(vectors), usable, params.quality.embedding.k)
-    return pd.Series(distances / np.nanmedian(distances), index=ids, dtype=float)
+    typical = np.nanmedian(distances) if usable.any() else np.nan
+    if not typical > 0:  # nothing embeddable, or every composite identical: nothing stands out
+        return pd.Series(np.nan, index=ids, dtype=float)
+    return pd.Series(distances / typical, index=ids, dtype=float)
 
 
 def _judge(params: Params, manifest: pd.DataFrame, known: dict[str, Any],
