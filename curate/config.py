@@ -557,6 +557,9 @@ class PrepareConfig:
     max_upscale: float = 2.0  # images needing more are left out (listed in the card), not blurred
     box_margin: float = 0.1
     mask_margin: float = 0.08
+    #: Reframe box and mask crops to frame the subject as the keypoint crops do (measured on
+    #: the images that have both; see stages.prepare.calibrate_framing).
+    match_keypoint_framing: bool = True
     keypoints: KeypointTemplateConfig = field(default_factory=KeypointTemplateConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # see curate/prepare/augment.py
     png_compression: int = 3  # 0-9, lossless either way

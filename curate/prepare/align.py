@@ -180,6 +180,38 @@ def _points_down(along: np.ndarray, xs: np.ndarray, ys: np.ndarray, shape: tuple
     return bool(lower > upper)
 
 
+@dataclass(frozen=True)
+class Framing:
+    """Where a method's crops should sit to frame the subject like the keypoint crops do.
+
+    `scale` multiplies the crop's side; (`dx`, `dy`) moves its centre, in its own upright frame
+    (x to the subject's right, y down), in units of its side. Measured on the images that have
+    both (see `stages.prepare.calibrate_framing`): a mask's tight box and two keypoints put the
+    subject at different sizes and places, and a GAN learns best from one consistent framing.
+    """
+
+    scale: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+
+
+def framing_between(crop: Crop, reference: Crop) -> Framing:
+    """The framing that turns `crop` into `reference` (same image; angles assumed alike)."""
+    a = math.radians(crop.angle_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    d = rot @ np.array([reference.cx - crop.cx, reference.cy - crop.cy]) / crop.side
+    return Framing(reference.side / crop.side, float(d[0]), float(d[1]))
+
+
+def reframe(crop: Crop, framing: Framing) -> Crop:
+    """`crop` rescaled and shifted by `framing` (its angle and method unchanged)."""
+    a = math.radians(crop.angle_deg)
+    inv = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+    d = inv @ np.array([framing.dx, framing.dy]) * crop.side
+    return Crop(crop.cx + float(d[0]), crop.cy + float(d[1]), crop.side * framing.scale,
+                crop.angle_deg, crop.method)
+
+
 def rotation_of(points: np.ndarray) -> float:
     """CCW-on-screen angle of the direction points[0] -> points[1] from image up (degrees)."""
     d = np.asarray(points[1], float) - np.asarray(points[0], float)

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from curate import imageio
-from curate.prepare.align import (Crop, NotApplicable, box_crop, center_crop, keypoint_crop,
-                                  mask_crop)
+from curate.prepare.align import (Crop, Framing, NotApplicable, box_crop, center_crop,
+                                  keypoint_crop, mask_crop, reframe)
 from curate.prepare.augment import AugmentConfig, apply_colour, variants
 from curate.prepare.warp import PadMode, warp
 
@@ -35,6 +35,8 @@ class Settings:
     max_upscale: float = 2.0
     png_compression: int = 3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    #: Per fallback method ("box", "mask"), how to move its crops to frame like keypoints do.
+    framing: tuple[tuple[str, Framing], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class Prepared:
     skipped: str | None = None
 
 
-def _crop_for(task: Task, method: str, s: Settings) -> Crop:
+def method_crop(task: Task, method: str, s: Settings) -> Crop:
+    """The crop one alignment method gives this image, or NotApplicable."""
     if method == "keypoints":
         if task.keypoints is None:
             raise NotApplicable("no keypoints")
@@ -100,12 +103,15 @@ def _crop_for(task: Task, method: str, s: Settings) -> Crop:
 
 
 def choose_crop(task: Task, s: Settings) -> Crop:
-    """The first alignment method in ``s.align`` that this image supports (center always does)."""
+    """The first alignment method in ``s.align`` that this image supports (center always does),
+    reframed like the keypoint crops when ``s.framing`` says how."""
+    framing = dict(s.framing)
     for method in s.align:
         try:
-            return _crop_for(task, method, s)
+            crop = method_crop(task, method, s)
         except NotApplicable:
             continue
+        return reframe(crop, framing[method]) if method in framing else crop
     return center_crop(task.width, task.height)
 
 

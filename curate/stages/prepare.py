@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from curate import atomic
@@ -31,8 +32,9 @@ from curate.config import DistributionConfig, Params
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import read_table, write_table
 from curate.parallel import make_executor, stream_map
+from curate.prepare.align import Framing, NotApplicable, framing_between
 from curate.prepare.export import archive_name, sample_grid, write_dataset_zip
-from curate.prepare.worker import Prepared, Settings, Task, prepare_worker
+from curate.prepare.worker import Prepared, Settings, Task, method_crop, prepare_worker
 from curate.store import Store
 
 #: Bump when the code changes what an image's crop looks like (cached crops are then redone).
@@ -64,6 +66,46 @@ def settings_for(params: Params, dist: DistributionConfig) -> Settings:
         box_margin=p.box_margin, mask_margin=p.mask_margin, pad=p.pad,
         background=tuple(params.background), max_upscale=p.max_upscale,
         png_compression=p.png_compression, augment=p.augment)
+
+
+#: Fewest images with keypoints and a box (or a mask) before the framing is matched.
+MIN_FRAMING_PAIRS = 5
+#: Images measured for the framing (their median is stable long before this many).
+FRAMING_SAMPLE = 200
+
+
+def calibrate_framing(tasks: list[Task], settings: Settings) -> Settings:
+    """`settings` with box and mask crops reframed to match the keypoint crops.
+
+    A mask's tight box fills the frame (the subject spans ~85% of it), two keypoints mapped to
+    fixed targets leave a margin (heel to toe spans 60% by default): mixed in one dataset, the
+    subject would change size from image to image, which a GAN spends capacity on. On the
+    images that have keypoints and the method's input (a box, a mask), the median framing
+    between the two crops is measured and applied to every crop of that method. It is rounded
+    to 0.01 so that adding a few images rarely changes it: a change changes the settings hash
+    and re-prepares the distribution. Only methods listed after `keypoints` are reframed.
+    """
+    if "keypoints" not in settings.align:
+        return settings
+    later = settings.align[settings.align.index("keypoints") + 1:]
+    with_keypoints = sorted((t for t in tasks if t.keypoints is not None),
+                            key=lambda t: t.image_id)
+    framing = []
+    for method in (m for m in ("box", "mask") if m in later):
+        measured = []
+        for task in with_keypoints:
+            if len(measured) == FRAMING_SAMPLE:
+                break
+            try:
+                measured.append(framing_between(method_crop(task, method, settings),
+                                                method_crop(task, "keypoints", settings)))
+            except NotApplicable:
+                continue
+        if len(measured) >= MIN_FRAMING_PAIRS:
+            framing.append((method, Framing(*(
+                round(float(np.median([getattr(f, k) for f in measured])), 2) + 0.0  # no -0.0
+                for k in ("scale", "dx", "dy")))))
+    return dataclasses.replace(settings, framing=tuple(framing))
 
 
 def _settings_hash(settings: Settings, source: str) -> str:
@@ -199,7 +241,8 @@ def _rows(rows: pd.DataFrame, meta: dict[str, dict], errors: dict[str, str]) -> 
 
 
 def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.DataFrame,
-          settings_hash: str, params: Params, resolution: int, zip_name: str) -> dict:
+          settings_hash: str, params: Params, resolution: int, zip_name: str,
+          settings: Settings) -> dict:
     """The dataset card: what is in the dataset, where it came from, and what was left out."""
     live = table[table.status == "ok"]
     parents = dist_rows[dist_rows.image_id.isin(live.image_id)]
@@ -212,6 +255,7 @@ def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.
         "per_source": dict(sorted(Counter(parents.source).items())),
         "per_alignment_method": dict(sorted(Counter(
             table[table.variant.fillna(0) == 0].method.dropna()).items())),
+        "framing_matched_to_keypoints": {m: dataclasses.asdict(f) for m, f in settings.framing},
         "excluded_here": dict(sorted(Counter(table[table.status != "ok"].reason).items())),
         "removed_upstream": dict(sorted(Counter(others.reason.fillna(others.status)).items())),
     }
@@ -229,7 +273,16 @@ def _card_markdown(card: dict) -> str:
         lines += [f"## {title}", "", "| | count |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in card[key].items()] or ["| (none) | 0 |"]
         lines.append("")
+    lines += ["## Framing", "", _framing_text(card["framing_matched_to_keypoints"]), ""]
     return "\n".join(lines)
+
+
+def _framing_text(framing: dict[str, dict]) -> str:
+    if not framing:
+        return "Every crop as its method makes it (no keypoint framing to match)."
+    return "Framed like the keypoint crops: " + "; ".join(
+        f"{m} crops x{f['scale']:.2f}, centre moved ({f['dx']:+.2f}, {f['dy']:+.2f}) sides"
+        for m, f in framing.items()) + "."
 
 
 def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOptions()
@@ -247,8 +300,10 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
                            "check split.distributions categories and the split report")
     tags = read_table(options.tags) if options.tags.exists() else None
     settings = settings_for(params, dists[name])
-    settings_hash = _settings_hash(settings, params.prepare.source)
     tasks = build_tasks(rows, tags, params, settings, options.matte_dir)
+    if params.prepare.match_keypoint_framing:
+        settings = calibrate_framing(tasks, settings)
+    settings_hash = _settings_hash(settings, params.prepare.source)
     with ResultCache(params.paths.cache / "results.sqlite") as cache:
         outputs = _OutputCache(params.paths.cache / "prepare", cache, settings_hash)
         meta, errors = _prepare_all(tasks, settings, outputs, options.workers or params.n_workers,
@@ -269,7 +324,7 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
     grid_pngs = [outputs.png_path(i, 0).read_bytes() for i in plain.image_id]
     atomic.write_bytes(options.datasets_dir / f"{name}_grid.png", sample_grid(grid_pngs))
     card = _card(name, rows, manifest, table, settings_hash, params, result.resolution,
-                 zip_path.name)
+                 zip_path.name, settings)
     atomic.write_text(options.datasets_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     atomic.write_text(options.datasets_dir / f"{name}.md", _card_markdown(card) + "\n")
     for row in table.itertuples():
@@ -279,6 +334,7 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
     summary.print()
     methods = ", ".join(f"{k} {v}" for k, v in card["per_alignment_method"].items())
     console.print(f"prepare {name}: {result.count} images {result.resolution}x{result.resolution}"
-                  f" -> {zip_path} (aligned by {methods})")
+                  f" -> {zip_path} (aligned by {methods}). "
+                  f"{_framing_text(card['framing_matched_to_keypoints'])}")
     return summary
 

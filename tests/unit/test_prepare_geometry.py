@@ -17,7 +17,7 @@ from curate.prepare.align import (NotApplicable, angle_error, box_crop, keypoint
 from curate.prepare.augment import AugmentConfig, variants
 from curate.prepare.export import DatasetError, read_dataset_zip, write_dataset_zip
 from curate.prepare.warp import transform_points, warp
-from curate.prepare.worker import Settings, Task, encode_png, prepare
+from curate.prepare.worker import Settings, Task, choose_crop, encode_png, prepare
 
 TARGETS = np.array([[0.5, 0.8], [0.5, 0.2]])
 
@@ -138,3 +138,47 @@ def test_export_rejects_mixed_shapes_and_leaves_nothing(tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match="img00000001"):
             write_dataset_zip(tmp_path / "bad.zip", [good, bad])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_framing_between_two_crops_turns_one_into_the_other() -> None:
+    from curate.prepare.align import Crop, framing_between, reframe
+
+    crop = Crop(300.0, 200.0, 150.0, 35.0, "mask")
+    reference = Crop(310.0, 180.0, 220.0, 35.0, "keypoints")
+    again = reframe(crop, framing_between(crop, reference))
+    assert (again.cx, again.cy, again.side) == pytest.approx((310.0, 180.0, 220.0))
+    assert again.angle_deg == 35.0 and again.method == "mask"
+
+
+def test_mask_crops_are_framed_like_keypoint_crops(tmp_path) -> None:
+    """Mask crops fill the frame, keypoint crops leave a margin; calibrated, they agree."""
+    import cv2
+
+    from curate.stages.prepare import calibrate_framing
+
+    tasks = []
+    for i, (angle, length) in enumerate([(0, 300), (20, 260), (-30, 340), (45, 280), (-10, 320),
+                                         (70, 300)]):
+        a = math.radians(angle)
+        up = np.array([-math.sin(a), -math.cos(a)])  # the subject's up, turned CCW by angle
+        right = np.array([-up[1], up[0]])
+        centre = np.array([400.0, 400.0])
+        heel, toe = centre - up * length / 2, centre + up * length / 2
+        poly = [heel - right * 40, heel + right * 40, toe + right * 70, toe - right * 70]
+        mask = np.zeros((800, 800), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 255)
+        path = tmp_path / f"m{i}.png"
+        cv2.imwrite(str(path), mask)
+        tasks.append(Task(f"{i}", path, 800, 800, (tuple(heel), tuple(toe)), None, path))
+    raw = Settings(align=("keypoints", "mask", "center"))
+    framed = calibrate_framing(tasks, raw)
+    assert [m for m, _ in framed.framing] == ["mask"]
+    for task in tasks:  # an image with keypoints, cropped by its mask alone, framed alike
+        only_mask = Task(task.image_id, task.image, 800, 800, None, None, task.mask)
+        by_keypoints = choose_crop(task, raw)
+        by_mask = choose_crop(only_mask, framed)
+        assert by_mask.method == "mask"
+        assert by_mask.side == pytest.approx(by_keypoints.side, rel=0.03)
+        assert math.hypot(by_mask.cx - by_keypoints.cx,
+                          by_mask.cy - by_keypoints.cy) < 0.03 * by_keypoints.side
+        assert choose_crop(only_mask, raw).side < 0.8 * by_keypoints.side  # before: tighter
