@@ -24,6 +24,7 @@ from PIL import Image
 
 from curate import models
 from curate.config import MatteConfig
+from curate.registry import name_registry
 
 
 class MatteBackend(ABC):
@@ -46,11 +47,7 @@ class MatteBackend(ABC):
 
 
 BACKENDS: dict[str, type[MatteBackend]] = {}
-
-
-def register(cls: type[MatteBackend]) -> type[MatteBackend]:
-    BACKENDS[cls.name] = cls
-    return cls
+register = name_registry(BACKENDS, "matte backend")  # class decorator: a `matte.method` value
 
 
 def backend_class(cfg: MatteConfig) -> type[MatteBackend]:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from curate.config import Threshold
+from curate.registry import name_registry
 
 Source = Literal["pixels", "metadata", "embedding", "matte"]
 
@@ -56,14 +57,7 @@ class Check(ABC):
 
 
 CHECKS: dict[str, type[Check]] = {}
-
-
-def register(cls: type[Check]) -> type[Check]:
-    """Class decorator: make a check available under its name (its params key)."""
-    if cls.name in CHECKS:
-        raise ValueError(f"check {cls.name!r} registered twice")
-    CHECKS[cls.name] = cls
-    return cls
+register = name_registry(CHECKS, "check")  # class decorator: a check under its params key
 
 
 def make_check(name: str) -> Check:

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from curate.registry import name_registry
+
 #: Luma below this (0..255) counts as dark, at or above `BRIGHT_LEVEL` as blown out.
 DARK_LEVEL = 40.0
 BRIGHT_LEVEL = 250.0
@@ -94,14 +96,7 @@ class Property(ABC):
 
 
 PROPERTIES: dict[str, type[Property]] = {}
-
-
-def register(cls: type[Property]) -> type[Property]:
-    """Class decorator: make a property available to `measure` under its name."""
-    if cls.name in PROPERTIES:
-        raise ValueError(f"property {cls.name!r} registered twice")
-    PROPERTIES[cls.name] = cls
-    return cls
+register = name_registry(PROPERTIES, "property")  # class decorator: a property for `measure`
 
 
 _LEVELS = np.arange(256, dtype=np.float64)

@@ -429,3 +429,20 @@ def test_stream_map_bounds_submissions():
     for _ in stream_map(Counting(), checked_square, range(50), max_in_flight=3):
         in_flight -= 1
     assert peak <= 3
+
+
+def test_a_name_registered_twice_fails_loudly():
+    from curate.registry import name_registry
+
+    registry: dict = {}
+    register = name_registry(registry, "widget")
+
+    @register
+    class First:
+        name = "w"
+
+    with pytest.raises(ValueError, match="widget 'w' registered twice"):
+        @register
+        class Second:
+            name = "w"
+    assert registry == {"w": First}
