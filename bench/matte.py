@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.publish import publish  # noqa: E402
+from bench.demo_truth import base_images, true_mask_iou  # noqa: E402
 from curate import models  # noqa: E402
 from curate.config import load_params  # noqa: E402
 from curate.manifest import read_table, write_table  # noqa: E402
@@ -67,6 +68,7 @@ from curate.manifest import read_table, write_table  # noqa: E402
 BIN = Path(sys.executable).parent
 PEER_VENV = ROOT / ".cache" / "venvs" / "rembg-cli"
 TMP = ROOT / ".cache" / "bench" / "tmp"
+DEMO = ROOT / "data" / "demo"
 
 
 def log(msg: str) -> None:
@@ -169,43 +171,33 @@ def run_ours(method: str, model: str, tmp: Path, workers: int, models_dir: Path,
     return cold, warm, out
 
 
-def _ious(rows: pd.DataFrame, out: Path) -> pd.DataFrame:
-    """Per base image: category, IoU of our mask (>= 128) with the demo's true mask, and
-    whether the stage flagged the matte `matte_off_subject`."""
-    from curate.demo.generate import mask_name
-
-    truth = pd.read_parquet(ROOT / "data/demo/ground_truth.parquet")
-    truth = truth[truth["kind"].eq("base")].drop_duplicates("sha256").set_index("sha256")
+def ious_vs_truth(rows: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """Per base image: category, IoU of our mask with the demo's true mask, and whether the
+    stage flagged the matte `matte_off_subject`."""
+    truth = base_images(DEMO)
     manifest = read_table(out / "manifest.parquet").set_index("image_id")
     found = []
     for image_id in rows["image_id"]:
-        if image_id not in truth.index:
+        if image_id not in truth.index or pd.isna(manifest.at[image_id, "mask_path"]):
             continue
-        true_path = ROOT / "data/demo/truth/masks" / mask_name(truth.at[image_id, "file"])
-        if not true_path.exists() or pd.isna(manifest.at[image_id, "mask_path"]):
-            continue
-        t = np.asarray(Image.open(true_path).convert("L")) >= 128
-        m = np.asarray(Image.open(out / manifest.at[image_id, "mask_path"])) >= 128
-        if t.shape != m.shape:
-            continue
-        found.append((str(truth.at[image_id, "category"]),
-                      float((t & m).sum() / max(1, (t | m).sum())),
-                      "matte_off_subject" in list(manifest.at[image_id, "matte_reasons"])))
+        iou = true_mask_iou(out / manifest.at[image_id, "mask_path"], DEMO,
+                            truth.at[image_id, "file"])
+        if iou is not None:
+            found.append((str(truth.at[image_id, "category"]), iou,
+                          "matte_off_subject" in list(manifest.at[image_id, "matte_reasons"])))
     return pd.DataFrame(found, columns=["category", "iou", "flagged"])
 
 
-def iou_vs_truth(rows: pd.DataFrame, out: Path) -> dict[str, Any]:
+def iou_per_category(ious: pd.DataFrame) -> dict[str, Any]:
     """IoU of our masks with the demo's true foreground masks, per category."""
-    ious = _ious(rows, out)
     return {cat: {"images": len(g), "mean": round(float(g.iou.mean()), 4),
                   "median": round(float(g.iou.median()), 4)}
             for cat, g in ious.groupby("category")}
 
 
-def lost_subject(rows: pd.DataFrame, out: Path) -> dict[str, Any]:
+def lost_subject(ious: pd.DataFrame) -> dict[str, Any]:
     """How well `matte_off_subject` finds mattes that lost the subject (IoU < 0.3 with the
     true mask): the threshold was set on the demo, so this is in-sample."""
-    ious = _ious(rows, out)
     lost = ious.iou < 0.3
     return {"images": len(ious), "lost": int(lost.sum()), "flagged": int(ious.flagged.sum()),
             "flagged_and_lost": int((ious.flagged & lost).sum()),
@@ -219,6 +211,7 @@ def bench_model(model: str, rows: pd.DataFrame, folder: Path, tmp: Path, workers
     peer_s = run([str(ensure_peer()), "-c", PEER_MAIN, "-m", model, str(folder), str(peer_out)],
                  env)
     ours_s, warm_s, ours_out = run_ours("rembg", model, tmp, workers, models_dir, store, env)
+    ious = ious_vs_truth(rows, ours_out)
     n = len(rows)
     return {
         "peer": {"seconds": round(peer_s, 2), "images_per_s": round(n / peer_s, 3)},
@@ -226,8 +219,8 @@ def bench_model(model: str, rows: pd.DataFrame, folder: Path, tmp: Path, workers
                  "warm_s": round(warm_s, 2)},
         "ratio": round(peer_s / ours_s, 2),
         "masks": compare_masks(rows, ours_out, peer_out),
-        "iou_vs_truth": iou_vs_truth(rows, ours_out),
-        "matte_off_subject": lost_subject(rows, ours_out),
+        "iou_vs_truth": iou_per_category(ious),
+        "matte_off_subject": lost_subject(ious),
     }
 
 
@@ -271,7 +264,7 @@ def main() -> None:
             cold, warm, out = run_ours(method, "u2net", tmp, args.workers, models_dir, store, env)
             result[method] = {"seconds": round(cold, 2),
                               "images_per_s": round(len(rows) / cold, 3),
-                              "warm_s": round(warm, 2), "iou_vs_truth": iou_vs_truth(rows, out)}
+                              "warm_s": round(warm, 2), "iou_vs_truth": iou_per_category(ious_vs_truth(rows, out))}
     result["goals"] = {f"{m}_ratio>=1.5": result[m]["ratio"] >= 1.5 for m in args.models}
     result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     publish("matte", result)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ must not shadow packages
 
 from bench.publish import publish  # noqa: E402
+from bench.demo_truth import base_images, true_mask_iou  # noqa: E402
 from curate.demo.generate import mask_name  # noqa: E402
 from curate.prepare.align import angle_error  # noqa: E402
 from curate.prepare.worker import Settings, Task, choose_crop  # noqa: E402
@@ -46,18 +46,8 @@ def _stats(errors: list[float]) -> dict:
             "over_30_deg": int((e > 30).sum())} if len(e) else {"n": 0}
 
 
-def _iou(mask_path: Path, true_path: Path) -> float | None:
-    """IoU of a matte mask with the demo's true mask (both thresholded at 128)."""
-    if not true_path.exists():
-        return None
-    a = np.asarray(Image.open(mask_path).convert("L")) >= 128
-    b = np.asarray(Image.open(true_path).convert("L")) >= 128
-    return float((a & b).sum() / max(1, (a | b).sum())) if a.shape == b.shape else None
-
-
 def main() -> dict:
-    truth = pd.read_parquet(DEMO / "ground_truth.parquet")
-    truth = truth[truth.kind == "base"].drop_duplicates("sha256").set_index("sha256")
+    truth = base_images(DEMO)
     tags = pd.read_parquet("data/tags/merged.parquet").set_index("image_id")
     tagged = tags.index.intersection(truth.index)
     kp_tasks = []
@@ -84,7 +74,7 @@ def main() -> dict:
             item = (Task(image_id, Path(), int(g.width), int(g.height), mask=path),
                     float(g.rotation_deg))
             mask_tasks[g.category].append(item)
-            iou = _iou(path, DEMO / "truth" / "masks" / mask_name(g.file))
+            iou = true_mask_iou(path, DEMO, g.file)
             if iou is not None:
                 by_matte["matte_iou>=0.8" if iou >= 0.8 else "matte_iou<0.8"].append(item)
     all_mask = _errors(mask_tasks["soles"] + mask_tasks["pov"], "mask")
