@@ -34,7 +34,7 @@ import numpy as np
 
 from curate.cache import op_key, open_sqlite
 from curate.console import progress_bar
-from curate.parallel import InlineExecutor, make_executor, stream_map
+from curate.parallel import make_executor, stream_map
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -260,7 +260,7 @@ def _compute(params: Params, todo: list[tuple[str, str]], weights: str, op: str,
         for s in range(0, len(todo), cfg.batch_size)
     ]
     computed: dict[str, np.ndarray] = {}
-    executor = InlineExecutor() if n_workers == 1 else make_executor(n_workers)
+    executor = make_executor(n_workers)  # inline for one worker
     try:
         with progress_bar(description, total=len(todo)) as advance:
             for task, out, error in stream_map(executor, _embed_task, tasks,
