@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,10 +85,31 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
+def damaged_zip(path: Path, members: dict[str, bytes], damaged: str,
+                method: int = zipfile.ZIP_DEFLATED) -> Path:
+    """A zip of `members` whose member `damaged` has its compressed bytes overwritten.
+
+    Depending on `method` reading it raises a CRC mismatch (stored), zlib.error (deflate),
+    OSError (bzip2) or LZMAError: the errors a real corrupt download produces.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with zipfile.ZipFile(path) as zf:
+        offset = zf.getinfo(damaged).header_offset
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[offset + 26:offset + 30])
+    start = offset + 30 + name_len + extra_len + 4  # a few bytes into the member's data
+    raw[start:start + 64] = bytes((b * 37 + 11) % 256 for b in range(64))
+    path.write_bytes(bytes(raw))
+    return path
+
+
 IMAGES = SimpleNamespace(
     noise=noise, encode=encode, jpeg=jpeg, png=png, webp=webp, bomb_png=bomb_png,
     truncated_jpeg=truncated_jpeg, corrupt_png=corrupt_png, random_bytes=random_bytes,
-    write=write,
+    write=write, damaged_zip=damaged_zip,
 )
 
 

@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import lzma
 import os
 import posixpath
 import re
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+# Everything reading a damaged archive can raise, whatever its compression: zip and tar headers,
+# CRC checks (BadZipFile), deflate/gzip streams (zlib.error), bzip2 (OSError), xz/lzma
+# (LZMAError), truncation (EOFError), encrypted or unknown methods (RuntimeError,
+# NotImplementedError) and garbled size or offset fields (ValueError, OverflowError).
+ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, OSError, EOFError,
+    RuntimeError, NotImplementedError, ValueError, OverflowError,
+)
 
 
 def is_archive(path: Path) -> bool:
@@ -112,8 +123,8 @@ def _iter_zip(path: Path, max_bytes: int) -> Iterator[Member]:
                 try:
                     with zf.open(info) as fh:
                         yield Member(info.filename, data=fh.read(max_bytes + 1))
-                except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-                    yield Member(info.filename, reason="corrupt_archive", message=str(exc))
+                except ARCHIVE_ERRORS as exc:
+                    yield Member(info.filename, reason="corrupt_member", message=_describe(exc))
 
 
 def _iter_tar(path: Path, max_bytes: int) -> Iterator[Member]:
@@ -130,8 +141,15 @@ def _iter_tar(path: Path, max_bytes: int) -> Iterator[Member]:
             elif info.size > max_bytes:
                 yield _too_large(info.name, info.size, max_bytes)
             else:
-                fh = tf.extractfile(info)
-                yield Member(info.name, data=fh.read() if fh else b"")
+                try:
+                    fh = tf.extractfile(info)
+                    data = fh.read() if fh else b""
+                except ARCHIVE_ERRORS as exc:
+                    # A compressed tar is one stream: past a damaged member nothing can be read,
+                    # so this member is rejected and the caller rejects the rest of the archive.
+                    yield Member(info.name, reason="corrupt_member", message=_describe(exc))
+                    raise
+                yield Member(info.name, data=data)
 
 
 def iter_archive(path: Path, max_bytes: int) -> Iterator[Member]:
@@ -141,5 +159,11 @@ def iter_archive(path: Path, max_bytes: int) -> Iterator[Member]:
             yield from _iter_zip(path, max_bytes)
         else:
             yield from _iter_tar(path, max_bytes)
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
-        yield Member("", reason="corrupt_archive", message=f"archive cannot be read: {exc}")
+    except ARCHIVE_ERRORS as exc:
+        yield Member("", reason="corrupt_archive",
+                     message=f"archive cannot be read (from here on): {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's type and text: zlib's bare 'Error -3 ...' means little without its type."""
+    return f"{type(exc).__name__}: {exc}"

@@ -137,11 +137,14 @@ def make_mixed_folder(root: Path, images) -> dict[str, str | None]:
         zf.writestr("inner/a.jpg", images.jpeg(seed=1))  # a third copy of good/a.jpg
         zf.writestr("inner/d.jpg", images.jpeg(seed=9))
         zf.writestr(zipfile.ZipInfo("../escape.jpg"), images.jpeg(seed=10))
+    images.damaged_zip(root / "damaged.zip", {"e.jpg": images.jpeg(seed=11),
+                                              "f.jpg": images.jpeg(seed=12)}, damaged="f.jpg")
     base = root.as_posix()
     return {
         f"{base}/good/a.jpg": None, f"{base}/good/b.png": None, f"{base}/good/c.webp": None,
         f"{base}/other/a-copy.jpg": None, f"{base}/bundle.zip!inner/a.jpg": None,
-        f"{base}/bundle.zip!inner/d.jpg": None,
+        f"{base}/bundle.zip!inner/d.jpg": None, f"{base}/damaged.zip!e.jpg": None,
+        f"{base}/damaged.zip!f.jpg": "corrupt_member",
         f"{base}/bad/corrupt.png": "corrupt", f"{base}/bad/truncated.jpg": "truncated",
         f"{base}/bad/notes.jpg": "not_an_image", f"{base}/bad/random.jpg": "not_an_image",
         f"{base}/bad/bomb.png": "too_many_pixels", f"{base}/bad/empty.jpg": "empty_file",
@@ -168,7 +171,7 @@ def test_local_bad_files_rejected_and_duplicates_merged(tmp_path, images, make_p
         f"{base}/bundle.zip!inner/a.jpg", f"{base}/good/a.jpg", f"{base}/other/a-copy.jpg"]
     assert by_first_uri[f"{base}/good/b.png"] == [f"{base}/good/b.png",
                                                   f"{extra.as_posix()}!b-again.png"]
-    assert len(first.manifest) == 4  # a, b, c, d
+    assert len(first.manifest) == 5  # a, b, c, d, e
     stored = [uri for uris in first.stored_uris().values() for uri in uris]
     assert sorted(stored) == sorted(uri for uri, r in expected.items() if r is None)  # no .hidden
     assert (first.manifest["status"] == "ok").all()

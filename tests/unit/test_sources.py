@@ -180,6 +180,58 @@ def test_broken_archive_yields_one_reject(tmp_path, name):
     assert "cannot be read" in members[0].message
 
 
+# ------------------------------------------------------ damaged archives
+
+PAYLOADS = {f"m{i}.jpg": bytes(range(256)) * 40 + bytes([i]) * 4000 for i in range(3)}
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED,
+                                    zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_zip_damaged_member_rejected_others_read(tmp_path, images, method):
+    """A garbled member (deflate/bzip2/lzma stream error or CRC mismatch) costs that member."""
+    path = images.damaged_zip(tmp_path / "d.zip", PAYLOADS, "m1.jpg", method)
+    members = list(iter_archive(path, 10**6))
+    by_name = {m.name: m for m in members}
+    assert set(by_name) == set(PAYLOADS)
+    assert by_name["m0.jpg"].data == PAYLOADS["m0.jpg"]
+    assert by_name["m2.jpg"].data == PAYLOADS["m2.jpg"]
+    assert by_name["m1.jpg"].data is None and by_name["m1.jpg"].reason == "corrupt_member"
+    assert by_name["m1.jpg"].message  # says what broke
+
+
+def tar_bytes(mode: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for name, data in PAYLOADS.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("suffix,mode,damage", [
+    *((suffix, mode, damage) for suffix, mode in [(".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"),
+                                                  (".tar.xz", "w:xz")]
+      for damage in ("truncated", "garbled")),
+    (".tar", "w", "truncated"),  # a plain tar has no checksum over data: garbling is undetectable
+])
+def test_tar_damaged_stream_never_raises(tmp_path, suffix, mode, damage):
+    """Past a damaged spot of a tar stream nothing more is read; what came before is kept."""
+    raw = bytearray(tar_bytes(mode))
+    if damage == "truncated":
+        raw = raw[: len(raw) * 2 // 3]
+    else:
+        middle = len(raw) // 2
+        raw[middle:middle + 200] = bytes((b * 53 + 7) % 256 for b in range(200))
+    path = tmp_path / f"d{suffix}"
+    path.write_bytes(bytes(raw))
+    members = list(iter_archive(path, 10**6))
+    read = [m for m in members if m.data is not None]
+    assert all(m.data == PAYLOADS[m.name] for m in read), "a damaged member passed as good"
+    assert any(m.reason in ("corrupt_member", "corrupt_archive") for m in members)
+    assert all(m.reason in (None, "corrupt_member", "corrupt_archive") for m in members)
+
+
 # ------------------------------------------------------------------- URL lists
 
 
