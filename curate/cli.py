@@ -251,6 +251,9 @@ def tags_pull(
     out: TagsOutOption = Path("data/tags"),
     snapshot: Annotated[Path | None, typer.Option(
         help="Where to write the raw export (default tags.export).")] = None,
+    use: Annotated[bool, typer.Option(
+        "--use", help="Also point params.yaml's tags.snapshot at this export and write "
+        "dvc.yaml again, so the next `dvc repro` builds on these tags.")] = False,
 ) -> None:
     """Export every task and annotation, save the snapshot, write the tag tables.
 
@@ -259,7 +262,94 @@ def tags_pull(
     """
     from curate.stages.tags import run_pull
 
-    _tags_call(run_pull, _params(params), out, snapshot)
+    loaded = _params(params)
+    _tags_call(run_pull, loaded, out, snapshot)
+    if use:
+        from curate.project.edit import set_key
+
+        target = (snapshot or loaded.tags.export).as_posix()
+        with _explained(ConfigError, code=2, label="error in params"):
+            set_key(params, "tags.snapshot", target)
+        console.print(f"params.yaml: tags.snapshot = {target}")
+        _write_pipeline(params)
+
+
+@app.command()
+def pipeline(params: ParamsOption = Path("params.yaml")) -> None:
+    """Write dvc.yaml again from params.yaml (after editing ingest.sources or tags.snapshot).
+
+    DVC cannot read a stage's dependencies from params.yaml, so dvc.yaml lists the sources and
+    the tags snapshot itself; this keeps the two in step. dvc.yaml sits next to params.yaml.
+    """
+    _write_pipeline(params)
+
+
+def _write_pipeline(params: Path) -> None:
+    from curate import atomic
+    from curate.project.render import render_pipeline
+
+    project = params.resolve().parent
+    path = project / "dvc.yaml"
+    text = render_pipeline(_params(params), project)
+    changed = not path.exists() or path.read_text(encoding="utf-8") != text
+    if changed:
+        atomic.write_text(path, text)
+    console.print(f"{path}: {'written' if changed else 'already up to date'}")
+
+
+@app.command()
+def init(
+    source: Annotated[list[Path], typer.Option(
+        "--source", help="A folder of images, a zip/tar archive or a URL list (txt, csv, tsv, "
+        "parquet); repeat for several.")],
+    project: Annotated[Path, typer.Option(
+        "--dir", help="Project folder (created when missing).")] = Path("."),
+    categories: Annotated[str, typer.Option(
+        help="Comma-separated categories annotators choose from, e.g. soles,pov (later is "
+        "fine).")] = "",
+    keypoints: Annotated[str, typer.Option(
+        help="Two comma-separated alignment keypoints annotators place, e.g. heel,toe.")] = "",
+    resolution: Annotated[int, typer.Option(help="Dataset resolution (a power of two).")] = 512,
+    train: Annotated[str, typer.Option(
+        help="quick: a small model in minutes on a CPU, to see the whole path; full: real-run "
+        "values for GPUs.")] = "quick",
+    git: Annotated[bool | None, typer.Option(
+        "--git/--no-git", help="Run git init and dvc init where missing (asked on a terminal "
+        "when not given).")] = None,
+    dvc_add: Annotated[bool | None, typer.Option(
+        "--dvc-add/--no-dvc-add", help="Version the sources inside the project with dvc add "
+        "(asked on a terminal when not given).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing params.yaml/dvc.yaml.")] = False,
+) -> None:
+    """Start a project on your own photos: params.yaml and dvc.yaml for your sources.
+
+    No tags are needed: the first `dvc repro` curates everything into one dataset, `all`, trains
+    a model on it, and proposes groups to name (reports/split.html).
+    """
+    import sys
+
+    from curate.project.init import InitError, InitOptions, init_project, next_steps, run_checked
+
+    if train not in ("quick", "full"):
+        console.print(f"[red]error:[/] --train: got {train!r}, expected quick or full")
+        raise typer.Exit(2)
+    interactive = sys.stdin.isatty()
+    if git is None:
+        git = interactive and typer.confirm("Run git init and dvc init here (dvc repro needs "
+                                            "both)?", default=True)
+    if dvc_add is None:
+        dvc_add = git and interactive and typer.confirm(
+            "Version the sources inside the project with dvc add?", default=False)
+    options = InitOptions(
+        sources=tuple(source), project=project, resolution=resolution, train=train,
+        categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
+        keypoints=tuple(k.strip() for k in keypoints.split(",") if k.strip()),
+        force=force, git=git, dvc_add=dvc_add)
+    with _explained(InitError, code=2, label="init"):
+        init_project(options, run_checked, console.print)
+    console.print("[bold]next steps:[/]")
+    for i, step in enumerate(next_steps(project, git), 1):
+        console.print(f"  {i}. {step}")
 
 
 @tags_app.command("import")
@@ -283,15 +373,50 @@ def tags_import(
 def split(
     params: ParamsOption = Path("params.yaml"),
     workers: WorkersOption = None,
+    manifest: Annotated[Path, typer.Option(help="Input manifest (the matte stage's).")] = Path(
+        "data/matte/manifest.parquet"),
+    tags: Annotated[Path, typer.Option(help="Merged tags (used when the file exists).")] = Path(
+        "data/tags/merged.parquet"),
+    out: Annotated[Path, typer.Option(help="Folder for manifest, report.json and summary.")] = Path(
+        "data/split"),
+    report: Annotated[Path | None, typer.Option(
+        help="HTML report (default <paths.reports>/split.html).")] = None,
+    name: Annotated[list[str] | None, typer.Option(
+        "--name", help="Name a proposed group: cluster_0=soles gives it to distribution soles "
+        "(added to params.yaml when new, comments kept); repeat for several. Then the split "
+        "runs.")] = None,
 ) -> None:
     """Give every live image a sub-distribution: annotators' tags first, then k-NN on embeddings.
 
-    Writes data/split/manifest.parquet (distribution, dist_source, dist_confidence) and
-    data/split/report.json (counts, cross-validated propagation accuracy, least confident images).
+    Without tags, k-means proposes groups (cluster_0 largest, ...); a distribution that names a
+    group, or the catch-all one, takes its images. Writes data/split/manifest.parquet
+    (distribution, dist_source, dist_confidence, proposal), data/split/report.json and
+    reports/split.html (a sample grid per distribution and per proposed group).
     """
     from curate.stages.split import SplitOptions, run_split
 
-    run_split(_params(params), SplitOptions(workers=workers))
+    if name:
+        _name_proposals(params, name)
+    with _explained(FileNotFoundError):
+        run_split(_params(params), SplitOptions(manifest=manifest, tags=tags, out_dir=out,
+                                                report=report, workers=workers))
+
+
+def _name_proposals(params: Path, pairs: list[str]) -> None:
+    from curate.config import PROPOSAL_NAME
+    from curate.project.edit import name_proposals
+
+    names = {}
+    for pair in pairs:
+        proposal, _, dist = pair.partition("=")
+        if not PROPOSAL_NAME.fullmatch(proposal.strip()) or not dist.strip():
+            console.print(f"[red]error:[/] --name {pair!r}: expected GROUP=NAME, e.g. "
+                          "cluster_0=soles (the groups are in reports/split.html)")
+            raise typer.Exit(2)
+        names[proposal.strip()] = dist.strip()
+    with _explained(ConfigError, code=2, label="error in params"):
+        for line in name_proposals(params, names):
+            console.print(f"params.yaml: {line}")
 
 
 @app.command()

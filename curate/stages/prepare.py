@@ -58,7 +58,7 @@ class PrepareError(RuntimeError):
 
 def settings_for(params: Params, dist: DistributionConfig) -> Settings:
     p = params.prepare
-    names = p.keypoints.names
+    names = p.keypoints.names or ("", "")  # no names: no image has keypoints to align on
     targets = p.keypoints.targets
     return Settings(
         resolution=p.resolution, align=dist.align, keypoint_names=(names[0], names[1]),
@@ -286,6 +286,23 @@ def _framing_text(framing: dict[str, dict]) -> str:
         for m, f in framing.items()) + "."
 
 
+def why_empty(name: str, manifest: pd.DataFrame, split_manifest: Path) -> str:
+    """What to do when distribution `name` got no live image from the split."""
+    live = manifest[manifest.status == "ok"]
+    counts = Counter(live["distribution"].dropna()) if "distribution" in live else Counter()
+    proposals = Counter(live["proposal"].dropna()) if "proposal" in live else Counter()
+    if proposals and not counts:
+        groups = " and ".join(f"{p} ({n})" for p, n in sorted(proposals.items()))
+        return (f"no distribution has images yet: the split proposed {groups}; name them "
+                f"(`curate split --name cluster_0={name}`, see reports/split.html), tag some "
+                "images (`curate tags push`), or add a distribution with catch_all: true to "
+                "split.distributions in params.yaml")
+    others = ", ".join(f"{d} ({n})" for d, n in sorted(counts.items())) or "none"
+    return (f"no live images assigned to {name!r} in {split_manifest} (the split gave: "
+            f"{others}): tag images of its categories, name a proposed group for it "
+            f"(`curate split --name cluster_N={name}`), or remove it from split.distributions")
+
+
 def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOptions()
                 ) -> StageSummary:
     """Prepare and export the dataset of distribution ``name``."""
@@ -297,8 +314,7 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
     manifest = read_table(options.split_manifest)
     rows = manifest[(manifest.status == "ok") & (manifest.distribution == name)]
     if rows.empty:
-        raise PrepareError(f"no live images assigned to {name!r} in {options.split_manifest}: "
-                           "check split.distributions categories and the split report")
+        raise PrepareError(why_empty(name, manifest, options.split_manifest))
     tags = read_table(options.tags) if options.tags.exists() else None
     settings = settings_for(params, dists[name])
     tasks = build_tasks(rows, tags, params, settings, options.matte_dir)

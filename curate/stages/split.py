@@ -30,6 +30,7 @@ from curate.console import StageSummary, console
 from curate.embeddings import embed_detailed, manifest_items
 from curate.manifest import read_table, write_table
 from curate.split.propagate import cross_validated_accuracy, kmeans, knn_predict
+from curate.split.report import write_split_report
 
 LEAST_CONFIDENT = 25
 
@@ -39,6 +40,7 @@ class SplitOptions:
     manifest: Path = Path("data/matte/manifest.parquet")
     tags: Path = Path("data/tags/merged.parquet")
     out_dir: Path = Path("data/split")
+    report: Path | None = None  # default <paths.reports>/split.html
     workers: int | None = None
 
 
@@ -57,13 +59,32 @@ def tagged_distribution(live: pd.DataFrame, tags: pd.DataFrame | None, params: P
     return live.image_id.map(lambda i: mapping.get(verdict.get(i))).astype("object")
 
 
+def propose(emb: np.ndarray, n: int, seed: int, image_ids: np.ndarray) -> np.ndarray:
+    """k-means groups named ``cluster_<i>``, largest first (ties: smallest image id).
+
+    The k-means index of a group is an accident of seeding; numbering by size keeps a name on
+    the same kind of image when a few images are added, which a user who named it relies on.
+    """
+    groups = kmeans(emb, n, seed=seed)
+    order = sorted(range(n), key=lambda g: (-int((groups == g).sum()),
+                                            min(image_ids[groups == g], default="")))
+    rank = {g: i for i, g in enumerate(order)}
+    return np.array([f"cluster_{rank[g]}" for g in groups], dtype=object)
+
+
 def assign(live: pd.DataFrame, emb: np.ndarray, tagged: pd.Series, params: Params
            ) -> tuple[pd.DataFrame, dict]:
-    """distribution / dist_source / dist_confidence for the live rows, and report figures."""
+    """distribution / dist_source / dist_confidence / proposal for the live rows, and report
+    figures.
+
+    Each image takes the first rule that decides: its annotators' tag; the k-NN vote of tagged
+    neighbours at ``min_confidence`` or more; the distribution that names its proposed group
+    (``proposals``); the ``catch_all`` distribution; else it stays ``unassigned``.
+    """
     cfg = params.split
     names = [d.name for d in cfg.distributions]
     out = pd.DataFrame({"distribution": tagged.to_numpy(), "dist_source": None,
-                        "dist_confidence": np.nan}, index=live.index)
+                        "dist_confidence": np.nan, "proposal": None}, index=live.index)
     has_tag = tagged.notna().to_numpy()
     valid = np.isfinite(emb).all(axis=1)
     out.loc[has_tag, "dist_source"] = "tag"
@@ -83,13 +104,26 @@ def assign(live: pd.DataFrame, emb: np.ndarray, tagged: pd.Series, params: Param
             out.iloc[idx, out.columns.get_loc("distribution")] = np.where(
                 sure, np.array(names, dtype=object)[pred.labels], None)
             out.iloc[idx, out.columns.get_loc("dist_source")] = np.where(
-                sure, "propagated", "unassigned")
-    elif cfg.cluster_when_untagged and query.sum() >= len(names):
-        report["mode"] = "clusters (no tags: proposed groups, not decisions)"
-        groups = kmeans(emb[query], len(names), seed=cfg.seed)
-        idx = np.flatnonzero(query)
-        out.iloc[idx, out.columns.get_loc("distribution")] = [f"cluster_{g}" for g in groups]
-        out.iloc[idx, out.columns.get_loc("dist_source")] = "cluster"
+                sure, "propagated", None)
+    named = {p: d.name for d in cfg.distributions for p in d.proposals}
+    wanted = named or (not train.any() and cfg.cluster_when_untagged)
+    if wanted and valid.sum() >= cfg.n_proposals:
+        idx = np.flatnonzero(valid)
+        out.iloc[idx, out.columns.get_loc("proposal")] = propose(
+            emb[valid], cfg.n_proposals, cfg.seed, live.image_id.astype(str).to_numpy()[idx])
+        if not train.any():
+            report["mode"] = "proposals (no tags: proposed groups, not decisions)"
+        report["proposals"] = dict(sorted(Counter(out.proposal.dropna()).items()))
+        report["named_proposals"] = named
+        open_rows = out.dist_source.isna() & out.proposal.isin(list(named))
+        out.loc[open_rows, "distribution"] = out.loc[open_rows, "proposal"].map(named)
+        out.loc[open_rows, "dist_source"] = "proposal"
+    catch_all = next((d.name for d in cfg.distributions if d.catch_all), None)
+    if catch_all is not None:
+        open_rows = out.dist_source.isna()
+        out.loc[open_rows, "distribution"] = catch_all
+        out.loc[open_rows, "dist_source"] = "catch_all"
+    out.loc[out.dist_source.isna(), "distribution"] = None
     out.loc[out.dist_source.isna(), "dist_source"] = "unassigned"
     return out, report
 
@@ -108,18 +142,23 @@ def run_split(params: Params, options: SplitOptions = SplitOptions()) -> StageSu
     out["distribution"] = assigned.distribution.reindex(out.index).astype("string")
     out["dist_source"] = assigned.dist_source.reindex(out.index).astype("string")
     out["dist_confidence"] = assigned.dist_confidence.reindex(out.index).astype("float64")
+    out["proposal"] = assigned.proposal.reindex(out.index).astype("string")
     write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
 
-    doubtful = out[out.dist_source.isin(["propagated", "unassigned"])].nsmallest(
-        LEAST_CONFIDENT, "dist_confidence")
+    doubtful = out[out.dist_source.isin(["unassigned"]) | (out.dist_source == "propagated")
+                   ].nsmallest(LEAST_CONFIDENT, "dist_confidence")
     report.update({
         "distributions": dict(sorted(Counter(out.distribution.dropna()).items())),
         "sources": dict(sorted(Counter(out.dist_source.dropna()).items())),
         "least_confident": [{"image_id": r.image_id, "confidence": round(r.dist_confidence, 4),
-                             "guess": None if pd.isna(r.distribution) else r.distribution, "source_uri": r.source_uri}
-                            for r in doubtful.itertuples()],
+                             "guess": None if pd.isna(r.distribution) else r.distribution,
+                             "source_uri": r.source_uri}
+                            for r in doubtful.itertuples() if not pd.isna(r.dist_confidence)],
     })
     atomic.write_text(options.out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    report_path = options.report or params.paths.reports / "split.html"
+    write_split_report(report_path, out[out.status == "ok"], report, params,
+                       options.workers or params.n_workers)
     for row in out[out.status == "ok"].itertuples():
         summary.count("unassigned" if pd.isna(row.distribution) else row.distribution,
                       row.dist_source)
@@ -128,5 +167,26 @@ def run_split(params: Params, options: SplitOptions = SplitOptions()) -> StageSu
     acc = report["cv_accuracy"]
     console.print(f"split: {report['tagged']} tagged images; propagation accuracy by "
                   f"cross-validation {'n/a' if acc is None else f'{acc:.1%}'}; mode: "
-                  f"{report['mode']}; report -> {options.out_dir / 'report.json'}")
+                  f"{report['mode']}; report -> {report_path}")
+    for hint in next_steps(report, params):
+        console.print(f"[yellow]next:[/] {hint}")
     return summary
+
+
+def next_steps(report: dict, params: Params) -> list[str]:
+    """What a user with only proposals, or with empty distributions, can do about it."""
+    hints = []
+    proposals = report.get("proposals") or {}
+    named = report.get("named_proposals") or {}
+    unnamed = {p: n for p, n in proposals.items() if p not in named}
+    if unnamed and report["tagged"] == 0:
+        groups = ", ".join(f"{p} ({n})" for p, n in unnamed.items())
+        hints.append(f"the split proposed {groups}: look at their grids in the report and name "
+                     "the ones you want as datasets, e.g. `curate split --name cluster_0=NAME`, "
+                     "or tag a few images (`curate tags push --strategy diverse -n 50`)")
+    empty = [d.name for d in params.split.distributions
+             if d.name not in report["distributions"]]
+    if empty:
+        hints.append(f"no live images in {', '.join(empty)}: `dvc repro` will stop at their "
+                     "prepare stage; tag images of these categories or name proposals for them")
+    return hints

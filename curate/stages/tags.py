@@ -28,6 +28,7 @@ from curate import atomic
 from curate.config import Params, TagsConfig
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import read_table, write_table
+from curate.project.render import unwatched_warning
 from curate.tags import agreement, labelconfig, merge, normalise
 from curate.tags.client import Connection, LabelStudioClient, LabelStudioError
 from curate.tags.labelconfig import LabelConfigError, TagSchema
@@ -104,15 +105,29 @@ def _finish(tables: TagTables, out_dir: Path) -> TagTables:
 
 def run_import(params: Params, file: Path | None = None,
                out_dir: Path = Path("data/tags")) -> TagTables:
-    """Normalise an export file (default ``tags.snapshot``) into the tag tables."""
+    """Normalise an export file (default ``tags.snapshot``) into the tag tables.
+
+    With no file and ``tags.snapshot: null`` there are no tags yet, which is a normal state
+    (a first run on untagged photos): the tables are written empty, with their columns, and
+    every later stage works without tags.
+    """
     cfg = params.tags
-    path = Path(file or cfg.snapshot)
-    if not path.is_file():
-        raise TagsError(f"{path} does not exist: run `curate tags pull` to make a snapshot from "
-                        "your Label Studio server, or point tags.snapshot in params.yaml at an "
-                        "export file")
     with _for_people():
         schema = labelconfig.schema_for(cfg)
+    path = file or cfg.snapshot
+    if path is None:
+        console.print("tags: no snapshot (tags.snapshot is null): writing empty tag tables; "
+                      "tag images with `curate tags push` / `curate tags pull`")
+        return _finish(build_tables([], schema, cfg), Path(out_dir))
+    path = Path(path)
+    stale = unwatched_warning("tags", [path]) if file is None else None
+    if stale:
+        console.print(f"[yellow]warning:[/] {stale}")
+    if not path.is_file():
+        what = "tags.snapshot points at" if file is None else "there is"
+        raise TagsError(f"{what} a missing file ({path}): run `curate tags pull` to make it from "
+                        "your Label Studio server, or remove the key (tags.snapshot: null) to "
+                        "start without tags")
     with normalise.gc_paused():
         export = _parse_export(path.read_bytes(), str(path))
         console.print(f"tags: importing {path} ({len(export):,} tasks)")
@@ -157,7 +172,7 @@ def run_pull(params: Params, out_dir: Path = Path("data/tags"),
     atomic.write_bytes(snapshot, raw)
     console.print(f"tags: snapshot {snapshot} ({len(export):,} tasks, {len(raw) / 1e6:.1f} MB)")
     _finish(tables, Path(out_dir))
-    if snapshot.resolve() != Path(cfg.snapshot).resolve():
+    if cfg.snapshot is None or snapshot.resolve() != Path(cfg.snapshot).resolve():
         console.print(f"[yellow]note:[/] `dvc repro` imports tags.snapshot ({cfg.snapshot}); set "
                       f"it to {snapshot} in params.yaml to build the pipeline on this pull")
     return tables

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from curate.config import Params
+import pytest
+
+from curate.config import ConfigError, Params, from_mapping
 from curate.split.propagate import cross_validated_accuracy, kmeans, knn_predict
 from curate.stages.split import assign, tagged_distribution
 
@@ -61,12 +63,69 @@ def test_assign_uses_tags_then_propagation_then_unassigned() -> None:
     assert report["tagged"] == 20 and report["cv_accuracy"] > 0.9
 
 
-def test_no_tags_proposes_clusters_and_says_so() -> None:
-    x, _ = _two_blobs(20)
+def _split_params(*distributions: dict, **split: object) -> Params:
+    return from_mapping(Params, {"split": {"distributions": list(distributions), **split}}, "")
+
+
+def test_no_tags_proposes_groups_without_deciding() -> None:
+    x, y = _two_blobs(20)
     live = pd.DataFrame({"image_id": [f"id{i}" for i in range(40)]})
     out, report = assign(live, x, tagged_distribution(live, None, Params()), Params())
-    assert set(out.distribution) == {"cluster_0", "cluster_1"}
+    assert set(out.proposal) == {"cluster_0", "cluster_1"}
+    assert out.distribution.isna().all() and (out.dist_source == "unassigned").all()
     assert "proposed" in report["mode"]
+    assert report["proposals"] == {"cluster_0": 20, "cluster_1": 20}
+    groups = out.proposal.to_numpy()
+    assert max((groups == np.where(y == 0, "cluster_0", "cluster_1")).mean(),
+               (groups == np.where(y == 1, "cluster_0", "cluster_1")).mean()) > 0.95
+
+
+def test_proposals_are_numbered_largest_first() -> None:
+    x, _ = _two_blobs(30)
+    keep = np.r_[0:30, 30:40]  # 30 of one blob, 10 of the other
+    live = pd.DataFrame({"image_id": [f"id{i:02d}" for i in keep]})
+    out, report = assign(live, x[keep], tagged_distribution(live, None, Params()), Params())
+    assert report["proposals"] == {"cluster_0": 30, "cluster_1": 10}
+    assert (out.proposal.iloc[:30] == "cluster_0").all()
+
+
+def test_catch_all_takes_everything_nothing_else_assigns() -> None:
+    x, _ = _two_blobs(10)
+    live = pd.DataFrame({"image_id": [f"id{i}" for i in range(20)]})
+    params = _split_params({"name": "all", "catch_all": True})
+    out, report = assign(live, x, tagged_distribution(live, None, params), params)
+    assert (out.distribution == "all").all() and (out.dist_source == "catch_all").all()
+    assert report["proposals"] == {"cluster_0": 10, "cluster_1": 10}  # still proposed
+
+
+def test_named_proposal_takes_its_group_and_tags_still_win() -> None:
+    x, y = _two_blobs(15)
+    live = pd.DataFrame({"image_id": [f"id{i}" for i in range(30)]})
+    params = _split_params({"name": "soles", "categories": ["soles"]},
+                           {"name": "pov", "categories": ["pov"], "proposals": ["cluster_0"]},
+                           {"name": "rest", "catch_all": True})
+    out, _ = assign(live, x, tagged_distribution(live, None, params), params)
+    named = out[out.dist_source == "proposal"]
+    assert len(named) == 15 and (named.distribution == "pov").all()
+    assert (out[out.proposal == "cluster_1"].distribution == "rest").all()
+    tags = pd.DataFrame({"image_id": [named.index[0]], "verdict": ["soles"]})
+    tags["image_id"] = live.image_id.iloc[tags.image_id].to_numpy()
+    out, _ = assign(live, x, tagged_distribution(live, tags, params), params)
+    assert out.loc[named.index[0], "dist_source"] == "tag"
+    assert out.loc[named.index[0], "distribution"] == "soles"
+
+
+@pytest.mark.parametrize("split,message", [
+    ({"distributions": [{"name": "a", "proposals": ["cluster_2"]}]}, "does not exist"),
+    ({"distributions": [{"name": "a", "proposals": ["group1"]}]}, "cluster_0"),
+    ({"distributions": [{"name": "a", "proposals": ["cluster_0"]},
+                        {"name": "b", "proposals": ["cluster_0"]}]}, "named by both"),
+    ({"distributions": [{"name": "a", "catch_all": True}, {"name": "b", "catch_all": True}]},
+     "at most one"),
+])
+def test_bad_proposal_params_name_the_key(split, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(Params, {"split": split}, "")
 
 
 def test_uncertain_strategy_sends_the_least_confident_first() -> None:

@@ -1,0 +1,134 @@
+"""Render params.yaml and dvc.yaml from the templates beside this module."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from curate.config import Params
+
+TEMPLATES = Path(__file__).parent / "templates"
+#: The folder holding the `curate` and `train` packages' sources (a checkout of this project).
+CODE_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ALIGN = ("keypoints", "box", "mask", "center")
+
+
+def _flow(value: Any) -> str:
+    """A value as one line of YAML flow style (`[a, b]`, `data/x`, `"a b: c"`)."""
+    text = yaml.safe_dump([value], default_flow_style=True, width=10_000).strip()
+    return text[1:-1]
+
+
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True,
+                          lstrip_blocks=True, keep_trailing_newline=True,
+                          undefined=jinja2.StrictUndefined)
+_ENV.filters["flow"] = _flow
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str
+    categories: tuple[str, ...] = ()
+    proposals: tuple[str, ...] = ()
+    catch_all: bool = False
+    align: tuple[str, ...] = DEFAULT_ALIGN
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """What `curate init` asks for; everything else in params.yaml is the code's default."""
+
+    sources: tuple[dict[str, str], ...]
+    categories: tuple[str, ...] = ()
+    keypoints: tuple[str, ...] = ()
+    snapshot: str | None = None
+    export: str = "tags/export.json"
+    distributions: tuple[Distribution, ...] = field(
+        default_factory=lambda: (Distribution("all", catch_all=True,
+                                              align=("box", "mask", "center")),))
+    resolution: int = 512
+    train: str = "quick"  # quick (a CPU-sized first model) | full (real-run values)
+    models: str = "models/pretrained"
+
+
+#: This repository's demo: `make demo` runs the pipeline these values describe.
+DEMO = ProjectSpec(
+    sources=({"kind": "folder", "path": "data/demo/raw"},),
+    categories=("soles", "pov"), keypoints=("heel", "toe"),
+    snapshot="data/demo/labelstudio_export.json", export="data/tags/export.json",
+    distributions=(Distribution("soles", ("soles",)), Distribution("pov", ("pov",))),
+)
+
+
+def render_params(spec: ProjectSpec) -> str:
+    values = asdict(spec)
+    values["distributions"] = [asdict(d) for d in spec.distributions]
+    return _ENV.get_template("params.yaml.j2").render(**values)
+
+
+def _dep(path: Path, project: Path) -> str:
+    """A dependency path as dvc.yaml should name it: relative inside the project."""
+    absolute = path if path.is_absolute() else project / path
+    try:
+        return absolute.resolve().relative_to(project.resolve()).as_posix()
+    except ValueError:
+        return absolute.resolve().as_posix()
+
+
+def code_prefix(project: Path) -> str | None:
+    """How dvc.yaml reaches this project's source files from `project`, or None when the
+    package is installed elsewhere (then stages do not depend on code files)."""
+    try:
+        rel = CODE_ROOT.relative_to(project.resolve())
+    except ValueError:
+        return None
+    return "" if rel == Path(".") else rel.as_posix() + "/"
+
+
+def render_pipeline(params: Params, project: Path) -> str:
+    """dvc.yaml for `params`: its sources and tags snapshot as the deps DVC watches."""
+    project = Path(project)
+    sources = [_dep(s.path, project) for s in params.ingest.sources]
+    snapshot = [_dep(params.tags.snapshot, project)] if params.tags.snapshot else []
+    return _ENV.get_template("dvc.yaml.j2").render(
+        ingest_deps=list(dict.fromkeys(sources)), tags_deps=snapshot,
+        code=code_prefix(project))
+
+
+def pipeline_deps(dvc_yaml: Path) -> dict[str, set[str]]:
+    """stage name -> the dependency paths dvc.yaml lists (for the out-of-date warning)."""
+    try:
+        stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")).get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+    return {name: {str(d) for d in (stage or {}).get("deps", []) or []}
+            for name, stage in stages.items() if isinstance(stage, dict)}
+
+
+def unwatched(stage: str, wanted: list[Path], project: Path = Path(".")) -> list[str]:
+    """The paths of `wanted` that `project`/dvc.yaml's `stage` does not list as dependencies:
+    DVC would not notice when they change. Nothing when there is no dvc.yaml (a run by hand)."""
+    dvc_yaml = Path(project) / "dvc.yaml"
+    if not dvc_yaml.exists():
+        return []
+    listed = pipeline_deps(dvc_yaml).get(stage, set())
+    return [p for p in (_dep(w, Path(project)) for w in wanted) if p not in listed]
+
+
+def unwatched_warning(stage: str, wanted: list[Path]) -> str | None:
+    """One line for the user when dvc.yaml is behind params.yaml, else None."""
+    missing = unwatched(stage, wanted)
+    if not missing:
+        return None
+    return (f"dvc.yaml's {stage} stage does not list {', '.join(missing)} as a dependency, so "
+            "`dvc repro` will not notice when it changes: run `curate pipeline`")
+
+
+def relative_or_absolute(path: Path, base: Path) -> str:
+    """`path` relative to `base` when inside it, else absolute (for params.yaml)."""
+    return _dep(Path(os.path.abspath(path)), base)
