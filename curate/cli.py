@@ -262,15 +262,21 @@ def tags_pull(
     """
     from curate.stages.tags import run_pull
 
+    from curate.stages.tags import TagsError
+
     loaded = _params(params)
-    _tags_call(run_pull, loaded, out, snapshot)
+    with _explained(TagsError):
+        tables = run_pull(loaded, out, snapshot)
     if use:
-        from curate.project.edit import set_key
+        from curate.project.edit import set_key, use_categories
 
         target = (snapshot or loaded.tags.export).as_posix()
+        tagged = sorted(set(tables.merged["category"].dropna()) & set(loaded.tags.categories))
         with _explained(ConfigError, code=2, label="error in params"):
             set_key(params, "tags.snapshot", target)
-        console.print(f"params.yaml: tags.snapshot = {target}")
+            changes = use_categories(params, tagged)
+        for line in [f"tags.snapshot = {target}", *changes]:
+            console.print(f"params.yaml: {line}")
         _write_pipeline(params)
 
 

@@ -24,6 +24,8 @@ def _yaml() -> YAML:
     y.preserve_quotes = True
     y.width = 100
     y.indent(mapping=2, sequence=4, offset=2)
+    y.representer.add_representer(  # `key: null` as written, not ruamel's bare `key:`
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
     return y
 
 
@@ -95,6 +97,39 @@ def name_proposals(path: Path, names: dict[str, str]) -> list[str]:
         _save(path, data)
     except ConfigError as exc:
         raise ConfigError(f"naming {names} would make params.yaml invalid: {exc}") from None
+    return done
+
+
+def use_categories(path: Path, tagged: list[str]) -> list[str]:
+    """Give each tagged category a distribution of its own (when none gathers it yet).
+
+    Called when a user adopts a pull (`curate tags pull --use`): once annotators have put
+    images in categories, those are the datasets to build. The catch-all distribution of a first
+    run is then removed: it would gather the images the tags leave unsure, a mixture no GAN
+    should learn (they stay `unassigned`, for `curate tags push --strategy uncertain`).
+    """
+    data = _load(path)
+    dists = data.setdefault("split", CommentedMap()).setdefault("distributions", CommentedSeq())
+    gathered = {c for d in dists for c in (d.get("categories") or [])}
+    names = {d.get("name") for d in dists}
+    catch_all = next((d for d in dists if d.get("catch_all")), None)
+    align = list((catch_all or {}).get("align") or ["keypoints", "box", "mask", "center"])
+    done = []
+    for category in tagged:
+        if category in gathered:
+            continue
+        if category in names:
+            raise ConfigError(f"split.distributions: {category!r} exists but does not gather "
+                              f"the tag category {category!r}: add it to its categories")
+        dists.append(CommentedMap(name=category, categories=_flow_list([category]),
+                                  align=_flow_list(align)))
+        done.append(f"added distribution {category} (tag category {category})")
+    if done and catch_all is not None:
+        dists.remove(catch_all)
+        done.append(f"removed {catch_all['name']} (catch_all): the tag categories have "
+                    "distributions now; images the tags leave unsure stay unassigned")
+    if done:
+        _save(path, data)
     return done
 
 

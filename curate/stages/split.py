@@ -94,10 +94,14 @@ def assign(live: pd.DataFrame, emb: np.ndarray, tagged: pd.Series, params: Param
     query = ~has_tag & valid
     if train.any():
         labels = np.array([names.index(t) for t in tagged[train]])
-        accuracy = cross_validated_accuracy(emb[train], labels, len(names), cfg.k, seed=cfg.seed)
+        # More voters than a category has tagged images would force other categories into
+        # every vote: with 6 tags per category and k = 10 no image could reach 0.7 confidence.
+        k = min(cfg.k, int(np.bincount(labels)[np.unique(labels)].min()))
+        report["k"] = k
+        accuracy = cross_validated_accuracy(emb[train], labels, len(names), k, seed=cfg.seed)
         report["cv_accuracy"] = None if np.isnan(accuracy) else round(accuracy, 4)  # < 4 tags
         if query.any():
-            pred = knn_predict(emb[train], labels, emb[query], len(names), cfg.k)
+            pred = knn_predict(emb[train], labels, emb[query], len(names), k)
             sure = pred.confidence >= cfg.min_confidence
             idx = np.flatnonzero(query)
             out.iloc[idx, out.columns.get_loc("dist_confidence")] = pred.confidence

@@ -230,6 +230,9 @@ def _ensure_project(client: LabelStudioClient, cfg: TagsConfig, xml: str,
 def run_push(params: Params, options: PushOptions = PushOptions()) -> PushReport:
     """Create/update the project and import tasks for the selected images."""
     cfg = params.tags
+    if not cfg.categories:
+        raise TagsError("tags.categories is empty, so annotators would have nothing to choose: "
+                        "name the categories in params.yaml (e.g. tags.categories: [soles, pov])")
     report = PushReport()
     summary = report.summary
     strategy = options.strategy or cfg.push.strategy

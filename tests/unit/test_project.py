@@ -1,0 +1,145 @@
+"""Project files: templates, `curate init`, params edits that keep comments, and the no-tags
+first run's messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from curate.config import ConfigError, load_params
+from curate.project.edit import name_proposals, set_key, use_categories
+from curate.project.init import InitError, InitOptions, init_project
+from curate.project.render import DEMO, render_params, render_pipeline, unwatched
+from curate.stages.prepare import why_empty
+from curate.stages.tags import TagsError, run_import
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repo_params_and_pipeline_are_the_demo_rendering() -> None:
+    """One source for both files: edit the templates (curate/project/templates), not these."""
+    assert (REPO / "params.yaml").read_text() == render_params(DEMO)
+    assert (REPO / "dvc.yaml").read_text() == render_pipeline(load_params(REPO / "params.yaml"),
+                                                              REPO)
+
+
+def _init(tmp_path: Path, *sources: Path, **options) -> Path:
+    project = tmp_path / "proj"
+    said: list[str] = []
+    init_project(InitOptions(sources=sources, project=project, **options),
+                 run=lambda cmd, cwd: said.append(" ".join(map(str, cmd))), say=said.append)
+    return project
+
+
+def test_init_writes_a_valid_project_for_the_sources(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "urls.csv").write_text("url\nhttp://example.com/a.jpg\n")
+    project = _init(tmp_path, tmp_path / "photos", tmp_path / "urls.csv", resolution=256)
+    params = load_params(project / "params.yaml")
+    assert [(s.kind, s.path) for s in params.ingest.sources] == [
+        ("folder", (tmp_path / "photos").resolve()), ("urls", (tmp_path / "urls.csv").resolve())]
+    assert params.tags.snapshot is None and params.tags.categories == ()
+    assert [(d.name, d.catch_all) for d in params.split.distributions] == [("all", True)]
+    assert params.prepare.resolution == 256 and params.prepare.keypoints.names == ()
+    pipeline = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    assert pipeline["ingest"]["deps"][:2] == [(tmp_path / "photos").resolve().as_posix(),
+                                              (tmp_path / "urls.csv").resolve().as_posix()]
+    assert "deps" not in pipeline["tags"]  # no snapshot, and the code is not in the project
+    assert unwatched("ingest", [s.path for s in params.ingest.sources], project) == []
+    assert (project / "tags" / "README.md").exists() and (project / ".gitignore").exists()
+
+
+def test_init_refuses_what_would_not_work(tmp_path: Path) -> None:
+    with pytest.raises(InitError, match="does not exist"):
+        _init(tmp_path, tmp_path / "nowhere")
+    (tmp_path / "notes.doc").write_text("x")
+    with pytest.raises(InitError, match="not a folder, an archive"):
+        _init(tmp_path, tmp_path / "notes.doc")
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(InitError, match="expected two"):
+        _init(tmp_path, tmp_path / "photos", keypoints=("heel",))
+    project = _init(tmp_path, tmp_path / "photos")
+    before = (project / "params.yaml").read_text()
+    with pytest.raises(InitError, match="--force"):
+        _init(tmp_path, tmp_path / "photos", resolution=128)
+    assert (project / "params.yaml").read_text() == before
+    _init(tmp_path, tmp_path / "photos", resolution=128, force=True)
+    assert load_params(project / "params.yaml").prepare.resolution == 128
+
+
+def test_full_training_values_are_the_real_run_ones(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    quick = load_params(_init(tmp_path, tmp_path / "photos") / "params.yaml").train
+    full = load_params(_init(tmp_path, tmp_path / "photos", train="full", force=True)
+                       / "params.yaml").train
+    assert quick.resolution == 32 and quick.kimg < 10
+    assert full.resolution is None and full.kimg >= 1000 and full.stylegan2.z_dim == 512
+
+
+def test_naming_proposals_edits_params_and_keeps_comments(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    project = _init(tmp_path, tmp_path / "photos", categories=("soles", "pov"))
+    path = project / "params.yaml"
+    done = name_proposals(path, {"cluster_0": "soles"})
+    assert done == ["added distribution soles", "cluster_0 -> soles"]
+    params = load_params(path)
+    assert [(d.name, d.categories, d.proposals) for d in params.split.distributions] == [
+        ("all", (), ()), ("soles", ("soles",), ("cluster_0",))]
+    text = path.read_text()
+    assert "# decompression-bomb guard" in text and "snapshot: null" in text
+    assert "batch_per_device: null" in text  # nulls stay written as null
+    done = name_proposals(path, {"cluster_1": "pov", "cluster_0": "feet"})
+    params = load_params(path)
+    assert [(d.name, d.proposals) for d in params.split.distributions] == [
+        ("soles", ()), ("pov", ("cluster_1",)), ("feet", ("cluster_0",))]
+    assert any("removed all" in line for line in done)  # nothing left for it to catch
+    with pytest.raises(ConfigError, match="does not exist"):
+        name_proposals(path, {"cluster_7": "x"})
+    assert load_params(path).split.distributions == params.split.distributions  # untouched
+
+
+def test_using_a_pull_gives_tag_categories_their_distributions(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    project = _init(tmp_path, tmp_path / "photos", categories=("soles", "pov"))
+    path = project / "params.yaml"
+    set_key(path, "tags.snapshot", "tags/export.json")
+    done = use_categories(path, ["pov", "soles"])
+    params = load_params(path)
+    assert params.tags.snapshot == Path("tags/export.json")
+    assert [(d.name, d.categories, d.catch_all) for d in params.split.distributions] == [
+        ("pov", ("pov",), False), ("soles", ("soles",), False)]
+    assert done[-1].startswith("removed all")
+    assert use_categories(path, ["pov"]) == []  # already there: nothing to do
+
+
+def test_no_snapshot_writes_empty_tag_tables(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    params = load_params(_init(tmp_path, tmp_path / "photos") / "params.yaml")
+    tables = run_import(params, None, tmp_path / "tags")
+    assert tables.merged.empty and "verdict" in tables.merged.columns
+    merged = pd.read_parquet(tmp_path / "tags" / "merged.parquet")
+    assert len(merged) == 0 and {"image_id", "category", "reject"} <= set(merged.columns)
+
+
+def test_missing_snapshot_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    path = _init(tmp_path, tmp_path / "photos") / "params.yaml"
+    set_key(path, "tags.snapshot", str(tmp_path / "gone.json"))
+    with pytest.raises(TagsError, match="tags.snapshot points at a missing file .*curate tags "
+                                        "pull.*tags.snapshot: null"):
+        run_import(load_params(path), None, tmp_path / "tags")
+
+
+def test_empty_distribution_explains_the_proposals() -> None:
+    manifest = pd.DataFrame({"status": ["ok"] * 5 + ["outlier"],
+                             "distribution": [None] * 6,
+                             "proposal": ["cluster_0"] * 3 + ["cluster_1"] * 2 + [None]})
+    message = why_empty("soles", manifest, Path("data/split/manifest.parquet"))
+    assert message.startswith("no distribution has images yet: the split proposed cluster_0 "
+                              "(3) and cluster_1 (2); name them (`curate split --name "
+                              "cluster_0=soles`")
+    manifest["distribution"] = ["pov"] * 5 + [None]
+    assert "the split gave: pov (5)" in why_empty("soles", manifest, Path("m.parquet"))
