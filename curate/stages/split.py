@@ -94,9 +94,9 @@ def assign(live: pd.DataFrame, emb: np.ndarray, tagged: pd.Series, params: Param
     query = ~has_tag & valid
     if train.any():
         labels = np.array([names.index(t) for t in tagged[train]])
-        # More voters than a category has tagged images would force other categories into
-        # every vote: with 6 tags per category and k = 10 no image could reach 0.7 confidence.
-        k = min(cfg.k, int(np.bincount(labels)[np.unique(labels)].min()))
+        # Voters beyond the largest category's tag count can only be other categories' tags:
+        # with 6 tags per category and k = 10, no image could reach 0.7 confidence.
+        k = min(cfg.k, int(np.bincount(labels).max()))
         report["k"] = k
         accuracy = cross_validated_accuracy(emb[train], labels, len(names), k, seed=cfg.seed)
         report["cv_accuracy"] = None if np.isnan(accuracy) else round(accuracy, 4)  # < 4 tags
