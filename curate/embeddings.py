@@ -24,6 +24,7 @@ the cores. With one worker the model runs in-process on all cores.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import numpy as np
 
 from curate.cache import op_key, open_sqlite
 from curate.console import progress_bar
-from curate.parallel import make_executor, stream_map
+from curate.parallel import error_message, make_executor, stream_map
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,6 +163,11 @@ def preprocess(path: Path | bytes, image_size: int, background: tuple[int, int, 
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+def _singles(task: _Task) -> list[_Task]:
+    """A batch cut into one-image batches (to find the image that kills a worker)."""
+    return [dataclasses.replace(task, items=(item,)) for item in task.items]
+
+
 def _embed_task(task: _Task) -> list[tuple[str, np.ndarray | None, str | None]]:
     """Embed one batch; an image that cannot be decoded gets its error instead of a vector."""
     import torch
@@ -263,10 +269,10 @@ def _compute(params: Params, todo: list[tuple[str, str]], weights: str, op: str,
     executor = make_executor(n_workers)  # inline for one worker
     try:
         with progress_bar(description, total=len(todo)) as advance:
-            for task, out, error in stream_map(executor, _embed_task, tasks,
+            for task, out, error in stream_map(executor, _embed_task, tasks, split=_singles,
                                                max_in_flight=2 * n_workers):
                 if error is not None:  # the whole batch failed (e.g. worker killed)
-                    out = [(image_id, None, f"internal_error: {error!r}")
+                    out = [(image_id, None, error_message(error))
                            for image_id, _ in task.items]
                 good = [(image_id, vec) for image_id, vec, _ in out or [] if vec is not None]
                 cache.put_many(op, good)

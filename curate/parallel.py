@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -55,8 +56,55 @@ def _exit_with_coordinator() -> None:
 POOL_START_S = 0.5
 
 
+class WorkerCrash(RuntimeError):
+    """A task killed its worker process (native crash, OOM kill, os._exit) twice: once among
+    others, once alone. The stages record it with the reason code `worker_crash`."""
+
+    reason = "worker_crash"
+
+
+def error_reason(error: BaseException) -> str:
+    """The reason code a stage records for an error `stream_map` yielded."""
+    return WorkerCrash.reason if isinstance(error, WorkerCrash) else "internal_error"
+
+
+def error_message(error: BaseException) -> str:
+    """`reason: what happened`, for the message columns of manifests and rejects."""
+    return f"{error_reason(error)}: {type(error).__name__}: {error}"
+
+
+class RestartingPool(Executor):
+    """A process pool that starts afresh after a worker died.
+
+    Python's pool breaks for good when one worker dies (every pending future fails with
+    `BrokenProcessPool`); `stream_map` calls `restart` and runs the tasks that were in flight
+    again, so a worker lost to one bad image or an OOM kill costs that image, not the stage.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = self._start()
+        self.restarts = 0
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers,
+                                   mp_context=multiprocessing.get_context("forkserver"),
+                                   initializer=_exit_with_coordinator)
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def restart(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._start()
+        self.restarts += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 def make_executor(workers: int, work_s: float | None = None) -> Executor:
-    """A process pool of `workers` (0 = all cores), or inline execution.
+    """A restarting process pool of `workers` (0 = all cores), or inline execution.
 
     Inline for 1 worker, and when `work_s` (the caller's estimate of the whole work's time on
     one core) is below `POOL_START_S`: a rerun that finds a handful of new images would spend
@@ -66,8 +114,7 @@ def make_executor(workers: int, work_s: float | None = None) -> Executor:
     workers = workers or os.cpu_count() or 1
     if workers == 1 or (work_s is not None and work_s < POOL_START_S):
         return InlineExecutor()
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
-                               initializer=_exit_with_coordinator)
+    return RestartingPool(workers)
 
 
 def stream_map(
@@ -77,25 +124,68 @@ def stream_map(
     *,
     max_in_flight: int = 64,
     on_done: Callable[[], None] | None = None,
+    split: Callable[[T], list[T]] | None = None,
 ) -> Iterator[tuple[T, R | None, BaseException | None]]:
     """Yield `(item, result, error)` as tasks complete, keeping at most `max_in_flight` queued.
 
-    An exception raised by `fn` for one item is yielded as its `error`, so one
-    bad image never stops the stage.
+    An exception raised by `fn` for one item is yielded as its `error`, so one bad image never
+    stops the stage. When a worker process dies, a `RestartingPool` is restarted and the items
+    that were in flight run again one at a time (a batch item is first cut into its single
+    images by `split`); an item that kills a worker alone is yielded with a `WorkerCrash`.
     """
     pending: dict[Future[R], T] = {}
+    crashed: list[T] = []  # in flight when a worker died (only with a RestartingPool)
+    restartable = isinstance(executor, RestartingPool)
+
+    def finish(item: T, future: Future[R]) -> tuple[T, R | None, BaseException | None]:
+        error = future.exception()
+        if on_done is not None:
+            on_done()
+        return item, (None if error else future.result()), error
 
     def drain(block_until_below: int) -> Iterator[tuple[T, R | None, BaseException | None]]:
         while len(pending) > block_until_below:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 item = pending.pop(future)
-                error = future.exception()
-                if on_done is not None:
-                    on_done()
-                yield item, (None if error else future.result()), error
+                if restartable and isinstance(future.exception(), BrokenProcessPool):
+                    crashed.append(item)
+                else:
+                    yield finish(item, future)
+            if crashed:
+                yield from isolate()
+
+    def isolate() -> Iterator[tuple[T, R | None, BaseException | None]]:
+        """Restart the pool and run every item that was in flight alone."""
+        wait(pending)  # the rest of the broken pool's tasks: done, or failed with it
+        for future, item in list(pending.items()):
+            if isinstance(future.exception(), BrokenProcessPool):
+                crashed.append(item)
+            else:
+                yield finish(item, future)
+        pending.clear()
+        suspects = [one for item in crashed for one in (split(item) if split else [item])]
+        crashed.clear()
+        assert isinstance(executor, RestartingPool)
+        executor.restart()
+        for item in suspects:
+            future = executor.submit(fn, item)
+            if isinstance(future.exception(), BrokenProcessPool):
+                executor.restart()
+                future = Future()
+                future.set_exception(WorkerCrash(
+                    "the worker process died twice on this item (a native crash, out of "
+                    "memory or os._exit); skipped"))
+            yield finish(item, future)
 
     for item in items:
-        pending[executor.submit(fn, item)] = item
+        try:
+            pending[executor.submit(fn, item)] = item
+        except BrokenProcessPool:  # broke since the last wait; its in-flight tasks fail soon
+            if not restartable:
+                raise
+            crashed.append(item)
         yield from drain(max_in_flight - 1)
     yield from drain(0)
+    if crashed:  # the pool broke on the last submissions, with nothing left in flight
+        yield from isolate()

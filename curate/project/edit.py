@@ -88,7 +88,7 @@ def name_proposals(path: Path, names: dict[str, str]) -> list[str]:
             done.append(f"{proposal} -> {name}")
     params = load_params(path)
     named = {p for d in dists for p in (d.get("proposals") or [])}
-    if set(f"cluster_{i}" for i in range(params.split.n_proposals)) <= named:
+    if {f"cluster_{i}" for i in range(params.split.n_proposals)} <= named:
         for d in [d for d in dists if d.get("catch_all")]:
             dists.remove(d)
             done.append(f"removed {d['name']} (catch_all): every proposed group is named now, "

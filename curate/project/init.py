@@ -16,8 +16,14 @@ from pathlib import Path
 
 from curate import atomic, models
 from curate.config import ConfigError, load_params
-from curate.project.render import (DEFAULT_ALIGN, Distribution, ProjectSpec, relative_or_absolute,
-                                   render_params, render_pipeline)
+from curate.project.render import (
+    DEFAULT_ALIGN,
+    Distribution,
+    ProjectSpec,
+    relative_or_absolute,
+    render_params,
+    render_pipeline,
+)
 from curate.sources.local import is_archive
 
 URL_LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
@@ -141,14 +147,13 @@ def next_steps(project: Path, git: bool) -> list[str]:
     if not git and not (project / ".dvc").exists():
         steps.append(f"{here}git init && dvc init   (dvc repro needs both)")
     steps += [
-        f"{here}dvc repro   -> a dataset per distribution (data/datasets/all.zip) and a model "
-        "(models/all/)",
-        "look at reports/duplicates.html, reports/outliers.html, reports/mattes.html and "
-        "reports/split.html (the proposed groups)",
-        "name the groups you want as datasets: curate split --name cluster_0=NAME, then "
-        "dvc repro",
-        "or tag: start Label Studio (python -m curate.tags.localserver --document-root .), "
-        "set tags.categories, curate tags push, then curate tags pull --use and dvc repro",
+        (f"{here}dvc repro   -> a dataset per distribution (data/datasets/all.zip) and a "
+         "model (models/all/)"),
+        ("look at reports/duplicates.html, reports/outliers.html, reports/mattes.html and "
+         "reports/split.html (the proposed groups)"),
+        "name the groups you want as datasets: curate split --name cluster_0=NAME, then dvc repro",
+        ("or tag: start Label Studio (python -m curate.tags.localserver --document-root .), "
+         "set tags.categories, curate tags push, then curate tags pull --use and dvc repro"),
         "after editing ingest.sources or tags.snapshot by hand: curate pipeline",
     ]
     return steps

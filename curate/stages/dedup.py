@@ -41,7 +41,7 @@ from curate.dedup.cosine import cosine_pairs
 from curate.dedup.hamming import hamming_pairs
 from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_task
 from curate.manifest import read_table, write_table
-from curate.parallel import make_executor, stream_map
+from curate.parallel import error_message, make_executor, stream_map
 
 PIXELS_OP = op_key("dedup.pixels", 1)
 #: Pairs this close (and of one size) get their decoded pixels compared: two decoders of
@@ -133,10 +133,11 @@ class DedupRun:
             try:
                 with progress_bar("hash images", total=len(todo)) as advance:
                     tasks = ((batch, self.spec) for batch in _batches(todo, BATCH))
-                    for task, out, error in stream_map(executor, hash_task, tasks,
-                                                       max_in_flight=2 * self.workers + 2):
+                    for task, out, error in stream_map(
+                            executor, hash_task, tasks, max_in_flight=2 * self.workers + 2,
+                            split=lambda t: [((one,), t[1]) for one in t[0]]):
                         if error is not None:
-                            out = [(i, None, f"internal_error: {error!r}") for i, *_ in task[0]]
+                            out = [(i, None, error_message(error)) for i, *_ in task[0]]
                         good = [(i, value) for i, value, _ in out or [] if value]
                         cache.put_many(self.hash_op, good)
                         found.update(good)

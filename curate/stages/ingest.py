@@ -14,6 +14,7 @@ and rerun produces the same tables.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -27,16 +28,23 @@ from curate.cache import ResultCache, op_key
 from curate.config import IngestConfig, Params, SourceConfig
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import REJECT_COLUMNS, write_table
-from curate.parallel import make_executor, stream_map
+from curate.parallel import error_message, error_reason, make_executor, stream_map
 from curate.project.render import unwatched_warning
 from curate.sources.local import is_archive, iter_archive, walk_folder
 from curate.sources.urls import read_url_list
 from curate.stages.ingest_worker import Limits, Record, accept, reject
-from curate.stages.scrape_worker import (UrlBatch, UrlOutcome, close_clients, fetch_batch,
-                                          share_of_limits)
+from curate.stages.scrape_worker import (
+    UrlBatch,
+    UrlOutcome,
+    close_clients,
+    fetch_batch,
+    share_of_limits,
+)
 from curate.store import Store
 
 FILE_OP = op_key("ingest.file", 1)
+#: Reasons not cached: the input is tried again on the next run (a crash may be transient).
+RETRIED = ("internal_error", "worker_crash")
 CACHE_BATCH = 256
 #: One local file's hash + probe + store on one core (a few ms for a typical JPEG): sizes the
 #: work to decide whether starting worker processes pays (`make_executor`).
@@ -221,8 +229,8 @@ class IngestRun:
                     for task, record, error in stream_map(
                         executor, accept, tasks, max_in_flight=4 * self.workers + 8
                     ):
-                        record = record or reject(task[1], task[2], "internal_error",
-                                                  repr(error))
+                        record = record or reject(task[1], task[2], error_reason(error),
+                                                  error_message(error))
                         self._record_local(task, record, index, member_results)
                         advance(1)
                     self._close_archives(member_results)
@@ -251,8 +259,8 @@ class IngestRun:
                     entries.append(entry)
                     continue
                 record = member_results.get(uri)
-                if record is None:  # interrupted: do not cache a partial archive
-                    break
+                if record is None or record.get("reason") in RETRIED:  # interrupted or crashed:
+                    break  # not cached, so the next run reads the archive again
                 sha = record.get("image_id") or record.get("sha256")
                 entries.append({"name": entry["name"], "sha256": sha} if sha else {
                     "name": entry["name"], "reason": record["reason"], "message": record["message"]})
@@ -305,10 +313,12 @@ class IngestRun:
         executor = make_executor(processes)
         try:
             with progress_bar("fetch URLs", total=len(todo)) as advance:
-                for batch, outcomes, error in stream_map(executor, fetch_batch, batches,
-                                                         max_in_flight=2 * processes):
+                for batch, outcomes, error in stream_map(
+                        executor, fetch_batch, batches, max_in_flight=2 * processes,
+                        split=lambda b: [dataclasses.replace(b, urls=(u,)) for u in b.urls]):
                     outcomes = outcomes or [UrlOutcome(reject(
-                        "url", url, "internal_error", repr(error)), True) for url in batch.urls]
+                        "url", url, error_reason(error), error_message(error)), True)
+                        for url in batch.urls]
                     for outcome in outcomes:
                         self._record_url(outcome, source_of[outcome.record["source_uri"]])
                     advance(len(batch.urls))
@@ -320,7 +330,7 @@ class IngestRun:
     def _record_url(self, outcome: UrlOutcome, index: int) -> None:
         record, url = outcome.record, outcome.record["source_uri"]
         if outcome.fetch_failed:
-            if record["reason"] != "internal_error":  # a crash is retried on the next run
+            if record["reason"] not in RETRIED:  # a crash is retried on the next run
                 self.writer.put(self.url_op, url, {"reason": record["reason"],
                                                    "message": record["message"]})
         else:

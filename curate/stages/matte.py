@@ -38,7 +38,7 @@ from curate.manifest import read_table, write_table
 from curate.matte.backends import backend_class
 from curate.matte.stats import STAT_COLUMNS, STATS_VERSION
 from curate.matte.worker import MatteTask, matte_image
-from curate.parallel import make_executor, stream_map
+from curate.parallel import error_message, make_executor, stream_map
 from curate.quality.checks import evaluate_all, reasons_per_row
 from curate.quality.report import ExtraReason, ReportInput, write_report
 from curate.store import Store
@@ -121,7 +121,7 @@ def _matte_images(params: Params, live: pd.DataFrame, op: str, root: Path, mdir:
                                                    max_in_flight=2 * workers + 2):
                     advance(1)
                     if error is not None or out is None or "error" in out:
-                        work.errors[task.image_id] = (repr(error) if out is None
+                        work.errors[task.image_id] = (error_message(error) if out is None
                                                       else out.get("message", ""))
                         continue
                     work.known[task.image_id] = out

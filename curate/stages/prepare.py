@@ -31,7 +31,7 @@ from curate.cache import ResultCache, op_key
 from curate.config import DistributionConfig, Params
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import read_table, write_table
-from curate.parallel import make_executor, stream_map
+from curate.parallel import error_message, make_executor, stream_map
 from curate.prepare.align import Framing, NotApplicable, framing_between
 from curate.prepare.export import archive_name, sample_grid, write_dataset_zip
 from curate.prepare.worker import Prepared, Settings, Task, method_crop, prepare_worker
@@ -207,7 +207,7 @@ def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache, w
                 for (task, _), done, error in stream_map(pool, prepare_worker,
                                                          ((t, settings) for t in todo)):
                     if error is not None:
-                        errors[task.image_id] = f"{type(error).__name__}: {error}"
+                        errors[task.image_id] = error_message(error)
                     else:
                         known[task.image_id] = outputs.put(done)
                     advance(1)

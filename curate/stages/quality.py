@@ -30,7 +30,7 @@ from curate.cache import ResultCache, op_key
 from curate.config import Params, QualityConfig
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import read_table, write_table
-from curate.parallel import make_executor, stream_map
+from curate.parallel import error_message, make_executor, stream_map
 from curate.quality import outliers
 from curate.quality.checks import CheckResult, evaluate_all, reasons_per_row
 from curate.quality.properties import properties_key, property_columns
@@ -115,7 +115,8 @@ def measure_images(params: Params, rows: pd.DataFrame, cache: ResultCache,
                     advance(1)
                     result.decoded += 1
                     if error is not None or out is None or "error" in out:
-                        message = repr(error) if out is None else out.get("message", "")
+                        message = (error_message(error) if out is None
+                                   else out.get("message", ""))
                         result.errors[task.image_id] = message
                         continue
                     if "raw" in out:

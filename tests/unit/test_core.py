@@ -431,6 +431,53 @@ def test_stream_map_bounds_submissions():
     assert peak <= 3
 
 
+def square_or_die(x: int) -> int:
+    """Kills its worker process on 7, like a native crash or an OOM kill would."""
+    if x == 7:
+        os._exit(3)
+    return x * x
+
+
+def batch_of_squares(batch: tuple[int, ...]) -> list[int]:
+    return [square_or_die(x) for x in batch]
+
+
+def test_a_dying_worker_costs_its_item_not_the_stage():
+    from curate.parallel import RestartingPool, WorkerCrash, error_reason
+
+    pool = make_executor(2)
+    assert isinstance(pool, RestartingPool)
+    try:
+        done: list[int] = []
+        out = list(stream_map(pool, square_or_die, range(40), max_in_flight=6,
+                              on_done=lambda: done.append(1)))
+    finally:
+        pool.shutdown()
+    assert sorted(item for item, _, _ in out) == list(range(40)) and len(done) == 40
+    results = {item: (result, error) for item, result, error in out}
+    result, error = results.pop(7)
+    assert result is None and isinstance(error, WorkerCrash)
+    assert error_reason(error) == "worker_crash" and error_reason(ValueError()) == "internal_error"
+    assert results == {x: (x * x, None) for x in range(40) if x != 7}
+    assert pool.restarts == 2  # once for the crash among others, once for 7 alone
+
+
+def test_a_batch_that_kills_its_worker_is_retried_image_by_image():
+    from curate.parallel import WorkerCrash
+
+    batches = [tuple(range(s, s + 4)) for s in range(0, 20, 4)]
+    pool = make_executor(2)
+    try:
+        out = list(stream_map(pool, batch_of_squares, batches, max_in_flight=3,
+                              split=lambda batch: [(x,) for x in batch]))
+    finally:
+        pool.shutdown()
+    results = {item: (result, error) for item, result, error in out}
+    assert isinstance(results.pop((7,))[1], WorkerCrash)
+    assert results[(4,)] == ([16], None) and results[(0, 1, 2, 3)] == ([0, 1, 4, 9], None)
+    assert sorted(x for item in results for x in item) == [x for x in range(20) if x != 7]
+
+
 def test_a_name_registered_twice_fails_loudly():
     from curate.registry import name_registry
 

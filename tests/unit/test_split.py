@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 import pytest
 
 from curate.config import ConfigError, Params, from_mapping
@@ -44,7 +43,7 @@ def test_assign_uses_tags_then_propagation_then_unassigned() -> None:
     x, y = _two_blobs(30)
     names = np.array(["soles", "pov"])
     live = pd.DataFrame({"image_id": [f"id{i}" for i in range(len(y))]})
-    tagged_ids = [f"id{i}" for i in (*range(0, 10), *range(30, 40))]
+    tagged_ids = [f"id{i}" for i in (*range(10), *range(30, 40))]
     tags = pd.DataFrame({"image_id": [*tagged_ids, "id12"],
                          "verdict": ["soles"] * 10 + ["pov"] * 10 + ["disputed"]})
     tagged = tagged_distribution(live, tags, Params())
@@ -99,7 +98,7 @@ def test_catch_all_takes_everything_nothing_else_assigns() -> None:
 
 
 def test_named_proposal_takes_its_group_and_tags_still_win() -> None:
-    x, y = _two_blobs(15)
+    x, _ = _two_blobs(15)
     live = pd.DataFrame({"image_id": [f"id{i}" for i in range(30)]})
     params = _split_params({"name": "soles", "categories": ["soles"]},
                            {"name": "pov", "categories": ["pov"], "proposals": ["cluster_0"]},
