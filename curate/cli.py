@@ -49,6 +49,15 @@ def _params(path: Path) -> Params:
         return load_params(path)
 
 
+@contextlib.contextmanager
+def _one_run(params: Params, *folders: Path) -> Iterator[None]:
+    """Refuse to run while another run writes the same folders (see curate.runlock)."""
+    from curate.runlock import RunLocked, exclusive
+
+    with _explained(RunLocked), exclusive(params.paths.cache / "locks", *folders):
+        yield
+
+
 @app.command()
 def ingest(
     params: ParamsOption = Path("params.yaml"),
@@ -69,7 +78,9 @@ def ingest(
     """
     from curate.stages.ingest import IngestOptions, run_ingest
 
-    run_ingest(_params(params), IngestOptions(out_dir=out, workers=workers, retry_failed=retry_failed))
+    loaded = _params(params)
+    with _one_run(loaded, out, loaded.paths.store):
+        run_ingest(loaded, IngestOptions(out_dir=out, workers=workers, retry_failed=retry_failed))
 
 
 @app.command()
@@ -94,9 +105,10 @@ def dedup(
     from curate.models import ModelMissingError
     from curate.stages.dedup import DedupOptions, run_dedup
 
-    with _explained(ModelMissingError, FileNotFoundError):
-        run_dedup(_params(params), DedupOptions(in_manifest=manifest, out_dir=out, report=report,
-                                                workers=workers))
+    loaded = _params(params)
+    with _one_run(loaded, out), _explained(ModelMissingError, FileNotFoundError):
+        run_dedup(loaded, DedupOptions(in_manifest=manifest, out_dir=out, report=report,
+                                       workers=workers))
 
 
 @app.command()
@@ -124,9 +136,10 @@ def quality(
     from curate.models import ModelMissingError
     from curate.stages.quality import QualityOptions, run_quality
 
-    with _explained(ModelMissingError, FileNotFoundError):
-        run_quality(_params(params), QualityOptions(manifest=manifest, tags=tags, out_dir=out,
-                                                    report=report, workers=workers))
+    loaded = _params(params)
+    with _one_run(loaded, out), _explained(ModelMissingError, FileNotFoundError):
+        run_quality(loaded, QualityOptions(manifest=manifest, tags=tags, out_dir=out,
+                                           report=report, workers=workers))
 
 
 @app.command()
@@ -151,9 +164,10 @@ def matte(
     from curate.models import ModelMissingError
     from curate.stages.matte import MatteOptions, run_matte
 
-    with _explained(ModelMissingError, FileNotFoundError):
-        run_matte(_params(params), MatteOptions(manifest=manifest, out_dir=out, report=report,
-                                                workers=workers))
+    loaded = _params(params)
+    with _one_run(loaded, out), _explained(ModelMissingError, FileNotFoundError):
+        run_matte(loaded, MatteOptions(manifest=manifest, out_dir=out, report=report,
+                                       workers=workers))
 
 
 @app.command("demo-data")
@@ -212,11 +226,11 @@ TagsOutOption = Annotated[
 ]
 
 
-def _tags_call(fn, *args) -> None:  # noqa: ANN001 (a stage function and its arguments)
+def _tags_call(fn, params: Params, out: Path, *args) -> None:  # noqa: ANN001 (a stage function)
     from curate.stages.tags import TagsError
 
-    with _explained(TagsError):
-        fn(*args)
+    with _one_run(params, out), _explained(TagsError):
+        fn(params, *args)
 
 
 @tags_app.command("push")
@@ -242,7 +256,7 @@ def tags_push(
     """
     from curate.stages.tags import PushOptions, run_push
 
-    _tags_call(run_push, _params(params), PushOptions(strategy, n, seed, manifest, out))
+    _tags_call(run_push, _params(params), out, PushOptions(strategy, n, seed, manifest, out))
 
 
 @tags_app.command("pull")
@@ -265,7 +279,7 @@ def tags_pull(
     from curate.stages.tags import TagsError
 
     loaded = _params(params)
-    with _explained(TagsError):
+    with _one_run(loaded, out), _explained(TagsError):
         tables = run_pull(loaded, out, snapshot)
     if use:
         from curate.project.edit import set_key, use_categories
@@ -372,7 +386,7 @@ def tags_import(
     """
     from curate.stages.tags import run_import
 
-    _tags_call(run_import, _params(params), file, out)
+    _tags_call(run_import, _params(params), out, file, out)
 
 
 @app.command()
@@ -403,9 +417,10 @@ def split(
 
     if name:
         _name_proposals(params, name)
-    with _explained(FileNotFoundError):
-        run_split(_params(params), SplitOptions(manifest=manifest, tags=tags, out_dir=out,
-                                                report=report, workers=workers))
+    loaded = _params(params)
+    with _one_run(loaded, out), _explained(FileNotFoundError):
+        run_split(loaded, SplitOptions(manifest=manifest, tags=tags, out_dir=out,
+                                       report=report, workers=workers))
 
 
 def _name_proposals(params: Path, pairs: list[str]) -> None:
@@ -440,8 +455,11 @@ def prepare(
     """
     from curate.stages.prepare import PrepareError, PrepareOptions, run_prepare
 
-    with _explained(PrepareError, code=2, label="prepare"):
-        run_prepare(_params(params), dist, PrepareOptions(workers=workers))
+    loaded = _params(params)
+    options = PrepareOptions(workers=workers)
+    with _one_run(loaded, options.out_dir / dist, options.datasets_dir / dist), \
+            _explained(PrepareError, code=2, label="prepare"):
+        run_prepare(loaded, dist, options)
 
 
 if __name__ == "__main__":

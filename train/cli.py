@@ -4,6 +4,7 @@ launch a multi-GPU run: what will torch see here?"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -113,11 +114,17 @@ def fit(
         import torch
 
         torch.set_num_threads(max(1, threads))
+    from curate.runlock import RunLocked, exclusive
+
+    # One trainer per run folder; under torchrun only rank 0 takes the lock (the ranks of one
+    # job share the folder by design, rank 0 alone writes it).
+    first_rank = os.environ.get("RANK", "0") == "0"
     try:
-        code = run_fit(cfg, data, out, device=device,
-                       log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+        with exclusive(out.parent / ".locks", out) if first_rank else contextlib.nullcontext():
+            code = run_fit(cfg, data, out, device=device,
+                           log=lambda m: console.print(m, highlight=False, soft_wrap=True))
     except (DatasetError, TrainingDiverged, BatchPlanError, LaunchError,
-            ModelMissingError) as exc:
+            ModelMissingError, RunLocked) as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(code)
 
