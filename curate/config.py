@@ -171,10 +171,25 @@ class ScrapeConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveConfig:
+    """Limits of one zip/tar archive (zip and tar bombs); past one, the rest is refused."""
+
+    max_members: int = 100_000
+    max_total_mb: float = 16_384.0  # uncompressed bytes of all members read
+    max_ratio: float = 200.0  # uncompressed / compressed, per zip member (over 1 MB) and archive
+    max_name_length: int = 1024
+
+    def validate(self, key: str) -> None:
+        if min(self.max_members, self.max_total_mb, self.max_ratio, self.max_name_length) <= 0:
+            raise ConfigError(f"{key}: every limit must be positive")
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     sources: tuple[SourceConfig, ...] = ()
     max_file_mb: float = 64.0
     max_pixels: int = 100_000_000
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
 
     @property

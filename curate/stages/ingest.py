@@ -30,7 +30,7 @@ from curate.console import StageSummary, console, progress_bar
 from curate.manifest import REJECT_COLUMNS, write_table
 from curate.parallel import error_message, error_reason, make_executor, stream_map
 from curate.project.render import unwatched_warning
-from curate.sources.local import is_archive, iter_archive, walk_folder
+from curate.sources.local import ArchiveLimits, is_archive, iter_archive, walk_folder
 from curate.sources.urls import read_url_list
 from curate.stages.ingest_worker import Limits, Record, accept, reject
 from curate.stages.scrape_worker import (
@@ -102,7 +102,12 @@ class IngestRun:
         self.limits = Limits(params.paths.store, cfg.max_file_bytes, cfg.max_pixels)
         limits_key = {"max_bytes": cfg.max_file_bytes, "max_pixels": cfg.max_pixels}
         self.probe_op = op_key("ingest.probe", 1, limits_key)
-        self.archive_op = op_key("ingest.archive", 1, limits_key)
+        arc = cfg.archive
+        self.archive_limits = ArchiveLimits(
+            cfg.max_file_bytes, arc.max_members, int(arc.max_total_mb * 1024 * 1024),
+            arc.max_ratio, arc.max_name_length)
+        self.archive_op = op_key("ingest.archive", 2, {
+            **limits_key, "archive": dataclasses.asdict(self.archive_limits)})
         self.url_op = op_key("ingest.url", 1, limits_key)
         self.cache = ResultCache(params.paths.cache / "cache.sqlite")
         self.writer = _CacheWriter(self.cache)
@@ -187,7 +192,7 @@ class IngestRun:
                 advance(len(resolved))
                 return
         outcome: list[dict[str, Any]] = []
-        for member in iter_archive(path, self.cfg.max_file_bytes):
+        for member in iter_archive(path, self.archive_limits):
             member_uri = f"{uri}!{member.name}"
             if member.data is None:
                 self._add(reject("archive", member_uri, member.reason or "unreadable",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from curate.sources.local import is_archive, iter_archive, matches, unsafe_reason, walk_folder
+from curate.sources.local import ArchiveLimits, is_archive, iter_archive, matches, unsafe_reason, walk_folder
 from curate.sources.urls import UrlListError, read_url_list
 
 DEFAULT_EXCLUDE = (".*", "*/.*")
@@ -156,7 +156,7 @@ def check_members(members, expected_links: dict[str, str]) -> None:
 
 
 def test_zip_members_safe_and_unsafe(tmp_path):
-    members = list(iter_archive(make_zip(tmp_path / "a.zip"), max_bytes=100))
+    members = list(iter_archive(make_zip(tmp_path / "a.zip"), ArchiveLimits(max_bytes=100)))
     check_members(members, {"imgs/link.jpg": "symlink"})
     names = [m.name for m in members]
     assert names == sorted(names)  # stable order
@@ -164,7 +164,7 @@ def test_zip_members_safe_and_unsafe(tmp_path):
 
 
 def test_tar_gz_members_safe_and_unsafe(tmp_path):
-    members = list(iter_archive(make_tar(tmp_path / "a.tar.gz"), max_bytes=100))
+    members = list(iter_archive(make_tar(tmp_path / "a.tar.gz"), ArchiveLimits(max_bytes=100)))
     check_members(members, {"imgs/link.jpg": "link", "imgs/hard.jpg": "link",
                             "imgs/pipe": "special file"})
     assert [m.name for m in members][:3] == list(GOOD)  # archive order
@@ -174,7 +174,7 @@ def test_tar_gz_members_safe_and_unsafe(tmp_path):
 def test_broken_archive_yields_one_reject(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(b"this is not an archive at all" * 20)
-    members = list(iter_archive(path, max_bytes=10_000))
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=10_000)))
     assert len(members) == 1
     assert members[0].reason == "corrupt_archive" and members[0].data is None
     assert "cannot be read" in members[0].message
@@ -190,7 +190,7 @@ PAYLOADS = {f"m{i}.jpg": bytes(range(256)) * 40 + bytes([i]) * 4000 for i in ran
 def test_zip_damaged_member_rejected_others_read(tmp_path, images, method):
     """A garbled member (deflate/bzip2/lzma stream error or CRC mismatch) costs that member."""
     path = images.damaged_zip(tmp_path / "d.zip", PAYLOADS, "m1.jpg", method)
-    members = list(iter_archive(path, 10**6))
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=10**6)))
     by_name = {m.name: m for m in members}
     assert set(by_name) == set(PAYLOADS)
     assert by_name["m0.jpg"].data == PAYLOADS["m0.jpg"]
@@ -225,11 +225,93 @@ def test_tar_damaged_stream_never_raises(tmp_path, suffix, mode, damage):
         raw[middle:middle + 200] = bytes((b * 53 + 7) % 256 for b in range(200))
     path = tmp_path / f"d{suffix}"
     path.write_bytes(bytes(raw))
-    members = list(iter_archive(path, 10**6))
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=10**6)))
     read = [m for m in members if m.data is not None]
     assert all(m.data == PAYLOADS[m.name] for m in read), "a damaged member passed as good"
     assert any(m.reason in ("corrupt_member", "corrupt_archive") for m in members)
     assert all(m.reason in (None, "corrupt_member", "corrupt_archive") for m in members)
+
+
+# ------------------------------------------------------ archive limits (bombs)
+
+
+def _zip(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _random(n: int, seed: int) -> bytes:
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, n, np.uint8).tobytes()
+
+
+def _reasons(members) -> list[tuple[str, str | None]]:
+    return [(m.name, m.reason) for m in members]
+
+
+def test_member_count_limit_refuses_the_rest(tmp_path):
+    path = _zip(tmp_path / "many.zip", {f"{i}.jpg": _random(100, i) for i in range(5)})
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=10**6, max_members=3)))
+    assert _reasons(members) == [("0.jpg", None), ("1.jpg", None), ("2.jpg", None),
+                                 ("", "too_many_members")]
+    assert "max_members" in members[-1].message
+
+
+def test_total_bytes_limit_refuses_the_rest(tmp_path):
+    path = _zip(tmp_path / "big.zip", {f"{i}.jpg": _random(40_000, i) for i in range(4)},
+                zipfile.ZIP_STORED)
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=10**6, max_total_bytes=70_000)))
+    assert _reasons(members) == [("0.jpg", None), ("1.jpg", None), ("", "archive_too_large")]
+
+
+def test_zip_member_with_a_bomb_ratio_is_refused_unread(tmp_path):
+    path = _zip(tmp_path / "bomb.zip", {"a.jpg": _random(1000, 1),
+                                        "b.jpg": bytes(20 * 1024 * 1024),
+                                        "c.png": bytes(4000)})  # small and flat: fine
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=64 * 1024 * 1024)))
+    assert _reasons(members) == [("a.jpg", None), ("b.jpg", "compression_ratio"),
+                                 ("c.png", None)]
+    assert "ratio above 200" in members[1].message
+
+
+def test_tar_gz_bomb_is_stopped_by_the_archive_ratio(tmp_path):
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in (("a.jpg", _random(2000, 1)), ("zeros.bin", bytes(30 * 1024 * 1024)),
+                           ("c.jpg", _random(2000, 2))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=1024 * 1024)))
+    assert _reasons(members) == [("a.jpg", None), ("", "compression_ratio")]
+
+
+def test_overlapping_zip_entries_are_refused(tmp_path):
+    """Two central-directory entries over the same data: how zip bombs multiply a kernel."""
+    path = _zip(tmp_path / "overlap.zip", {"a.jpg": _random(3000, 1)})
+    raw = path.read_bytes()
+    eocd = raw.rindex(b"PK\x05\x06")
+    cd_size = int.from_bytes(raw[eocd + 12:eocd + 16], "little")
+    cd_offset = int.from_bytes(raw[eocd + 16:eocd + 20], "little")
+    entry = bytearray(raw[cd_offset:cd_offset + cd_size])
+    twin = bytearray(entry)
+    twin[46:46 + len("a.jpg")] = b"b.jpg"
+    tail = bytearray(raw[eocd:])
+    tail[8:10] = tail[10:12] = (2).to_bytes(2, "little")
+    tail[12:16] = (2 * cd_size).to_bytes(4, "little")
+    path.write_bytes(raw[:cd_offset] + bytes(entry) + bytes(twin) + bytes(tail))
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=10**6)))
+    assert _reasons(members) == [("a.jpg", None), ("b.jpg", "overlapping_entries")]
+
+
+def test_overlong_member_names_are_refused(tmp_path):
+    long_name = "x" * 300 + ".jpg"
+    path = _zip(tmp_path / "names.zip", {long_name: _random(100, 1), "ok.jpg": _random(100, 2)})
+    members = list(iter_archive(path, ArchiveLimits(max_bytes=10**6, max_name_length=255)))
+    assert _reasons(members) == [("ok.jpg", None), ("x" * 255, "name_too_long")]
 
 
 # ------------------------------------------------------------------- URL lists
