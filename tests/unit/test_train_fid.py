@@ -86,3 +86,38 @@ def test_converted_inception_matches_the_original_graph() -> None:
     f = feats(iter([x]))
     assert f.shape == (2, 2048) and np.isfinite(f).all() and (f >= 0).all()  # post-ReLU pool
     assert not np.allclose(f[0], f[1])
+
+
+@pytest.mark.skipif(not _provisioned(), reason="Inception weights not provisioned: "
+                    "`curate models provision` (make test does it)")
+def test_a_modified_inception_file_is_never_loaded(tmp_path) -> None:
+    """The provisioned file is checked by sha256 before use; a changed converted copy is made
+    again from it; a changed original stops with the command that provisions it."""
+    import shutil
+
+    from curate.models import MODELS, ModelMissingError, default_models_dir
+    from train.fid import MODEL_NAME, inception_weights
+
+    spec = next(s for s in MODELS if s.name == MODEL_NAME)
+    source = spec.path(tmp_path)
+    source.parent.mkdir(parents=True)
+    shutil.copy2(spec.path(default_models_dir()), source)
+    converted = inception_weights(tmp_path)
+    original = torch.load(converted, map_location="cpu", weights_only=True)
+    size = converted.stat().st_size
+    with open(converted, "r+b") as fh:  # same size, one byte of the weights changed
+        fh.seek(size // 2)
+        byte = fh.read(1)
+        fh.seek(size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    tampered = converted.read_bytes()
+    again = inception_weights(tmp_path)
+    assert again.read_bytes() != tampered  # made again from the verified original
+    remade = torch.load(again, map_location="cpu", weights_only=True)
+    assert remade.keys() == original.keys()
+    assert all(torch.equal(remade[k].nan_to_num(), original[k].nan_to_num()) for k in original)
+    with open(source, "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\x00" * 16)
+    with pytest.raises(ModelMissingError, match="sha256 .*curate models provision"):
+        inception_weights(tmp_path)
