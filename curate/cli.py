@@ -224,6 +224,9 @@ def _print_models(statuses: list) -> None:
 TagsOutOption = Annotated[
     Path, typer.Option("--out", help="Folder for tags.parquet, merged.parquet, agreement.json.")
 ]
+SizesOption = Annotated[Path, typer.Option(
+    "--manifest", help="Ingest manifest: the stored images' upright sizes, which annotation "
+    "geometry is checked against (used when the file exists).")]
 
 
 def _tags_call(fn, params: Params, out: Path, *args) -> None:  # noqa: ANN001 (a stage function)
@@ -268,6 +271,7 @@ def tags_pull(
     use: Annotated[bool, typer.Option(
         "--use", help="Also point params.yaml's tags.snapshot at this export and write "
         "dvc.yaml again, so the next `dvc repro` builds on these tags.")] = False,
+    manifest: SizesOption = Path("data/ingest/manifest.parquet"),
 ) -> None:
     """Export every task and annotation, save the snapshot, write the tag tables.
 
@@ -280,7 +284,7 @@ def tags_pull(
 
     loaded = _params(params)
     with _one_run(loaded, out), _explained(TagsError):
-        tables = run_pull(loaded, out, snapshot)
+        tables = run_pull(loaded, out, snapshot, manifest)
     if use:
         from curate.project.edit import set_key, use_categories
 
@@ -378,6 +382,7 @@ def tags_import(
         help="A Label Studio JSON export (default tags.snapshot).")] = None,
     params: ParamsOption = Path("params.yaml"),
     out: TagsOutOption = Path("data/tags"),
+    manifest: SizesOption = Path("data/ingest/manifest.parquet"),
 ) -> None:
     """Normalise an export file into the tag tables, with no server (what `dvc repro` runs).
 
@@ -386,7 +391,7 @@ def tags_import(
     """
     from curate.stages.tags import run_import
 
-    _tags_call(run_import, _params(params), out, file, out)
+    _tags_call(run_import, _params(params), out, file, out, manifest)
 
 
 @app.command()

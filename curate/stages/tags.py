@@ -68,10 +68,11 @@ class TagTables:
         atomic.write_text(out_dir / "agreement.json", json.dumps(self.summary, indent=2) + "\n")
 
 
-def build_tables(export: list[dict[str, Any]], schema: TagSchema, cfg: TagsConfig) -> TagTables:
+def build_tables(export: list[dict[str, Any]], schema: TagSchema, cfg: TagsConfig,
+                 sizes: dict[str, tuple[int, int]] | None = None) -> TagTables:
     """Normalise an export, merge per image and summarise agreement (no I/O)."""
     try:
-        tags = normalise.normalise(export, schema)
+        tags = normalise.normalise(export, schema, sizes)
     except ValueError as exc:
         raise TagsError(str(exc)) from None
     merged = merge.merge(tags, schema, cfg.merge)
@@ -103,8 +104,17 @@ def _finish(tables: TagTables, out_dir: Path) -> TagTables:
 # ------------------------------------------------------------------- import
 
 
+def image_sizes(manifest: Path | None) -> dict[str, tuple[int, int]] | None:
+    """EXIF-upright (width, height) of every stored image, from the ingest manifest when it
+    exists: annotation geometry is checked against it (see `normalise.normalise`)."""
+    if manifest is None or not Path(manifest).exists():
+        return None
+    table = read_table(manifest)[["image_id", "width", "height"]].dropna()
+    return {i: (int(w), int(h)) for i, w, h in zip(table.image_id, table.width, table.height)}
+
+
 def run_import(params: Params, file: Path | None = None,
-               out_dir: Path = Path("data/tags")) -> TagTables:
+               out_dir: Path = Path("data/tags"), manifest: Path | None = None) -> TagTables:
     """Normalise an export file (default ``tags.snapshot``) into the tag tables.
 
     With no file and ``tags.snapshot: null`` there are no tags yet, which is a normal state
@@ -131,7 +141,7 @@ def run_import(params: Params, file: Path | None = None,
     with normalise.gc_paused():
         export = _parse_export(path.read_bytes(), str(path))
         console.print(f"tags: importing {path} ({len(export):,} tasks)")
-        tables = build_tables(export, schema, cfg)
+        tables = build_tables(export, schema, cfg, image_sizes(manifest))
     return _finish(tables, Path(out_dir))
 
 
@@ -155,7 +165,7 @@ def _existing_project(client: LabelStudioClient, cfg: TagsConfig) -> dict[str, A
 
 
 def run_pull(params: Params, out_dir: Path = Path("data/tags"),
-             snapshot: Path | None = None) -> TagTables:
+             snapshot: Path | None = None, manifest: Path | None = None) -> TagTables:
     """Export the project, then write the snapshot and the tag tables (see module docstring)."""
     cfg = params.tags
     snapshot = Path(snapshot or cfg.export)
@@ -168,7 +178,7 @@ def run_pull(params: Params, out_dir: Path = Path("data/tags"),
         raw = client.export(project["id"])
     with normalise.gc_paused():
         export = _parse_export(raw, f"the export of project {project['id']} from {client.url}")
-        tables = build_tables(export, schema, cfg)
+        tables = build_tables(export, schema, cfg, image_sizes(manifest))
     atomic.write_bytes(snapshot, raw)
     console.print(f"tags: snapshot {snapshot} ({len(export):,} tasks, {len(raw) / 1e6:.1f} MB)")
     _finish(tables, Path(out_dir))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,8 +160,23 @@ _TYPES = {"category": {"choices"}, "crop": {"rectanglelabels", "rectangle"},
           "keypoints": {"keypointlabels", "keypoint"}, "note": {"textarea"}}
 
 
+def _checked_size(row: _Row, region: dict[str, Any], stored: tuple[int, int] | None
+                  ) -> tuple[int, int] | None:
+    """The size to turn percents into pixels: the stored image's EXIF-upright size when
+    known, which is what the percents are of even when the annotation says otherwise (an
+    export made against another copy, a task re-pointed to a resized file)."""
+    declared = _size(region)
+    if stored is None or declared is None or declared == stored:
+        return declared or stored
+    problem = (f"size_mismatch:annotation {declared[0]}x{declared[1]}, image "
+               f"{stored[0]}x{stored[1]} (converted with the image's)")
+    if problem not in row.problems:
+        row.problems.append(problem)
+    return stored
+
+
 def _read_region(row: _Row, region: dict[str, Any], schema: TagSchema,
-                 roles: dict[str, str]) -> None:
+                 roles: dict[str, str], stored: tuple[int, int] | None = None) -> None:
     role = roles.get(region.get("from_name", ""))
     kind = str(region.get("type", "")).lower()
     if role is None:
@@ -171,7 +186,7 @@ def _read_region(row: _Row, region: dict[str, Any], schema: TagSchema,
         row.problems.append(f"wrong_type:{region.get('from_name')} is {kind}")
         return
     value = region.get("value") or {}
-    size = _size(region)
+    size = _checked_size(row, region, stored)
     if size is not None:
         row.size = row.size or size
         if region.get("image_rotation"):
@@ -194,7 +209,8 @@ def _annotator(completed_by: Any) -> tuple[int | None, str | None]:
 
 
 def _read_annotation(task_id: int, image_id: str | None, ann: dict[str, Any],
-                     schema: TagSchema, roles: dict[str, str]) -> _Row:
+                     schema: TagSchema, roles: dict[str, str],
+                     stored: tuple[int, int] | None = None) -> _Row:
     annotator, email = _annotator(ann.get("completed_by"))
     result = ann.get("result") or []
     row = _Row(task_id=task_id, image_id=image_id, annotation_id=int(ann.get("id") or 0),
@@ -209,7 +225,7 @@ def _read_annotation(task_id: int, image_id: str | None, ann: dict[str, Any],
     if not row.cancelled:
         for region in result:
             if isinstance(region, dict):
-                _read_region(row, region, schema, roles)
+                _read_region(row, region, schema, roles, stored)
             else:
                 row.problems.append("bad_region:not an object")
         if len(row.categories) > 1:
@@ -271,8 +287,13 @@ def mark_latest(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def normalise(export: list[dict[str, Any]], schema: TagSchema) -> pd.DataFrame:
-    """The export's annotations as a table (see module docstring), cancelled ones included."""
+def normalise(export: list[dict[str, Any]], schema: TagSchema,
+              sizes: Mapping[str, tuple[int, int]] | None = None) -> pd.DataFrame:
+    """The export's annotations as a table (see module docstring), cancelled ones included.
+
+    `sizes` (image id -> EXIF-upright width, height of the stored image) checks the size each
+    annotation declares; geometry is converted with the stored size (see `_checked_size`).
+    """
     if not isinstance(export, list):
         raise ValueError("not a Label Studio JSON export: expected a list of tasks "
                          "(export with format JSON, not JSON_MIN or CSV)")
@@ -283,7 +304,9 @@ def normalise(export: list[dict[str, Any]], schema: TagSchema) -> pd.DataFrame:
             raise ValueError("not a Label Studio JSON export: a task without an id")
         image_id = image_id_of(task, schema)
         for ann in task.get("annotations") or []:
-            rows.append(_read_annotation(int(task["id"]), image_id, ann, schema, roles))
+            stored = sizes.get(image_id) if sizes is not None and image_id else None
+            rows.append(_read_annotation(int(task["id"]), image_id, ann, schema, roles,
+                                         stored))
     df = mark_latest(_table(rows, schema))
     return df.sort_values(["image_id", "annotator", "annotation_id"], kind="stable",
                           na_position="last", ignore_index=True)

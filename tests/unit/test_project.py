@@ -47,7 +47,7 @@ def test_init_writes_a_valid_project_for_the_sources(tmp_path: Path) -> None:
     pipeline = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     assert pipeline["ingest"]["deps"][:2] == [(tmp_path / "photos").resolve().as_posix(),
                                               (tmp_path / "urls.csv").resolve().as_posix()]
-    assert "deps" not in pipeline["tags"]  # no snapshot, and the code is not in the project
+    assert pipeline["tags"]["deps"] == ["data/ingest/manifest.parquet"]  # no snapshot, no code
     assert unwatched("ingest", [s.path for s in params.ingest.sources], project) == []
     assert (project / "tags" / "README.md").exists() and (project / ".gitignore").exists()
 

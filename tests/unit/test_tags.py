@@ -198,6 +198,24 @@ def test_exact_pixels_rotation_note_and_timestamps() -> None:
     assert merged.iloc[0]["verdict"] == "soles" and merged.iloc[0]["bbox_rotation"] == 30.0
 
 
+def test_geometry_uses_the_stored_images_size_and_says_when_the_annotation_differs() -> None:
+    """An annotation made against another copy (here: declared 1000x500, the stored image is
+    800x600 upright) is converted with the stored size, and the mismatch is recorded."""
+    image = "b" * 64
+    export = [task(8, image, [annotation(1, 3, [
+        choice("soles"), box(10.0, 20.0, 50.0, 40.0), point("heel", 25.0, 50.0)], 5)])]
+    plain = normalise.normalise(export, SCHEMA).iloc[0]
+    assert (plain.bbox_x, plain.bbox_w) == (100.0, 500.0) and plain.problems == []
+    row = normalise.normalise(export, SCHEMA, {image: (800, 600)}).iloc[0]
+    assert (row.bbox_x, row.bbox_y, row.bbox_w, row.bbox_h) == (80.0, 120.0, 400.0, 240.0)
+    assert (row.kp_heel_x, row.kp_heel_y) == (200.0, 300.0)
+    assert (row.original_width, row.original_height) == (800, 600)
+    assert row.problems == ["size_mismatch:annotation 1000x500, image 800x600 (converted with "
+                            "the image's)"]
+    same = normalise.normalise(export, SCHEMA, {image: (1000, 500)}).iloc[0]
+    assert same.problems == [] and same.bbox_x == 100.0
+
+
 def test_results_that_break_the_config_are_kept_out_and_listed() -> None:
     export = [
         task(1, "1" * 64, [annotation(1, 1, [choice("sandals")], 1)]),
