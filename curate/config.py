@@ -159,6 +159,7 @@ class ScrapeConfig:
     retries: int = 3
     backoff_s: float = 0.5
     max_redirects: int = 5
+    total_timeout_s: float = 180.0  # one URL's whole time: lookups, attempts, backoff waits
     allow_private_hosts: bool = False
     user_agent: str = "gan-curate/0.1 (+dataset curation; respects robots of its operator)"
 
@@ -166,8 +167,10 @@ class ScrapeConfig:
         for name in ("concurrency", "per_host", "max_redirects"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{key}.{name}: got {getattr(self, name)}, expected >= 1")
-        if self.retries < 0 or self.timeout_s <= 0 or self.backoff_s < 0:
-            raise ConfigError(f"{key}: retries must be >= 0, timeout_s > 0, backoff_s >= 0")
+        if self.retries < 0 or self.timeout_s <= 0 or self.backoff_s < 0 or (
+                self.total_timeout_s <= 0):
+            raise ConfigError(f"{key}: retries must be >= 0, timeout_s and total_timeout_s > 0, "
+                              "backoff_s >= 0")
 
 
 @dataclass(frozen=True)

@@ -62,13 +62,9 @@ def matte_image(task: MatteTask) -> dict[str, Any]:
     except OSError as exc:
         return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
     rgb = np.asarray(img)
-    if task.restat_only:
-        with Image.open(task.mask_out) as saved:
-            mask = np.asarray(saved.convert("L"))
-        out = Image.open(task.image_out)
-    else:
+    mask, out = _saved(task) if task.restat_only else (None, None)
+    if mask is None:
         mask = cached_backend(task.cfg, task.models_dir).mask(img)
-        out = None
     if mask.shape != rgb.shape[:2]:
         return {"error": "matte_failed",
                 "message": f"mask shape {mask.shape} differs from image {rgb.shape[:2]}"}
@@ -77,4 +73,20 @@ def matte_image(task: MatteTask) -> dict[str, Any]:
         save_png(out, task.image_out, task.cfg.png_compress_level)
         save_png(Image.fromarray(mask, "L"), task.mask_out, task.cfg.png_compress_level)
     return {"stats": mask_stats(rgb, mask), "stats_version": STATS_VERSION,
-            "thumb": thumbnail_data_uri(out, task.thumb_px), "thumb_px": task.thumb_px}
+            "thumb": thumbnail_data_uri(out, task.thumb_px), "thumb_px": task.thumb_px,
+            # Sizes as written: a reused entry's files are checked against them.
+            "image_bytes": task.image_out.stat().st_size,
+            "mask_bytes": task.mask_out.stat().st_size}
+
+
+def _saved(task: MatteTask) -> tuple[np.ndarray | None, Image.Image | None]:
+    """The mask and composite already on disk, or (None, None) when either cannot be read
+    whole (then the image is matted again)."""
+    try:
+        with Image.open(task.mask_out) as saved:
+            mask = np.asarray(saved.convert("L"))
+        out = Image.open(task.image_out)
+        out.load()
+        return mask, out
+    except (OSError, SyntaxError, ValueError):
+        return None, None

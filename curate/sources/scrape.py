@@ -5,22 +5,23 @@ concurrency overall and per host, a deadline per attempt, retries with
 exponential backoff and jitter only for failures that can heal (timeouts,
 connection errors, 5xx, 429), none for 4xx; a cap on body size checked both
 on Content-Length and while streaming; redirects followed by hand so every hop
-is checked (scheme, private address); and every URL ends with either bytes or
-a reason code plus a message.
+is checked (scheme); every connection made only to an address that was just judged public
+(`curate.sources.pinned`); a deadline on each URL's whole time, retries included; and every
+URL ends with either bytes or a reason code plus a message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
-import socket
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from curate.config import ScrapeConfig
+from curate.sources.pinned import PinnedBackend, PrivateAddress
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 
@@ -48,11 +49,6 @@ class _Permanent(Exception):
         self.reason, self.message = reason, message
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return ip.is_global and not ip.is_multicast
-
-
 def _retry_after(value: str | None) -> float | None:
     try:
         return min(float(value), 60.0) if value else None
@@ -63,13 +59,20 @@ def _retry_after(value: str | None) -> float | None:
 class Scraper:
     """Fetch URLs with one shared connection pool; use as an async context manager."""
 
-    def __init__(self, cfg: ScrapeConfig, max_bytes: int) -> None:
+    def __init__(self, cfg: ScrapeConfig, max_bytes: int,
+                 network: PinnedBackend | None = None) -> None:
         self.cfg = cfg
         self.max_bytes = max_bytes
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
-        self._public: dict[str, bool] = {}
+        transport = httpx.AsyncHTTPTransport(trust_env=False)
+        # httpx has no option for httpcore's network backend: the pool is made again with it.
+        transport._pool = httpcore.AsyncConnectionPool(  # noqa: SLF001
+            ssl_context=transport._pool._ssl_context,  # noqa: SLF001
+            max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency,
+            network_backend=network or PinnedBackend(cfg.allow_private_hosts))
         self._client = httpx.AsyncClient(
+            transport=transport, trust_env=False,  # direct connections only: see pinned.py
             follow_redirects=False,
             timeout=httpx.Timeout(cfg.timeout_s),
             limits=httpx.Limits(
@@ -85,10 +88,22 @@ class Scraper:
         await self._client.aclose()
 
     async def fetch(self, url: str) -> Fetched:
-        """Fetch one URL with retries; never raises for network or HTTP trouble."""
+        """Fetch one URL with retries within `total_timeout_s`; never raises for network or
+        HTTP trouble."""
+        attempts = [0]
+        try:
+            async with asyncio.timeout(self.cfg.total_timeout_s):
+                return await self._fetch_with_retries(url, attempts)
+        except TimeoutError:
+            return Fetched(url, reason="timeout", attempts=attempts[0],
+                           message=f"no result within ingest.scrape.total_timeout_s "
+                                   f"({self.cfg.total_timeout_s:g} s, every attempt and wait)")
+
+    async def _fetch_with_retries(self, url: str, attempts: list[int]) -> Fetched:
         attempt = 0
         while True:
             attempt += 1
+            attempts[0] = attempt
             try:
                 async with self._slots:
                     data = await self._fetch_once(url)
@@ -110,25 +125,6 @@ class Scraper:
             self._hosts[host] = asyncio.Semaphore(self.cfg.per_host)
         return self._hosts[host]
 
-    async def _check_host(self, host: str, port: int) -> None:
-        """Refuse private, loopback and link-local targets (SSRF) unless allowed."""
-        if self.cfg.allow_private_hosts:
-            return
-        if host not in self._public:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM
-                )
-            except socket.gaierror as exc:
-                raise _Retryable("unreachable", f"cannot resolve host {host!r}: {exc}") from exc
-            self._public[host] = all(_is_public(info[4][0]) for info in infos)
-        if not self._public[host]:
-            raise _Permanent(
-                "private_host",
-                f"host {host!r} resolves to a private or loopback address; set "
-                "ingest.scrape.allow_private_hosts: true to allow it",
-            )
-
     async def _fetch_once(self, url: str) -> bytes:
         current = url
         for _hop in range(self.cfg.max_redirects + 1):
@@ -137,8 +133,6 @@ class Scraper:
                 raise _Permanent("unsupported_scheme", f"only http(s) URLs are fetched: {current}")
             if not parts.hostname:
                 raise _Permanent("bad_url", f"URL has no host: {current}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            await self._check_host(parts.hostname, port)
             async with self._host_slot(parts.hostname):
                 location, body = await self._get(current)
             if body is not None:
@@ -167,6 +161,8 @@ class Scraper:
             raise _Retryable("connection_error", f"connection error: {exc}") from exc
         except httpx.InvalidURL as exc:
             raise _Permanent("bad_url", f"invalid URL: {exc}") from exc
+        except PrivateAddress as exc:
+            raise _Permanent("private_host", str(exc)) from exc
 
     def _raise_for_status(self, resp: httpx.Response) -> None:
         status = resp.status_code

@@ -99,10 +99,13 @@ def _matte_images(params: Params, live: pd.DataFrame, op: str, root: Path, mdir:
     thumb_px = params.quality.thumb_px
     bg = (params.background[0], params.background[1], params.background[2])
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
+        # A reused entry's files must have the sizes recorded when they were written.
         known = {i: v for i, v in cache.get_many(op, live["image_id"]).items()
-                 if images.has(i, "png") and masks.has(i, "png")}
+                 if images.has(i, "png", v.get("image_bytes"))
+                 and masks.has(i, "png", v.get("mask_bytes"))}
         stale = {i for i, v in known.items()
-                 if v.get("stats_version") != STATS_VERSION or v.get("thumb_px") != thumb_px}
+                 if v.get("stats_version") != STATS_VERSION or v.get("thumb_px") != thumb_px
+                 or "image_bytes" not in v}
         tasks = [MatteTask(i, params.paths.store / p, images.path(i, "png"),
                            masks.path(i, "png"), params.matte, mdir,
                            bg, params.ingest.max_pixels, thumb_px, restat_only=i in stale)

@@ -141,6 +141,20 @@ def test_rerun_is_cached_and_new_settings_make_a_new_variant(data: SimpleNamespa
     assert (img[mask == 0] == 128).all()
 
 
+def test_a_damaged_composite_is_matted_again_not_reused(data: SimpleNamespace,
+                                                        tmp_path: Path) -> None:
+    """Every reused cache entry is checked against the sizes recorded when it was written."""
+    options = dataclasses.replace(data.options, out_dir=tmp_path / "matte")
+    run_matte(data.params, options)
+    out = read_table(tmp_path / "matte" / "manifest.parquet").set_index("image_id")
+    composite = tmp_path / "matte" / out.loc[data.ids["studio.jpg"], "matte_path"]
+    whole = composite.read_bytes()
+    composite.write_bytes(whole[: len(whole) // 2])  # a copy cut short (disk full, sync lost)
+    again = run_matte(data.params, options)
+    assert again.processed == 1
+    assert composite.read_bytes() == whole
+
+
 def test_missing_model_names_the_provisioning_command(data: SimpleNamespace, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(models.ENV_MODELS_DIR, raising=False)

@@ -88,7 +88,7 @@ def test_unknown_key_names_the_key_and_the_allowed_keys(tmp_path):
     assert "ingest: unknown key 'max_file_gb'" in message
     allowed = ", ".join(f.name for f in dataclasses.fields(IngestConfig))
     assert f"allowed keys are {allowed}" in message
-    assert "sources, max_file_mb, max_pixels, scrape" in allowed
+    assert "sources, max_file_mb, max_pixels, archive, scrape" in allowed
 
 
 def test_unknown_top_level_key():
@@ -474,8 +474,11 @@ def test_a_batch_that_kills_its_worker_is_retried_image_by_image():
         pool.shutdown()
     results = {item: (result, error) for item, result, error in out}
     assert isinstance(results.pop((7,))[1], WorkerCrash)
-    assert results[(4,)] == ([16], None) and results[(0, 1, 2, 3)] == ([0, 1, 4, 9], None)
-    assert sorted(x for item in results for x in item) == [x for x in range(20) if x != 7]
+    assert results[(4,)] == ([16], None)  # the crashing batch's other images, one by one
+    squares = {x: y for item, (result, error) in results.items() if error is None
+               for x, y in zip(item, result, strict=True)}
+    assert squares == {x: x * x for x in range(20) if x != 7}
+    assert all(error is None for _, error in results.values())
 
 
 def test_a_name_registered_twice_fails_loudly():
