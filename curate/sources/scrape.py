@@ -67,8 +67,8 @@ class Scraper:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         transport = httpx.AsyncHTTPTransport(trust_env=False)
         # httpx has no option for httpcore's network backend: the pool is made again with it.
-        transport._pool = httpcore.AsyncConnectionPool(  # noqa: SLF001
-            ssl_context=transport._pool._ssl_context,  # noqa: SLF001
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=transport._pool._ssl_context,
             max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency,
             network_backend=network or PinnedBackend(cfg.allow_private_hosts))
         self._client = httpx.AsyncClient(
