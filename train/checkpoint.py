@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,30 @@ class CheckpointFile:
 def _parse(path: Path) -> CheckpointFile | None:
     m = _NAME.match(path.name)
     return CheckpointFile(path, m.group(1), m.group(2), int(m.group(3))) if m else None
+
+
+def canonical(obj: Any) -> Any:
+    """`obj` rebuilt so that its pickle does not depend on object identity.
+
+    Pickle writes an object again by reference when the same object occurs twice; whether two
+    equal strings or tuples are one object differs between a fresh run and a resumed one (whose
+    optimizer state came out of a checkpoint). Rebuilt with interned strings and fresh tuples
+    and lists, equal states pickle to equal bytes, so a resumed run's checkpoints are
+    byte-identical to an uninterrupted run's. Tensors are kept as they are.
+    """
+    kind = type(obj)
+    if kind is str:
+        return sys.intern(obj)
+    if kind in (dict, OrderedDict):
+        out = kind((canonical(k), canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a module state dict's versions, read by load_state_dict
+            out._metadata = canonical(obj._metadata)
+        return out
+    if kind is list:
+        return [canonical(v) for v in obj]
+    if kind is tuple:
+        return tuple(canonical(v) for v in obj)
+    return obj
 
 
 class CheckpointManager:
@@ -78,8 +104,8 @@ class CheckpointManager:
     def save(self, state: dict[str, Any], images: int) -> Path:
         """Write `state` atomically, then delete this run's checkpoints beyond the last K."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        payload = {"format": FORMAT_VERSION, "config_hash": self.config_hash,
-                   "dataset_hash": self.dataset_hash, "images": images, **state}
+        payload = canonical({"format": FORMAT_VERSION, "config_hash": self.config_hash,
+                             "dataset_hash": self.dataset_hash, "images": images, **state})
         target = self.path_for(images)
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as fh:

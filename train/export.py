@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,6 @@ def export_generator(G: Generator, folder: Path, info: dict[str, Any]) -> Path:
         "truncation": G.supports_truncation,
         "weights": STATE_FILE,
         "sha256": _sha256(weights),
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **info,
     }
     write_text(folder / SPEC_FILE, json.dumps(spec, indent=2, sort_keys=True) + "\n")

@@ -21,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import random
 import signal
 import time
 from collections.abc import Callable
@@ -28,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from curate.atomic import sweep_temp_files
 from train.augment import ADAController, Augmenter, preview_grid
 from train.checkpoint import CheckpointManager
 from train.config import TrainConfig
@@ -127,6 +130,10 @@ class Trainer:
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto"
                                                  and self.device.type == "cuda")
         torch.manual_seed(cfg.seed)  # weight initialisation: identical on every rank
+        # Python's and NumPy's global generators are saved in checkpoints too: seeded, a resumed
+        # run's checkpoints are byte-identical to an uninterrupted run's.
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
         self.G, self.D = (m.to(self.device) for m in build_models(cfg, self.resolution))
         broadcast_module(self.G, env)
         broadcast_module(self.D, env)
@@ -198,6 +205,9 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the newest checkpoint of this config and dataset, if any; True if loaded."""
+        if self.env.is_main:  # what a killed run's unfinished writes left (checkpoints: below)
+            for folder in (self.paths.samples, self.paths.export, self.paths.report):
+                sweep_temp_files(folder)
         state = self.checkpoints.load_latest(self.device, warn=self.log,
                                              sweep=self.env.is_main)
         images = torch.tensor([float(state["images"]) if state else -1.0], device=self.device)
