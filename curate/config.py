@@ -504,8 +504,13 @@ class MatteConfig:
     border_key: BorderKeyConfig = field(default_factory=BorderKeyConfig)
     grabcut: GrabCutConfig = field(default_factory=GrabCutConfig)
     png_compress_level: int = 1  # 0-9: output PNGs are lossless either way; 1 is fast
+    #: Longer side of composites and masks: bigger images are matted at this size (memory stays
+    #: bounded for a 100-megapixel photo; prepare crops at most 1024 or so from it anyway).
+    max_side: int = 4096
 
     def validate(self, key: str) -> None:
+        if self.max_side < 256:
+            raise ConfigError(f"{key}.max_side: got {self.max_side}, expected >= 256")
         if self.threads_per_worker < 1:
             raise ConfigError(f"{key}.threads_per_worker: got {self.threads_per_worker}, "
                               "expected >= 1")

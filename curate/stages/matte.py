@@ -76,7 +76,8 @@ def variant_key(params: Params, backend_params: dict[str, Any]) -> tuple[str, st
     """(cache op, folder name) for the current settings."""
     cfg = params.matte
     op = op_key("matte", MATTE_VERSION, {"method": cfg.method, **backend_params,
-                                         "background": list(params.background)})
+                                         "background": list(params.background),
+                                         "max_side": cfg.max_side})
     label = cfg.model if cfg.method == "rembg" else cfg.method
     return op, f"{label}-{op.rsplit(':', 1)[-1][:10]}"
 
