@@ -181,16 +181,49 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--n-base", type=int, default=24)
     args = parser.parse_args()
+    from bench.faults import FAULTS, run_against_faults
+    from bench.hostile import ingest_corpus
+    from bench.localserver import serving
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
-        results = kill_every_stage(Path(tmp), args.kills, args.n_base,
-                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+        corpus = ingest_corpus(Path(tmp) / "hostile", log=log)
+        with serving() as server:
+            faults = run_against_faults(server, Path(tmp) / "faults")
+        results = kill_every_stage(Path(tmp) / "kills", args.kills, args.n_base, log=log)
     publish("reliability", {
+        # inputs, archives and params of kinds bench/hostile.py lists, plus the fault server's
+        "hostile_kinds": corpus.kinds + len(FAULTS),
+        "crashes": len(corpus.crashes),
+        "unaccounted_inputs": len(corpus.unaccounted),
+        "unexpected_outcomes": {k: list(v) for k, v in corpus.wrong.items()},
         "kill_points": {r.stage: r.kills for r in results},
         "rerun_identical": all(r.identical for r in results),
         "differing": {r.stage: r.differing for r in results if r.differing},
         "reference_s": {r.stage: r.reference_s for r in results},
+        "fault_server": {"urls": len(faults.expected), "faults": faults.faults,
+                         "recoverable_fetched": round(len(faults.stored & set(
+                             faults.recoverable)) / len(faults.recoverable), 4),
+                         "unaccounted": len(faults.unaccounted),
+                         "seconds": round(faults.seconds, 1)},
         "n_base": args.n_base,
+        "provenance": provenance(),
     })
+
+
+def provenance() -> dict[str, object]:
+    """What a reader needs to weigh the figures: code, machine, load, versions."""
+    import platform
+
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True, check=False).stdout.strip()
+    return {"commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(), "torch": torch.__version__}
 
 
 if __name__ == "__main__":
