@@ -79,8 +79,18 @@ def ingest(
     from curate.stages.ingest import IngestOptions, run_ingest
 
     loaded = _params(params)
+    _warn_unwatched(params, "ingest", [s.path for s in loaded.ingest.sources])
     with _one_run(loaded, out, loaded.paths.store):
         run_ingest(loaded, IngestOptions(out_dir=out, workers=workers, retry_failed=retry_failed))
+
+
+def _warn_unwatched(params: Path, stage: str, paths: list[Path]) -> None:
+    """Say so when the project's dvc.yaml does not watch files params.yaml names."""
+    from curate.project.render import unwatched_warning
+
+    stale = unwatched_warning(stage, paths, params.resolve().parent)
+    if stale:
+        console.print(f"[yellow]warning:[/] {stale}")
 
 
 @app.command()
@@ -391,7 +401,10 @@ def tags_import(
     """
     from curate.stages.tags import run_import
 
-    _tags_call(run_import, _params(params), out, file, out, manifest)
+    loaded = _params(params)
+    if file is None and loaded.tags.snapshot is not None:
+        _warn_unwatched(params, "tags", [loaded.tags.snapshot])
+    _tags_call(run_import, loaded, out, file, out, manifest)
 
 
 @app.command()

@@ -9,7 +9,6 @@ needed to sample from an export: `train sample` and `train interpolate` use it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from curate.atomic import atomic_path, write_text
+from curate.store import file_sha256
 from train.models import Generator, generator_from_spec
 
 FORMAT_VERSION = 1
@@ -28,13 +28,6 @@ SPEC_FILE = "generator.json"
 class ExportError(ValueError):
     """An export folder that cannot be loaded; the message says what to do."""
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_generator(G: Generator, folder: Path, info: dict[str, Any]) -> Path:
@@ -55,7 +48,7 @@ def export_generator(G: Generator, folder: Path, info: dict[str, Any]) -> Path:
         "z_dim": G.z_dim,
         "truncation": G.supports_truncation,
         "weights": STATE_FILE,
-        "sha256": _sha256(weights),
+        "sha256": file_sha256(weights),
         **info,
     }
     write_text(folder / SPEC_FILE, json.dumps(spec, indent=2, sort_keys=True) + "\n")
@@ -79,7 +72,7 @@ def load_generator(path: Path, device: torch.device | str = "cpu") -> tuple[Gene
     weights = spec_path.parent / spec["weights"]
     if not weights.exists():
         raise ExportError(f"{weights} is missing next to {spec_path.name}")
-    if _sha256(weights) != spec["sha256"]:
+    if file_sha256(weights) != spec["sha256"]:
         raise ExportError(f"{weights} does not match the sha256 in {spec_path.name} (a partial "
                           f"copy, or files from two different exports)")
     try:

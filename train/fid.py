@@ -20,7 +20,6 @@ so N is reported with every FID.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -35,6 +34,7 @@ import torch
 
 from curate.atomic import atomic_path, write_text
 from curate.models import require
+from curate.store import file_sha256
 from train.config import MetricsConfig
 from train.data import ZipImageDataset
 from train.models.base import Generator
@@ -152,13 +152,6 @@ def convert(source: Path, target: Path) -> Path:
     return target
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def inception_weights(models_dir: Path | None = None) -> Path:
     """Path of the converted weights, converting the provisioned file on first use.
@@ -176,12 +169,12 @@ def inception_weights(models_dir: Path | None = None) -> Path:
         try:
             recorded = json.loads(stamp.read_text())
             if ({k: recorded.get(k) for k in record} == record
-                    and recorded.get("sha256") == _sha256(target)):
+                    and recorded.get("sha256") == file_sha256(target)):
                 return target
         except ValueError:
             pass
     convert(source, target)
-    write_text(stamp, json.dumps({**record, "sha256": _sha256(target)}))
+    write_text(stamp, json.dumps({**record, "sha256": file_sha256(target)}))
     return target
 
 

@@ -120,9 +120,9 @@ def unwatched(stage: str, wanted: list[Path], project: Path = Path(".")) -> list
     return [p for p in (_dep(w, Path(project)) for w in wanted) if p not in listed]
 
 
-def unwatched_warning(stage: str, wanted: list[Path]) -> str | None:
-    """One line for the user when dvc.yaml is behind params.yaml, else None."""
-    missing = unwatched(stage, wanted)
+def unwatched_warning(stage: str, wanted: list[Path], project: Path) -> str | None:
+    """One line for the user when `project`'s dvc.yaml is behind its params.yaml, else None."""
+    missing = unwatched(stage, wanted, project)
     if not missing:
         return None
     return (f"dvc.yaml's {stage} stage does not list {', '.join(missing)} as a dependency, so "

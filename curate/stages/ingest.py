@@ -29,7 +29,6 @@ from curate.config import IngestConfig, Params, SourceConfig
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import REJECT_COLUMNS, write_table
 from curate.parallel import error_message, error_reason, make_executor, stream_map
-from curate.project.render import unwatched_warning
 from curate.sources.local import ArchiveLimits, is_archive, iter_archive, walk_folder
 from curate.sources.urls import read_url_list
 from curate.stages.ingest_worker import Limits, Record, accept, reject
@@ -403,9 +402,6 @@ MANIFEST_COLUMNS = [
 
 def run_ingest(params: Params, options: IngestOptions = IngestOptions()) -> StageSummary:
     """Ingest every source in params.ingest.sources; write manifest, rejects and summary."""
-    stale = unwatched_warning("ingest", [s.path for s in params.ingest.sources])
-    if stale:
-        console.print(f"[yellow]warning:[/] {stale}")
     run = IngestRun(params, options)
     swept = run.store.sweep()
     if swept:

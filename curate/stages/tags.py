@@ -28,7 +28,6 @@ from curate import atomic
 from curate.config import Params, TagsConfig
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import read_table, write_table
-from curate.project.render import unwatched_warning
 from curate.tags import agreement, labelconfig, merge, normalise
 from curate.tags.client import Connection, LabelStudioClient, LabelStudioError
 from curate.tags.labelconfig import LabelConfigError, TagSchema
@@ -130,9 +129,6 @@ def run_import(params: Params, file: Path | None = None,
                       "tag images with `curate tags push` / `curate tags pull`")
         return _finish(build_tables([], schema, cfg), Path(out_dir))
     path = Path(path)
-    stale = unwatched_warning("tags", [path]) if file is None else None
-    if stale:
-        console.print(f"[yellow]warning:[/] {stale}")
     if not path.is_file():
         what = "tags.snapshot points at" if file is None else "there is"
         raise TagsError(f"{what} a missing file ({path}): run `curate tags pull` to make it from "

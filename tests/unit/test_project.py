@@ -12,7 +12,8 @@ import yaml
 from curate.config import ConfigError, load_params
 from curate.project.edit import name_proposals, set_key, use_categories
 from curate.project.init import InitError, InitOptions, init_project
-from curate.project.render import DEMO, render_params, render_pipeline, unwatched
+from curate.project.render import (DEMO, render_params, render_pipeline, unwatched,
+                                   unwatched_warning)
 from curate.stages.prepare import why_empty
 from curate.stages.tags import TagsError, run_import
 
@@ -49,6 +50,8 @@ def test_init_writes_a_valid_project_for_the_sources(tmp_path: Path) -> None:
                                               (tmp_path / "urls.csv").resolve().as_posix()]
     assert pipeline["tags"]["deps"] == ["data/ingest/manifest.parquet"]  # no snapshot, no code
     assert unwatched("ingest", [s.path for s in params.ingest.sources], project) == []
+    stale = unwatched_warning("ingest", [tmp_path / "added-later"], project)
+    assert stale and "added-later" in stale and "curate pipeline" in stale
     assert (project / "tags" / "README.md").exists() and (project / ".gitignore").exists()
 
 
