@@ -4,16 +4,19 @@ Tagged images take their annotators' merged verdict, mapped to a distribution th
 ``split.distributions[].categories``. Untagged images get the distribution of their k nearest
 tagged neighbours in the MobileNetV2 embedding space, with a confidence; below
 ``split.min_confidence`` they stay ``unassigned`` (they are the ones `curate tags push --strategy
-uncertain` sends to annotators). With no tags at all and ``cluster_when_untagged``, spherical
-k-means proposes one group per distribution, named ``cluster_<n>`` so nobody mistakes a proposal
-for a decision, and the report says so.
+uncertain` sends to annotators). With no tags at all (``cluster_when_untagged``), or when a
+distribution names some, spherical k-means proposes groups, ``cluster_0`` the largest: named
+so nobody mistakes a proposal for a decision. A distribution that lists a group in
+``proposals`` takes its undecided images, and a ``catch_all`` distribution takes whatever is
+still undecided (the first run's ``all``).
 
 Reads data/matte/manifest.parquet and data/tags/merged.parquet (optional); writes
 data/split/manifest.parquet (all columns plus ``distribution``, ``dist_source``
-tag|propagated|cluster|unassigned, ``dist_confidence``) and data/split/report.json (counts,
-cross-validated accuracy of the propagation on the tagged images, least confident images).
+tag|propagated|proposal|catch_all|unassigned, ``dist_confidence``, ``proposal``),
+data/split/report.json (counts, cross-validated accuracy of the propagation on the tagged
+images, least confident images, proposed groups) and reports/split.html (a sample grid per
+distribution and per proposed group).
 """
-
 from __future__ import annotations
 
 import json
@@ -149,15 +152,15 @@ def run_split(params: Params, options: SplitOptions = SplitOptions()) -> StageSu
     out["proposal"] = assigned.proposal.reindex(out.index).astype("string")
     write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
 
-    doubtful = out[out.dist_source.isin(["unassigned"]) | (out.dist_source == "propagated")
-                   ].nsmallest(LEAST_CONFIDENT, "dist_confidence")
+    voted = out[(out.dist_source != "tag") & out.dist_confidence.notna()]
+    doubtful = voted.nsmallest(LEAST_CONFIDENT, "dist_confidence")
     report.update({
         "distributions": dict(sorted(Counter(out.distribution.dropna()).items())),
         "sources": dict(sorted(Counter(out.dist_source.dropna()).items())),
         "least_confident": [{"image_id": r.image_id, "confidence": round(r.dist_confidence, 4),
                              "guess": None if pd.isna(r.distribution) else r.distribution,
                              "source_uri": r.source_uri}
-                            for r in doubtful.itertuples() if not pd.isna(r.dist_confidence)],
+                            for r in doubtful.itertuples()],
     })
     atomic.write_text(options.out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     report_path = options.report or params.paths.reports / "split.html"
