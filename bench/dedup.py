@@ -63,9 +63,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ must not shadow the project's packages
 
-from bench.publish import publish  # noqa: E402
-from curate.dedup.hamming import hamming_pairs, plan  # noqa: E402
-from curate.dedup.hashing import from_hex  # noqa: E402
+from bench.publish import publish
+from curate.dedup.hamming import hamming_pairs, plan
+from curate.dedup.hashing import from_hex
 
 BENCH_CACHE = ROOT / ".cache" / "bench"
 IMAGE_CACHE = BENCH_CACHE / "dedup-images"

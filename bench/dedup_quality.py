@@ -42,11 +42,11 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.publish import publish  # noqa: E402
-from curate.cache import ResultCache  # noqa: E402
-from curate.config import Params, load_params  # noqa: E402
-from curate.manifest import read_table  # noqa: E402
-from curate.stages.dedup import DedupOptions, DedupRun  # noqa: E402
+from bench.publish import publish
+from curate.cache import ResultCache
+from curate.config import Params, load_params
+from curate.manifest import read_table
+from curate.stages.dedup import DedupOptions, DedupRun
 
 KINDS = ("resized", "reencoded", "cropped", "brighter", "darker")
 

@@ -55,18 +55,18 @@ def _photo(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _reset(h) -> None:  # noqa: ANN001 (a BaseHTTPRequestHandler)
+def _reset(h) -> None:
     """Close the connection with a TCP RST and no response."""
     h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     h.close_connection = True
     h.connection.close()
 
 
-def _route(server: ImageServer, fault: str, body: bytes):  # noqa: ANN202 (a route)
+def _route(server: ImageServer, fault: str, body: bytes):
     fails, _ = FAULTS[fault]
     respond = server.respond
 
-    def failing(h) -> None:  # noqa: ANN001
+    def failing(h) -> None:
         if fault == "reset":
             _reset(h)
         elif fault in ("http_500", "always_500"):
@@ -94,7 +94,7 @@ def _route(server: ImageServer, fault: str, body: bytes):  # noqa: ANN202 (a rou
         elif fault == "gone":
             respond(h, status=404)
 
-    def route(h, n: int) -> None:  # noqa: ANN001
+    def route(h, n: int) -> None:
         if fails is None or n <= fails:
             failing(h)
         else:

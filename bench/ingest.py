@@ -91,7 +91,7 @@ from PIL import Image, ImageDraw, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ must not shadow the project's packages
 
-from bench.publish import publish  # noqa: E402
+from bench.publish import publish
 
 BENCH_CACHE = ROOT / ".cache" / "bench"
 IMAGE_CACHE = BENCH_CACHE / "ingest-images"
@@ -307,7 +307,7 @@ class _FileHandler(SimpleHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def copyfile(self, source: Any, outputfile: Any) -> None:

@@ -59,11 +59,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.publish import publish  # noqa: E402
-from bench.demo_truth import base_images, true_mask_iou  # noqa: E402
-from curate import models  # noqa: E402
-from curate.config import load_params  # noqa: E402
-from curate.manifest import read_table, write_table  # noqa: E402
+from bench.demo_truth import base_images, true_mask_iou
+from bench.publish import publish
+from curate import models
+from curate.config import load_params
+from curate.manifest import read_table, write_table
 
 BIN = Path(sys.executable).parent
 PEER_VENV = ROOT / ".cache" / "venvs" / "rembg-cli"

@@ -31,13 +31,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ must not shadow packages
 
-from bench.publish import publish  # noqa: E402
-from curate.cache import ResultCache  # noqa: E402
-from curate.console import StageSummary  # noqa: E402
-from curate.demo import generate_demo  # noqa: E402
-from curate.prepare.augment import AugmentConfig  # noqa: E402
-from curate.prepare.worker import Settings, Task  # noqa: E402
-from curate.stages.prepare import _OutputCache, _prepare_all  # noqa: E402
+from bench.publish import publish
+from curate.cache import ResultCache
+from curate.console import StageSummary
+from curate.demo import generate_demo
+from curate.prepare.augment import AugmentConfig
+from curate.prepare.worker import Settings, Task
+from curate.stages.prepare import _OutputCache, _prepare_all
 
 DEMO = Path(".cache/bench/demo-prepare")
 RESOLUTION = 512

@@ -20,11 +20,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ must not shadow packages
 
-from bench.publish import publish  # noqa: E402
-from bench.demo_truth import base_images, true_mask_iou  # noqa: E402
-from curate.demo.generate import mask_name  # noqa: E402
-from curate.prepare.align import angle_error  # noqa: E402
-from curate.prepare.worker import Settings, Task, choose_crop  # noqa: E402
+from bench.demo_truth import base_images, true_mask_iou
+from bench.publish import publish
+from curate.demo.generate import mask_name
+from curate.prepare.align import angle_error
+from curate.prepare.worker import Settings, Task, choose_crop
 
 DEMO = Path("data/demo")
 

@@ -56,9 +56,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.publish import publish  # noqa: E402
-from curate.config import Params, Threshold, load_params  # noqa: E402
-from curate.manifest import read_table  # noqa: E402
+from bench.publish import publish
+from curate.config import Params, Threshold, load_params
+from curate.manifest import read_table
 
 PEER_VENV = ROOT / ".cache" / "venvs" / "cleanvision"
 PEER_REQUIREMENT = "cleanvision==0.3.7"

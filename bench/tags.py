@@ -55,15 +55,15 @@ from label_studio_sdk import LabelStudio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.publish import publish  # noqa: E402
-from curate.config import Params, from_mapping  # noqa: E402
-from curate.console import console  # noqa: E402
-from curate.demo import labelstudio  # noqa: E402
-from curate.demo.shapes import CATEGORIES  # noqa: E402
-from curate.manifest import write_table  # noqa: E402
-from curate.stages.tags import PushOptions, run_import, run_pull, run_push  # noqa: E402
-from curate.tags import labelconfig  # noqa: E402
-from curate.tags.localserver import LS_REQUIREMENT, LocalServer  # noqa: E402
+from bench.publish import publish
+from curate.config import Params, from_mapping
+from curate.console import console
+from curate.demo import labelstudio
+from curate.demo.shapes import CATEGORIES
+from curate.manifest import write_table
+from curate.stages.tags import PushOptions, run_import, run_pull, run_push
+from curate.tags import labelconfig
+from curate.tags.localserver import LS_REQUIREMENT, LocalServer
 
 WORK = ROOT / ".cache" / "bench" / "tags"
 GOAL_NORMALISE_S = 10.0

@@ -50,12 +50,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.publish import publish  # noqa: E402
-from train.config import train_config_from_mapping  # noqa: E402
-from train.data import open_dataset  # noqa: E402
-from train.dist import init_distributed  # noqa: E402
-from train.loop import RunPaths, Trainer  # noqa: E402
-from train.synthetic import make_blob_dataset, write_dataset_zip  # noqa: E402
+from bench.publish import publish
+from train.config import train_config_from_mapping
+from train.data import open_dataset
+from train.dist import init_distributed
+from train.loop import RunPaths, Trainer
+from train.synthetic import make_blob_dataset, write_dataset_zip
 
 #: StyleGAN2-ADA, 1 x V100, s/kimg from its README's expected-training-time table (fast end).
 SG2ADA_V100_S_PER_KIMG = {256: 21.6, 512: 72.5}

@@ -239,7 +239,7 @@ SizesOption = Annotated[Path, typer.Option(
     "geometry is checked against (used when the file exists).")]
 
 
-def _tags_call(fn, params: Params, out: Path, *args) -> None:  # noqa: ANN001 (a stage function)
+def _tags_call(fn, params: Params, out: Path, *args) -> None:
     from curate.stages.tags import TagsError
 
     with _one_run(params, out), _explained(TagsError):
@@ -288,9 +288,7 @@ def tags_pull(
     Needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY. On any failure the previous snapshot and
     tables stay as they were.
     """
-    from curate.stages.tags import run_pull
-
-    from curate.stages.tags import TagsError
+    from curate.stages.tags import TagsError, run_pull
 
     loaded = _params(params)
     with _one_run(loaded, out), _explained(TagsError):

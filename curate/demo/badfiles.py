@@ -73,7 +73,7 @@ def rejected_file(subkind: str, rgb: np.ndarray, rng: np.random.Generator) -> by
     raise ValueError(f"unknown rejected kind {subkind!r}")
 
 
-def _png(image: Image.Image, **save_args: object) -> bytes:
+def png_bytes(image: Image.Image, **save_args: object) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "PNG", **save_args)
     return buf.getvalue()
@@ -98,7 +98,7 @@ def accepted_file(subkind: str, rgb: np.ndarray, mask: np.ndarray) -> bytes:
     if subkind == "palette_alpha":
         rgba = np.dstack([rgb, np.where(mask > 127, 255, 0).astype(np.uint8)])
         pal = Image.fromarray(rgba, "RGBA").quantize(255, method=Image.Quantize.FASTOCTREE)
-        return _png(pal)
+        return png_bytes(pal)
     if subkind == "exif_rotated":
         stored = Image.fromarray(rgb).transpose(Image.Transpose.ROTATE_90)
         exif = Image.Exif()

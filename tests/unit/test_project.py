@@ -12,8 +12,7 @@ import yaml
 from curate.config import ConfigError, load_params
 from curate.project.edit import name_proposals, set_key, use_categories
 from curate.project.init import InitError, InitOptions, init_project
-from curate.project.render import (DEMO, render_params, render_pipeline, unwatched,
-                                   unwatched_warning)
+from curate.project.render import DEMO, render_params, render_pipeline, unwatched, unwatched_warning
 from curate.stages.prepare import why_empty
 from curate.stages.tags import TagsError, run_import
 
