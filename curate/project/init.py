@@ -15,10 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from curate import atomic, models
-from curate.config import ConfigError, load_params
+from curate.config import ConfigError, DistributionConfig, load_params
 from curate.project.render import (
     DEFAULT_ALIGN,
-    Distribution,
     ProjectSpec,
     relative_or_absolute,
     render_params,
@@ -85,7 +84,7 @@ def spec_for(options: InitOptions) -> ProjectSpec:
     spec = ProjectSpec(
         sources=tuple(source_entry(Path(s), project) for s in options.sources),
         categories=options.categories, keypoints=options.keypoints,
-        distributions=(Distribution("all", catch_all=True, align=align),),
+        distributions=(DistributionConfig("all", catch_all=True, align=align),),
         resolution=options.resolution, train=options.train)
     provisioned = models.default_models_dir()
     inside = (project / "models" / "pretrained").resolve()
@@ -131,10 +130,10 @@ def init_project(options: InitOptions, run: Callable[..., None], say: Callable[[
         say("initialised git and dvc")
     if options.dvc_add:
         for source in params.ingest.sources:
-            path = source.path if source.path.is_absolute() else project / source.path
-            if path.resolve().is_relative_to(project.resolve()):
-                run([sys.executable, "-m", "dvc", "add", "-q", str(path.resolve().relative_to(project.resolve()))],
-                    project)
+            path = (source.path if source.path.is_absolute() else project / source.path).resolve()
+            if path.is_relative_to(project.resolve()):
+                inside = path.relative_to(project.resolve())
+                run([sys.executable, "-m", "dvc", "add", "-q", str(inside)], project)
                 say(f"dvc add {source.path}: versioned (commit {source.path}.dvc with git)")
             else:
                 say(f"{source.path} is outside the project, so DVC cannot version it: copy it "

@@ -10,12 +10,13 @@ from typing import Any
 import jinja2
 import yaml
 
-from curate.config import Params
+from curate.config import DistributionConfig, Params
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: The folder holding the `curate` and `train` packages' sources (a checkout of this project).
 CODE_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ALIGN = ("keypoints", "box", "mask", "center")
+#: The alignment fallback order a distribution gets by default (the config's).
+DEFAULT_ALIGN = DistributionConfig("all").align
 
 
 def _flow(value: Any) -> str:
@@ -31,15 +32,6 @@ _ENV.filters["flow"] = _flow
 
 
 @dataclass(frozen=True)
-class Distribution:
-    name: str
-    categories: tuple[str, ...] = ()
-    proposals: tuple[str, ...] = ()
-    catch_all: bool = False
-    align: tuple[str, ...] = DEFAULT_ALIGN
-
-
-@dataclass(frozen=True)
 class ProjectSpec:
     """What `curate init` asks for; everything else in params.yaml is the code's default."""
 
@@ -48,8 +40,8 @@ class ProjectSpec:
     keypoints: tuple[str, ...] = ()
     snapshot: str | None = None
     export: str = "tags/export.json"
-    distributions: tuple[Distribution, ...] = field(
-        default_factory=lambda: (Distribution("all", catch_all=True,
+    distributions: tuple[DistributionConfig, ...] = field(
+        default_factory=lambda: (DistributionConfig("all", catch_all=True,
                                               align=("box", "mask", "center")),))
     resolution: int = 512
     train: str = "quick"  # quick (a CPU-sized first model) | full (real-run values)
@@ -61,7 +53,7 @@ DEMO = ProjectSpec(
     sources=({"kind": "folder", "path": "data/demo/raw"},),
     categories=("soles", "pov"), keypoints=("heel", "toe"),
     snapshot="data/demo/labelstudio_export.json", export="data/tags/export.json",
-    distributions=(Distribution("soles", ("soles",)), Distribution("pov", ("pov",))),
+    distributions=(DistributionConfig("soles", ("soles",)), DistributionConfig("pov", ("pov",))),
 )
 
 

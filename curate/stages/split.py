@@ -113,7 +113,7 @@ def assign(live: pd.DataFrame, emb: np.ndarray, tagged: pd.Series, params: Param
             out.iloc[idx, out.columns.get_loc("dist_source")] = np.where(
                 sure, "propagated", None)
     named = {p: d.name for d in cfg.distributions for p in d.proposals}
-    wanted = named or (not train.any() and cfg.cluster_when_untagged)
+    wanted = bool(named) or (not train.any() and cfg.cluster_when_untagged)
     if wanted and valid.sum() >= cfg.n_proposals:
         idx = np.flatnonzero(valid)
         out.iloc[idx, out.columns.get_loc("proposal")] = propose(
