@@ -48,7 +48,10 @@ from curate.config import Params, load_params
 from curate.manifest import read_table
 from curate.stages.dedup import DedupOptions, DedupRun
 
-KINDS = ("resized", "reencoded", "cropped", "brighter", "darker")
+from curate.demo.generate import NEAR_KINDS
+from curate.demo.reposts import REPOST_KINDS
+
+KINDS = NEAR_KINDS + REPOST_KINDS
 
 
 def truth_groups(demo: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -59,7 +62,7 @@ def truth_groups(demo: Path) -> tuple[dict[str, str], dict[str, str]]:
     root = {sha: sha for sha in t["sha256"]}
     kind = {}
     for r in t.itertuples():
-        if r.kind == "near_duplicate":
+        if r.kind in ("near_duplicate", "repost"):
             root[r.sha256] = file_to_id[r.duplicate_of]
             kind[r.sha256] = r.subkind
     return root, kind

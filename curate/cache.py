@@ -107,3 +107,61 @@ class ResultCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_BLOB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    op TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (op, key)
+) WITHOUT ROWID
+"""
+
+
+class BlobCache:
+    """Binary per-image values (packed arrays) in SQLite, read and written in batches: what
+    JSON would bloat, such as local features."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db = open_sqlite(self.path, _BLOB_SCHEMA)
+
+    def get_many(self, op: str, keys: Iterable[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        keys = list(keys)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, value FROM blobs WHERE op = ? AND key IN ({marks})", [op, *chunk])
+            found.update((k, bytes(v)) for k, v in rows)
+        return found
+
+    def has(self, op: str, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` that have a value (without reading the values)."""
+        found: set[str] = set()
+        keys = list(keys)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key FROM blobs WHERE op = ? AND key IN ({marks})", [op, *chunk])
+            found.update(k for (k,) in rows)
+        return found
+
+    def put_many(self, op: str, items: Iterable[tuple[str, bytes]]) -> None:
+        """Store values in one transaction (all or nothing)."""
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO blobs (op, key, value) VALUES (?, ?, ?)",
+                ((op, k, v) for k, v in items))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> BlobCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

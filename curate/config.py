@@ -228,7 +228,33 @@ class EmbeddingsConfig:
 
 # ---------------------------------------------------------------------- dedup
 
-KeepKey = Literal["resolution", "sharpness", "bytes", "source_priority"]
+KeepKey = Literal["framing", "resolution", "sharpness", "bytes", "source_priority"]
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Reposts (mirrored, cropped, captioned, letterboxed, rotated copies): each image's most
+    similar images by embedding are candidates, and a candidate pair is linked only when
+    local features fit a similarity transform and the aligned pixels agree
+    (curate/dedup/verify.py)."""
+
+    enabled: bool = True
+    candidates: int = 12           # nearest images per image (embedding cosine) to verify
+    candidate_cosine: float = 0.5  # ... that are at least this similar
+    max_side: int = 512            # features and the pixel check on the image scaled to this
+    features: int = 800            # SIFT keypoints per image
+    min_inliers: int = 10          # features that agree on one transform
+    min_agreement: float = 0.72    # share of textured overlap patches whose pixels agree
+    min_coverage: float = 0.3      # overlap / the smaller image
+
+    def validate(self, key: str) -> None:
+        if self.candidates < 1 or not -1.0 <= self.candidate_cosine < 1.0:
+            raise ConfigError(f"{key}: candidates must be >= 1 and candidate_cosine in [-1, 1)")
+        if not 64 <= self.max_side <= 4096 or self.features < 16 or self.min_inliers < 3:
+            raise ConfigError(f"{key}: expected max_side 64..4096, features >= 16 and "
+                              "min_inliers >= 3")
+        if not (0.0 < self.min_agreement <= 1.0 and 0.0 < self.min_coverage <= 1.0):
+            raise ConfigError(f"{key}: min_agreement and min_coverage must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -241,7 +267,11 @@ class DedupConfig:
     fast_decode: bool = True       # JPEG DCT-domain 1/2 decode for hashing (tested: same hash)
     embeddings: bool = True        # also link pairs by embedding cosine similarity
     cosine_threshold: float = 0.975  # ... when cosine >= this
-    keep: tuple[KeepKey, ...] = ("resolution", "sharpness", "bytes", "source_priority")
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    #: "framing" prefers a copy that is neither a crop of another nor framed by added bars,
+    #: captions or app chrome (known for pairs linked by verification).
+    keep: tuple[KeepKey, ...] = ("framing", "resolution", "sharpness", "bytes",
+                                 "source_priority")
     sharpness_tolerance: float = 0.1  # sharpness within 10% counts as a tie (JPEG blocks
                                       # make a re-encoded copy look a few % "sharper")
     source_priority: tuple[str, ...] = ()  # source_uri globs, most trusted first

@@ -9,6 +9,10 @@ cache, and `embed` only computes the images it has never seen:
 
     vectors = embed(params, [(image_id, path), ...])   # (n, 1280) float32, one row per item
 
+An item may name a region, `(key, path, (x0, y0, x1, y1))` in fractions of the image: the
+vector of that crop, cached under `key` (dedup embeds the photo inside a screenshot or a
+letterbox this way).
+
 The cache is a compact binary one, not JSON: one float16 blob per (model key, image id) in
 SQLite (`<paths.cache>/embeddings.sqlite`, 2.5 KB per image, WAL mode, written only by the
 coordinating process). The model key covers the model file's md5, the input size and the
@@ -59,6 +63,8 @@ CREATE TABLE IF NOT EXISTS vectors (
 """
 
 Item = tuple[str, Path]
+Region = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of width and height
+RegionItem = tuple[str, Path, Region]
 
 
 # --------------------------------------------------------------------------- cache
@@ -118,7 +124,7 @@ def cache_path(params: Params) -> Path:
 class _Task:
     """One batch of images and everything a worker needs to embed it."""
 
-    items: tuple[tuple[str, str], ...]
+    items: tuple[tuple[str, str, Region | None], ...]
     model: str
     weights: str
     image_size: int
@@ -149,14 +155,21 @@ def _load_model(model: str, weights: str, threads: int) -> torch.nn.Module:
     return _MODELS[key]
 
 
-def preprocess(path: Path | bytes, image_size: int, background: tuple[int, int, int]
-               ) -> np.ndarray:
-    """Decode and squash to `image_size`², normalised CHW float32 (ImageNet statistics)."""
+def preprocess(path: Path | bytes, image_size: int, background: tuple[int, int, int],
+               region: Region | None = None) -> np.ndarray:
+    """Decode (crop to `region`) and squash to `image_size`², normalised CHW float32
+    (ImageNet statistics)."""
     from PIL import Image
 
     from curate.imageio import decode
 
-    img = decode(path, background=background, min_side=image_size)
+    shrink = min(region[2] - region[0], region[3] - region[1]) if region else 1.0
+    img = decode(path, background=background, min_side=int(image_size / max(shrink, 0.05)))
+    if region is not None:
+        w, h = img.size
+        img = img.crop((round(region[0] * w), round(region[1] * h),
+                        max(round(region[0] * w) + 1, round(region[2] * w)),
+                        max(round(region[1] * h) + 1, round(region[3] * h))))
     img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(_MEAN, np.float32)) / np.asarray(_STD, np.float32)
@@ -178,9 +191,9 @@ def _embed_task(task: _Task) -> list[tuple[str, np.ndarray | None, str | None]]:
     arrays: list[np.ndarray] = []
     ok: list[str] = []
     out: list[tuple[str, np.ndarray | None, str | None]] = []
-    for image_id, path in task.items:
+    for image_id, path, region in task.items:
         try:
-            arrays.append(preprocess(Path(path), task.image_size, task.background))
+            arrays.append(preprocess(Path(path), task.image_size, task.background, region))
             ok.append(image_id)
         except ImageRejected as exc:
             out.append((image_id, None, f"{exc.reason}: {exc.message}"))
@@ -221,9 +234,11 @@ def _threads(cfg: EmbeddingsConfig, workers: int) -> int:
     return cfg.threads_per_worker or max(1, cores // workers)
 
 
-def embed_detailed(params: Params, items: Sequence[Item], *, workers: int | None = None,
-                   description: str = "embed images") -> EmbedResult:
-    """Embeddings of `items` ((image_id, path) pairs), computing only the uncached ones.
+def embed_detailed(params: Params, items: Sequence[Item | RegionItem], *,
+                   workers: int | None = None, description: str = "embed images"
+                   ) -> EmbedResult:
+    """Embeddings of `items` ((image_id, path) pairs, or (key, path, region) for a crop),
+    computing only the uncached ones.
 
     Raises `curate.models.ModelMissingError` (which names the provisioning command) when
     the weights are absent, and only when something actually has to be computed.
@@ -234,11 +249,12 @@ def embed_detailed(params: Params, items: Sequence[Item], *, workers: int | None
     dim = DIM[cfg.model]
     spec = next(s for s in models.MODELS if s.name == cfg.model)
     op = model_key(cfg, spec.md5)
-    ids = [image_id for image_id, _ in items]
+    ids = [item[0] for item in items]
     result = EmbedResult(np.full((len(items), dim), np.nan, dtype=np.float32))
     with EmbeddingCache(cache_path(params)) as cache:
         found = cache.get_many(op, set(ids))
-        todo = list({i: str(p) for i, p in items if i not in found}.items())
+        todo = list({item[0]: (str(item[1]), item[2] if len(item) > 2 else None)  # type: ignore[misc]
+                     for item in items if item[0] not in found}.items())
         result.cached = len(set(ids)) - len(todo)
         if todo:
             weights = models.require(cfg.model, models.models_dir(params.paths.models))
@@ -251,7 +267,8 @@ def embed_detailed(params: Params, items: Sequence[Item], *, workers: int | None
     return result
 
 
-def _compute(params: Params, todo: list[tuple[str, str]], weights: str, op: str,
+def _compute(params: Params, todo: list[tuple[str, tuple[str, Region | None]]], weights: str,
+             op: str,
              cache: EmbeddingCache, workers: int | None, description: str,
              result: EmbedResult) -> dict[str, np.ndarray]:
     """Run the batches through the executor; commit each batch's vectors as it arrives."""
@@ -261,7 +278,8 @@ def _compute(params: Params, todo: list[tuple[str, str]], weights: str, op: str,
     threads = _threads(cfg, n_workers)
     bg = tuple(params.background)
     tasks = [
-        _Task(tuple(todo[s : s + cfg.batch_size]), cfg.model, weights, cfg.image_size,
+        _Task(tuple((key, path, region) for key, (path, region) in todo[s : s + cfg.batch_size]),
+              cfg.model, weights, cfg.image_size,
               (bg[0], bg[1], bg[2]), threads)
         for s in range(0, len(todo), cfg.batch_size)
     ]
@@ -273,7 +291,7 @@ def _compute(params: Params, todo: list[tuple[str, str]], weights: str, op: str,
                                                max_in_flight=2 * n_workers):
                 if error is not None:  # the whole batch failed (e.g. worker killed)
                     out = [(image_id, None, error_message(error))
-                           for image_id, _ in task.items]
+                           for image_id, _, _ in task.items]
                 good = [(image_id, vec) for image_id, vec, _ in out or [] if vec is not None]
                 cache.put_many(op, good)
                 computed.update(good)

@@ -189,3 +189,12 @@ def stream_map(
     yield from drain(0)
     if crashed:  # the pool broke on the last submissions, with nothing left in flight
         yield from isolate()
+
+
+def opencv_one_thread_in_workers() -> None:
+    """In a pool worker, keep OpenCV single-threaded: the pool already uses every core, and
+    N workers x N OpenCV threads only adds context switches."""
+    import cv2
+
+    if multiprocessing.parent_process() is not None:
+        cv2.setNumThreads(1)

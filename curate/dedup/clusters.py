@@ -5,6 +5,9 @@ embeddings); any chain of edges puts images in one cluster (A~B and B~C means A,
 one photo), which is what union-find computes in near-linear time. Within a cluster the kept
 image is chosen by an ordered list of criteria (params `dedup.keep`), best first:
 
+* ``framing``: not a crop of another member, not framed by added bars, a caption strip, a
+  canvas or app chrome, no text laid over (known for pairs linked by verification:
+  `framing_flags`);
 * ``resolution``: more pixels (a downscaled copy loses detail that cannot come back);
 * ``sharpness``: crisper (`curate.dedup.hashing.sharpness`, contrast-normalised);
 * ``bytes``: larger file (at equal size, usually the less compressed encode);
@@ -25,8 +28,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from curate.dedup.verify import MARKED, Verdict
+
 #: Edge kinds, strongest evidence first (a pair found by several detectors keeps the first).
-KINDS = ("exact", "hash", "embedding")
+KINDS = ("exact", "hash", "verified", "embedding")
 
 
 @numba.njit(cache=True)
@@ -69,14 +74,18 @@ class Edge:
     kind: str
     hash_distance: int | None
     cosine: float | None
+    verdict: Verdict | None = None  # verification's, for pairs it judged (curate.dedup.verify)
 
     @property
     def distance(self) -> float:
-        """One number per kind: 0 for exact, bits for hash, 1 - cosine for embedding."""
+        """One number per kind: 0 for exact, bits for hash, 1 - cosine for embedding, the share
+        of disagreeing patches for verified."""
         if self.kind == "exact":
             return 0.0
         if self.kind == "hash":
             return float(self.hash_distance or 0)
+        if self.kind == "verified" and self.verdict is not None:
+            return round(1.0 - self.verdict.agreement, 6)
         return round(1.0 - float(self.cosine or 0.0), 6)
 
 
@@ -90,6 +99,7 @@ class Candidate:
     sharpness: float
     bytes: int
     source_uris: tuple[str, ...]
+    framing: str | None = None  # "cropped", "framed" or "marked" (framing_flags); None: clean
 
 
 def source_rank(uris: Sequence[str], patterns: Sequence[str]) -> int:
@@ -115,7 +125,9 @@ def decide(a: Candidate, b: Candidate, keep: Sequence[str], patterns: Sequence[s
            sharpness_tolerance: float = 0.0) -> tuple[int, str]:
     """`compare`'s answer and the criterion that decided it ("image_id" for a full tie)."""
     for key in keep:
-        if key == "resolution":
+        if key == "framing":
+            x, y = FRAMING_RANK[a.framing], FRAMING_RANK[b.framing]
+        elif key == "resolution":
             x, y = b.width * b.height, a.width * a.height
         elif key == "sharpness":
             hi, lo = max(a.sharpness, b.sharpness), min(a.sharpness, b.sharpness)
@@ -140,6 +152,46 @@ def choose_kept(members: Sequence[Candidate], keep: Sequence[str], patterns: Seq
         if compare(cand, best, keep, patterns, sharpness_tolerance) < 0:
             best = cand
     return best
+
+
+#: A frame counts as wholly inside the other's at this share, and as partly outside below
+#: the second (a crop of 10% or a bar of a tenth of the height is well clear of both).
+_INSIDE, _PARTLY = 0.97, 0.9
+
+
+def framing_flags(edges: dict[tuple[int, int], Edge]) -> dict[int, str]:
+    """Members shown to be a crop of another ("cropped"), another plus added framing
+    ("framed"), or another with text or a logo laid over it ("marked"), from verified edges
+    whose verdict maps the second index into the first.
+
+    When one frame lies wholly inside the other, the larger one either shows more of the
+    scene (the smaller is a crop) or adds bars, a caption or chrome around the same photo;
+    verification tells which by whether the rest of the larger frame looks added.
+    """
+    flags: dict[int, str] = {}
+    for (i, j), edge in edges.items():
+        v = edge.verdict
+        if v is None or not v.linked:
+            continue
+        for outer, inner, outer_cov, inner_cov, added in (
+                (i, j, v.a_covered, v.b_covered, v.a_rest_added),
+                (j, i, v.b_covered, v.a_covered, v.b_rest_added)):
+            if inner_cov >= _INSIDE and outer_cov < _PARTLY:
+                if added:
+                    flags.setdefault(outer, "framed")
+                else:
+                    flags.setdefault(inner, "cropped")
+        if min(v.a_covered, v.b_covered) < _PARTLY:
+            continue  # marks are judged between copies of one framing (resampling adds some)
+        for marked, mine, theirs in ((i, v.a_marked, v.b_marked), (j, v.b_marked, v.a_marked)):
+            if mine >= MARKED and mine >= 3 * theirs:
+                flags.setdefault(marked, "marked")
+    return flags
+
+
+#: How much each framing flag counts against a copy: geometry (a crop, added framing) is
+#: stronger evidence than marks, which a copy's own sharpening can imitate.
+FRAMING_RANK = {None: 0, "marked": 1, "cropped": 2, "framed": 2}
 
 
 def adjacency(edges: dict[tuple[int, int], Edge]) -> dict[int, list[tuple[int, Edge]]]:

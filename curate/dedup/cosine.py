@@ -1,4 +1,5 @@
-"""Pairs of embeddings with cosine similarity above a threshold, blockwise.
+"""Pairs of embeddings with cosine similarity above a threshold, and nearest neighbours,
+blockwise.
 
 The similarity matrix of n images is never held in memory: the upper triangle is walked in
 square tiles of `block` x `block` (64 MB of float32 at the default 4096), each tile is one
@@ -44,3 +45,54 @@ def cosine_pairs(vectors: np.ndarray, threshold: float, *, block: int = 4096
     s = np.concatenate(out_s).astype(np.float32)
     order = np.lexsort((j, i))
     return i[order], j[order], s[order]
+
+
+def cosine_neighbours(vectors: np.ndarray, owners: np.ndarray, k: int, floor: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each owner's `k` most similar other owners (cosine >= `floor`), as (i, j, similarity)
+    with i < j, one row per pair (the larger similarity when both list each other).
+
+    Several rows may belong to one owner (an image and the photo inside its frame); the
+    similarity of two owners is the largest over their rows. Rows are compared in blocks
+    sized so one block of similarities stays near 128 MB whatever the row count.
+    """
+    v = np.asarray(vectors, dtype=np.float32)
+    owners = np.asarray(owners, dtype=np.int64)
+    m = v.shape[0]
+    valid = ~np.isnan(v).any(axis=1) if m else np.zeros(0, dtype=bool)
+    v = np.where(valid[:, None], v, 0.0).astype(np.float32)
+    block = int(np.clip(2**25 // max(m, 1), 64, 4096))
+    best: dict[tuple[int, int], float] = {}
+    take = min(m, 2 * k + 2)  # rows, before folding rows of one owner together
+    for a in range(0, m, block):
+        sims = v[a : a + block] @ v.T
+        sims[:, ~valid] = -np.inf
+        sims[owners[a : a + block, None] == owners[None, :]] = -np.inf
+        if take < m:
+            top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+        else:
+            top = np.broadcast_to(np.arange(m), (sims.shape[0], m))
+        for r in range(sims.shape[0]):
+            if not valid[a + r]:
+                continue
+            cols = top[r][np.argsort(-sims[r, top[r]], kind="stable")]
+            me, seen = int(owners[a + r]), 0
+            listed: set[int] = set()
+            for c in cols:
+                s = float(sims[r, c])
+                if s < floor or seen >= k:
+                    break
+                other = int(owners[c])
+                if other in listed:
+                    continue
+                listed.add(other)
+                seen += 1
+                key = (me, other) if me < other else (other, me)
+                if s > best.get(key, -2.0):
+                    best[key] = s
+    if not best:
+        return (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+    keys = sorted(best)
+    i = np.array([p[0] for p in keys], np.int64)
+    j = np.array([p[1] for p in keys], np.int64)
+    return i, j, np.array([best[p] for p in keys], np.float32)

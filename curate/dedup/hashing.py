@@ -18,7 +18,8 @@ by F = 4 (less for images under 128 px). Why this detour instead of `imagehash.p
 
 whash and colorhash call imagehash itself on the canonical image (8-bit gray, or RGB for
 colorhash). The worker also measures a contrast-normalised sharpness on the half-scale gray
-image, which the keep-best policy uses to prefer the crisper of two same-size copies.
+image, which the keep-best policy uses to prefer the crisper of two same-size copies, and
+finds the content box there (`curate.dedup.borders`), which the repost search embeds.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from curate.dedup.borders import FULL, Box, content_box
 from curate.imageio import ImageRejected, decode, orient
+from curate.parallel import opencv_one_thread_in_workers
 
 #: The canonical image is the full image box-averaged by this factor (or less, see below).
 CANON_FACTOR = 4
@@ -40,7 +43,7 @@ CANON_MIN_SIDE = 32
 #: JPEG DCT-domain reduction used by `fast_decode` (the box average does the rest).
 FAST_DCT_FACTOR = 2
 #: Bump when the hash, sharpness or contrast computation changes its output.
-HASH_VERSION = 5
+HASH_VERSION = 6
 #: Below this standard deviation (gray levels) of its gray image an image is "blank":
 #: its hash bits come from rounding noise, so it is only compared by exact pixels.
 BLANK_STD = 1.0
@@ -72,6 +75,7 @@ class HashResult:
     bits: int
     sharpness: float
     contrast: float  # standard deviation of the half-scale gray image, in gray levels
+    content: Box = FULL  # the photo inside added bars, captions or app chrome (borders.py)
 
     @property
     def blank(self) -> bool:
@@ -232,7 +236,8 @@ def hash_image(source: Path | bytes, width: int, height: int, spec: HashSpec,
     else:
         bits = hash_bits(gray, spec.method, spec.hash_size)
     sharp, contrast = detail_stats(detail)
-    return HashResult(pack_bits(bits), spec.bits, sharp, contrast)
+    return HashResult(pack_bits(bits), spec.bits, sharp, contrast,
+                      content_box(np.asarray(detail)))
 
 
 # --------------------------------------------------------------------------- worker task
@@ -241,27 +246,16 @@ Task = tuple[tuple[tuple[str, str, int, int, int], ...], HashSpec]  # id, path, 
 Outcome = tuple[str, dict[str, object] | None, str | None]  # id, cached value, error
 
 
-def _one_thread_per_worker() -> None:
-    """In a pool worker, keep OpenCV single-threaded: the pool already uses every core, and
-    N workers x N OpenCV threads only adds context switches."""
-    import multiprocessing
-
-    import cv2
-
-    if multiprocessing.parent_process() is not None:
-        cv2.setNumThreads(1)
-
-
 def hash_task(task: Task) -> list[Outcome]:
     """Hash a batch of (image_id, path, width, height, orientation); failures carry a message."""
     items, spec = task
-    _one_thread_per_worker()
+    opencv_one_thread_in_workers()
     out: list[Outcome] = []
     for image_id, path, width, height, orientation in items:
         try:
             result = hash_image(Path(path), width, height, spec, orientation)
             value = {"h": result.hex, "s": round(result.sharpness, 6),
-                     "c": round(result.contrast, 4)}
+                     "c": round(result.contrast, 4), "b": list(result.content)}
             out.append((image_id, value, None))
         except ImageRejected as exc:
             out.append((image_id, None, f"{exc.reason}: {exc.message}"))

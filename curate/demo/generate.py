@@ -3,8 +3,10 @@
 ``dvc repro`` runs out of the box on it and the tests and benchmarks measure against its truth.
 It plays a real collection: two sub-distributions (``soles`` on studio backgrounds, ``pov`` seen
 from above with a leg and floor clutter) in JPEG, PNG and WebP of many sizes, plus what real
-collections are full of: exact duplicates (reposts), near-duplicates (resized, re-encoded,
-cropped, brighter, darker), outliers (blurry, dark, over-exposed, tiny, extreme aspect,
+collections are full of: exact duplicates, near-duplicates (resized, re-encoded, cropped,
+brighter, darker), hard reposts in the ``reposts`` and ``forum-scrape`` batches (mirrored,
+rotated, cropped by 10-25%, captioned, letterboxed, inside an app screenshot, colour-graded,
+and two of these at once: `curate.demo.reposts`), outliers (blurry, dark, over-exposed, tiny, extreme aspect,
 grayscale, noisy, off-subject photos from scikit-image's bundled samples), bad files, zip and
 tar archives with hostile members, a URL list, and a Label Studio export snapshot covering about
 30% of the images.
@@ -47,11 +49,12 @@ from PIL import Image
 
 from curate.atomic import TEMP_MARKER
 from curate.demo import badfiles, labelstudio
+from curate.demo.reposts import REPOST_KINDS, make_repost, map_points
 from curate.demo.shapes import CATEGORIES, render_foot, sample_size
 from curate.parallel import make_executor, stream_map
 from curate.store import Store, content_id
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 NEAR_KINDS = ("resized", "reencoded", "cropped", "brighter", "darker")
 OUTLIER_KINDS = ("blurry", "dark", "overexposed", "tiny", "extreme_aspect", "grayscale", "noise",
                  "off_subject")
@@ -62,7 +65,9 @@ BATCHES = (("2024-03-studio", "DSC"), ("forum-scrape", "scrape"), ("phone-upload
 EXT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 TRUTH_COLUMNS = ("file", "sha256", "kind", "subkind", "duplicate_of", "category", "rotation_deg",
                  "width", "height", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "heel_x", "heel_y",
-                 "toe_x", "toe_y", "expected", "reason", "in_urls", "ls_task_id")
+                 "toe_x", "toe_y", "expected", "reason", "in_urls", "ls_task_id", "edits")
+#: Where reposts are planted: the batches that would collect them.
+REPOST_BATCHES = (("reposts", "repost"), ("forum-scrape", "scrape"))
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,7 @@ class Plan:
     renders: list[Job]
     near: list[tuple[str, str, str]]  # (new file, parent file, subkind)
     exact: list[tuple[str, str]]  # (new file, parent file)
+    reposts: list[tuple[str, str, str]]  # (new file, parent file, subkind)
     zip_members: list[str]
     tar_members: list[str]
 
@@ -265,7 +271,31 @@ def plan_demo(seed: int, n_base: int) -> Plan:
     near = [(name("jpg"), str(p), NEAR_KINDS[k % len(NEAR_KINDS)])
             for k, p in enumerate(parents[:n_near])]
     exact = [(name(str(p).rsplit(".", 1)[1]), str(p)) for p in parents[n_near:]]
-    return Plan(renders, near, exact, zip_members, tar_members)
+    used = {str(p) for p in parents}
+    return Plan(renders, near, exact, _plan_reposts(seed, n_base, sorted(photos), used),
+                zip_members, tar_members)
+
+
+def _plan_reposts(seed: int, n_base: int, photos: list[str], used: set[str]
+                  ) -> list[tuple[str, str, str]]:
+    """max(2, n_base // 50) reposts of each kind in the repost batches, of parents that have
+    no other copy while there are enough of those (a small demo reuses some).
+
+    Drawn from their own generator and numbered after every other photo, so adding them left
+    the rest of the demo byte-identical."""
+    rng = np.random.default_rng([seed, 6])
+    n = max(2, n_base // 50) * len(REPOST_KINDS)
+    free = [p for p in photos if p not in used]
+    parents = list(rng.choice(free, size=min(len(free), n), replace=False)) if free else []
+    if len(parents) < n:
+        parents += list(rng.choice(photos, size=n - len(parents), replace=True))
+    first = 1000 + 4 * (n_base * 2 + 50)
+    out = []
+    for k, parent in enumerate(parents):
+        folder, prefix = REPOST_BATCHES[int(rng.integers(0, len(REPOST_BATCHES)))]
+        out.append((f"photos/{folder}/{prefix}_{first + k:05d}.jpg", str(parent),
+                    REPOST_KINDS[k % len(REPOST_KINDS)]))
+    return out
 
 
 # ------------------------------------------------------------------------------ derived files
@@ -307,6 +337,26 @@ def near_duplicate(parent: Rendered, file: str, subkind: str, rng: np.random.Gen
         y1 = min(float(rgb.shape[0]), row["bbox_y"] + row["bbox_h"])
         row.update(bbox_x=x0, bbox_y=y0, bbox_w=x1 - x0, bbox_h=y1 - y0)
     return Rendered(file, encode(rgb, "jpg", quality), row)
+
+
+def repost(parent: Rendered, file: str, subkind: str, rng: np.random.Generator) -> Rendered:
+    """A hard repost of ``parent`` (`curate.demo.reposts`); box and keypoints mapped with it."""
+    edited = make_repost(decode(parent.data), subkind, rng)
+    h, w = edited.rgb.shape[:2]
+    row = dict(parent.truth, file=file, kind="repost", subkind=subkind,
+               duplicate_of=parent.file, height=h, width=w, edits="+".join(edited.steps))
+    if row["bbox_x"] is not None:
+        x, y, bw, bh = row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]
+        corners = map_points(edited.matrix, [(x, y), (x + bw, y), (x, y + bh), (x + bw, y + bh)])
+        x0, y0 = np.clip(corners.min(axis=0), 0, (w, h))
+        x1, y1 = np.clip(corners.max(axis=0), 0, (w, h))
+        (hx, hy), (tx, ty) = map_points(edited.matrix, [(row["heel_x"], row["heel_y"]),
+                                                        (row["toe_x"], row["toe_y"])])
+        row.update(bbox_x=float(x0), bbox_y=float(y0), bbox_w=float(x1 - x0),
+                   bbox_h=float(y1 - y0), heel_x=float(hx), heel_y=float(hy), toe_x=float(tx),
+                   toe_y=float(ty),
+                   rotation_deg=float(np.degrees(np.arctan2(-(tx - hx), -(ty - hy)))))
+    return Rendered(file, encode(edited.rgb, "jpg", int(rng.integers(70, 93))), row)
 
 
 def _rejected_files(sample: Rendered, seed: int) -> list[Rendered]:
@@ -420,6 +470,9 @@ def _build(root: Path, seed: int, n_base: int, workers: int) -> Counter:
         p = done[parent]
         done[file] = Rendered(file, p.data, dict(p.truth, file=file, kind="exact_duplicate",
                                                   subkind="copy", duplicate_of=parent))
+    for file, parent, subkind in plan.reposts:
+        done[file] = repost(done[parent], file, subkind,
+                            np.random.default_rng([seed, 7, int(file[-9:-4])]))
     samples = sorted(done.values(), key=lambda r: r.file)
     for r in _rejected_files(next(r for r in samples if r.truth["kind"] == "base"), seed):
         done[r.file] = r

@@ -9,15 +9,20 @@ source URI), and links the remaining images three ways:
 * ``hash``: perceptual hashes within `dedup.hash_threshold` bits (`curate.dedup.hashing`,
   searched exactly and sub-quadratically by `curate.dedup.hamming`);
 * ``embedding``: MobileNetV2 embeddings with cosine >= `dedup.cosine_threshold`
-  (`curate.embeddings`, shared with later stages; `curate.dedup.cosine`).
+  (`curate.embeddings`, shared with later stages; `curate.dedup.cosine`);
+* ``verified``: reposts (mirrored, cropped, captioned, letterboxed, rotated, screenshotted):
+  each image's nearest images by embedding are verified geometrically, and linked when local
+  features fit one transform and the aligned pixels agree (`curate.dedup.reposts`). The
+  verdict's transform goes to the ``transform`` column, and it tells the keep policy which
+  copy is a crop or carries added framing (``framing``).
 
 Union-find turns the edges into clusters; the keep policy picks one image per cluster
 (`curate.dedup.clusters`). Every row stays in the output manifest: duplicates get
 ``status = duplicate``, ``reason = duplicate_of:<id>``, the kind and distance of the link.
 
-Incremental: hashes, pixel digests, embeddings and thumbnails are cached per image id, so a
-rerun after adding 1% of images computes about 1%; the pair search and clustering are
-recomputed from the cached values each run (seconds even for 1M hashes).
+Incremental: hashes, pixel digests, embeddings, local features and thumbnails are cached per
+image id and verdicts per pair of ids, so a rerun after adding 1% of images computes about 1%;
+the pair search and clustering are recomputed from the cached values each run.
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from curate.cache import ResultCache, op_key
 from curate.config import Params
 from curate.console import StageSummary, console, progress_bar
 from curate.dedup import clusters as cl
+from curate.dedup.borders import FULL, Box
 from curate.dedup.cosine import cosine_pairs
 from curate.dedup.hamming import hamming_pairs
 from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_task
+from curate.dedup.reposts import Photo, RepostResult, RepostVerifier, candidate_pairs, framed_items
 from curate.manifest import read_table, write_table
 from curate.parallel import error_message, make_executor, stream_map
 
@@ -51,7 +58,8 @@ BATCH = 32  # images per worker task
 
 #: Columns this stage adds to the manifest, in order.
 DEDUP_COLUMNS = ("perceptual_hash", "cluster_id", "cluster_size", "duplicate_of", "dup_kind",
-                 "distance", "linked_to", "hash_distance", "cosine", "kept_because")
+                 "distance", "linked_to", "hash_distance", "cosine", "kept_because",
+                 "transform", "framing")
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,9 @@ class _Features:
     blank: np.ndarray  # no perceptual content: compared by exact pixels only
     vectors: np.ndarray | None
     errors: dict[str, str] = field(default_factory=dict)
+    content: list[Box] = field(default_factory=list)  # photo inside added framing
+    framed_vectors: np.ndarray | None = None  # embeddings of the framed images' content ...
+    framed_owners: np.ndarray | None = None  # ... and whose they are (indices into ids)
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[tuple[Any, ...]]:
@@ -110,6 +121,7 @@ class DedupRun:
         self.summary = StageSummary("dedup")
         self.result_counts: dict[str, int] = {}
         self.extra: dict[str, int] = {}
+        self.reposts: RepostResult | None = None
 
     def path(self, store_path: str) -> Path:
         return self.store_root / store_path
@@ -156,7 +168,9 @@ class DedupRun:
         hashes = np.array([from_hex(hashed[i]["h"]) for i in ids], dtype=np.uint64)
         sharp = np.array([hashed[i]["s"] for i in ids], dtype=np.float64)
         blank = np.array([hashed[i]["c"] < BLANK_STD for i in ids], dtype=bool)
+        content = [tuple(hashed[i].get("b", FULL)) for i in ids]
         vectors = None
+        framed_vectors = framed_owners = None
         if self.cfg.embeddings and ids:
             from curate.embeddings import embed_detailed
 
@@ -168,7 +182,18 @@ class DedupRun:
             self.result_counts["embeddings_cached"] = res.cached
             for image_id, message in res.errors.items():
                 console.print(f"[yellow]warning:[/] no embedding for {image_id}: {message}")
-        return _Features(ids, hashes, sharp, blank, vectors, errors)
+            if self.cfg.verify.enabled:
+                framed = framed_items(self.photos(ok, content))
+                framed_owners = np.array([k for k, _ in framed], dtype=np.int64)
+                framed_vectors = embed_detailed(
+                    self.params, [item for _, item in framed], workers=self.options.workers,
+                    description="embed framed photos").vectors
+        return _Features(ids, hashes, sharp, blank, vectors, errors, content, framed_vectors,
+                         framed_owners)
+
+    def photos(self, rows: pd.DataFrame, content: list[Box]) -> list[Photo]:
+        return [Photo(i, self.path(p), int(w), box) for i, p, w, box in
+                zip(rows["image_id"], rows["store_path"], rows["width"], content)]
 
     # ------------------------------------------------------------------ edges
 
@@ -228,7 +253,42 @@ class DedupRun:
             for (a, b), entry in pairs.items():
                 if entry[2] is None:
                     entry[2] = _cos(feats.vectors, a, b)
-        return {k: cl.Edge(kind, d, cos) for k, (kind, d, cos) in pairs.items()}
+        edges = {k: cl.Edge(kind, d, cos) for k, (kind, d, cos) in pairs.items()}
+        if feats.vectors is not None and cfg.verify.enabled:
+            self.add_verified(cache, feats, frame, edges)
+        return edges
+
+    def add_verified(self, cache: ResultCache, feats: _Features, frame: pd.DataFrame,
+                     edges: dict[tuple[int, int], cl.Edge]) -> None:
+        """Verify each image's nearest candidates and the hash-linked pairs (not those of
+        identical pixels): a linked verdict adds a ``verified`` edge or upgrades an
+        ``embedding`` one; a hash edge keeps its kind and gains the verdict's framing."""
+        v = self.cfg.verify
+        assert feats.vectors is not None
+        rows, owners = feats.vectors, np.arange(len(feats.ids))
+        if feats.framed_vectors is not None and len(feats.framed_vectors):
+            rows = np.concatenate([rows, feats.framed_vectors])
+            owners = np.concatenate([owners, feats.framed_owners])
+        near = candidate_pairs(rows, owners, v.candidates, v.candidate_cosine)
+        pairs = sorted({p for p in near + [k for k, e in edges.items() if e.kind == "hash"]
+                        if not feats.blank[p[0]] and not feats.blank[p[1]]
+                        and edges.get(p, cl.Edge("embedding", None, None)).kind != "exact"})
+        photos = self.photos(frame, feats.content)
+        result = RepostVerifier(self.params, cache, self.workers).run(photos, pairs)
+        self.reposts = result
+        for a, b in pairs:
+            ia, ib = feats.ids[a], feats.ids[b]
+            verdict = result.verdicts.get((ia, ib) if ia < ib else (ib, ia))
+            if verdict is None:
+                continue
+            if ia > ib:  # stored mapping the larger id into the smaller: orient b into a
+                verdict = verdict.flipped()
+            known = edges.get((a, b))
+            if known is not None and known.kind == "hash":  # linked anyway: keep the framing
+                edges[(a, b)] = cl.Edge("hash", known.hash_distance, known.cosine, verdict)
+            elif verdict.linked:
+                edges[(a, b)] = cl.Edge("verified", _popcount(feats.hashes, a, b),
+                                        _cos(feats.vectors, a, b), verdict)
 
     # ------------------------------------------------------------------ clusters
 
@@ -239,6 +299,7 @@ class DedupRun:
         keys = np.array(list(edges), dtype=np.int64).reshape(-1, 2)
         labels = cl.components(n, keys[:, 0], keys[:, 1])
         adj = cl.adjacency(edges)
+        flags = cl.framing_flags(edges)
         out = {c: [None] * n for c in DEDUP_COLUMNS}
         out["perceptual_hash"] = [f"{int(h):0{-(-self.spec.bits // 4)}x}" for h in feats.hashes]
         out["cluster_size"] = [1] * n
@@ -249,7 +310,7 @@ class DedupRun:
         for group in members.values():
             if len(group) < 2:
                 continue
-            cands = [_candidate(frame.iloc[i], feats.sharpness[i]) for i in group]
+            cands = [_candidate(frame.iloc[i], feats.sharpness[i], flags.get(i)) for i in group]
             best = cl.choose_kept(cands, cfg.keep, cfg.source_priority,
                                   cfg.sharpness_tolerance)
             kept = group[cands.index(best)]
@@ -258,9 +319,13 @@ class DedupRun:
             for i in group:
                 out["cluster_id"][i] = feats.ids[kept]
                 out["cluster_size"][i] = len(group)
+                out["framing"][i] = flags.get(i)
                 if i == kept:
                     continue
                 via, edge = links[i]
+                if edge.verdict is not None:  # the verdict maps the larger index into the smaller
+                    out["transform"][i] = (edge.verdict if i > via
+                                           else edge.verdict.flipped()).describe()
                 out["duplicate_of"][i] = feats.ids[kept]
                 out["dup_kind"][i] = edge.kind
                 out["distance"][i] = edge.distance
@@ -299,7 +364,7 @@ class DedupRun:
         out["distance"] = out["distance"].astype("float64")
         out["cosine"] = out["cosine"].astype("float64")
         for col in ("perceptual_hash", "cluster_id", "duplicate_of", "dup_kind", "linked_to",
-                    "kept_because"):
+                    "kept_because", "transform", "framing"):
             out[col] = out[col].astype(object).where(out[col].notna(), None)
         self._count(out, manifest, live_mask, feats)
         return out, feats
@@ -320,6 +385,11 @@ class DedupRun:
             "ingest_byte_copies": int((out["n_sources"].fillna(1) - 1).sum())
             if "n_sources" in out else 0,
         }
+        if self.reposts is not None:  # counts only: summary.json must not change on a rerun
+            self.extra.update(
+                repost_candidate_pairs=self.reposts.candidates,
+                repost_pairs_linked=sum(v.linked for v in self.reposts.verdicts.values()),
+                framed_images=int(sum(1 for b in feats.content if b != FULL)))
 
 
 def _popcount(hashes: np.ndarray, a: int, b: int) -> int:
@@ -331,11 +401,11 @@ def _cos(vectors: np.ndarray, a: int, b: int) -> float | None:
     return None if np.isnan(value) else round(value, 6)
 
 
-def _candidate(row: pd.Series, sharp: float) -> cl.Candidate:
+def _candidate(row: pd.Series, sharp: float, framing: str | None) -> cl.Candidate:
     uris = row.get("source_uris")
     uris = tuple(uris) if uris is not None and len(uris) else (str(row["source_uri"]),)
     return cl.Candidate(row["image_id"], int(row["width"]), int(row["height"]), float(sharp),
-                        int(row["bytes"]), uris)
+                        int(row["bytes"]), uris, framing)
 
 
 def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> DedupResult:
@@ -363,6 +433,12 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> DedupRe
         f"{counts.get('embeddings_computed', 0):,} ({counts.get('embeddings_cached', 0):,} "
         f"from cache); {int((out['status'] == 'duplicate').sum()):,} duplicates -> "
         f"{options.out_dir}/manifest.parquet, report {report}")
+    if run.reposts is not None:
+        r = run.reposts
+        console.print(
+            f"dedup: reposts: {r.candidates:,} candidate pairs, {r.pairs_computed:,} verified "
+            f"now ({r.pairs_cached:,} from cache, {r.features_computed:,} images' features "
+            f"computed) in {r.seconds:.1f} s")
     return DedupResult(out, run.summary, counts.get("hashes_computed", 0),
                        counts.get("hashes_cached", 0), counts.get("embeddings_computed", 0),
                        counts.get("embeddings_cached", 0), report)

@@ -144,7 +144,7 @@ def test_hash_task_reports_bad_files_and_goes_on(tmp_path: Path, images) -> None
                       ("m", str(missing), 10, 10, 1)), HashSpec()))
     by_id = {i: (value, error) for i, value, error in out}
     assert by_id["g"][0] is not None and by_id["g"][1] is None
-    assert set(by_id["g"][0]) == {"h", "s", "c"}
+    assert set(by_id["g"][0]) == {"h", "s", "c", "b"}
     assert by_id["b"][0] is None and by_id["b"][1].startswith("truncated")
     assert by_id["m"][0] is None and by_id["m"][1].startswith("unreadable")
 

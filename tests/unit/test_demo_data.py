@@ -49,7 +49,8 @@ def test_rerun_is_a_no_op_and_foreign_folders_are_left_alone(demo: Path, tmp_pat
 
 def test_ground_truth_hashes_and_sizes_match_the_files(demo: Path) -> None:
     truth = pd.read_parquet(demo / "ground_truth.parquet")
-    assert set(truth.kind) == {"base", "exact_duplicate", "near_duplicate", "outlier", "bad"}
+    assert set(truth.kind) == {"base", "exact_duplicate", "near_duplicate", "repost", "outlier",
+                               "bad"}
     plain = truth[(truth.expected == "stored") & ~truth.file.str.contains("!")]
     for row in plain.itertuples():
         data = (demo / "raw" / row.file).read_bytes()
@@ -99,3 +100,23 @@ def test_label_studio_export_has_the_real_shape(demo: Path) -> None:
                     # percent -> pixels lands within a few pixels of the true box
                     assert abs(v["x"] / 100 * row.width - row.bbox_x) < 0.05 * max(row.width,
                                                                                  row.height)
+
+
+def test_reposts_cover_every_kind_with_geometry_that_follows_the_edit(demo: Path) -> None:
+    """Every repost kind is planted in the batches that collect reposts; its box stays in the
+    image, and a mirrored copy's keypoints are the parent's reflected."""
+    from curate.demo.reposts import REPOST_KINDS
+
+    truth = pd.read_parquet(demo / "ground_truth.parquet")
+    reposts = truth[truth.kind == "repost"]
+    assert set(reposts.subkind) == set(REPOST_KINDS)
+    assert reposts.file.str.match(r"photos/(reposts|forum-scrape)/").all()
+    assert (reposts[reposts.subkind == "combo"].edits.str.count(r"\+") == 1).all()
+    parents = truth.set_index("file").loc[reposts.duplicate_of]
+    for row, parent in zip(reposts.itertuples(), parents.itertuples()):
+        assert 0 <= row.bbox_x and row.bbox_x + row.bbox_w <= row.width + 1e-6, row.file
+        assert 0 <= row.bbox_y and row.bbox_y + row.bbox_h <= row.height + 1e-6, row.file
+        if row.edits == "mirror":
+            assert row.heel_x == pytest.approx(parent.width - parent.heel_x)
+            assert row.heel_y == pytest.approx(parent.heel_y)
+            assert row.rotation_deg == pytest.approx(-parent.rotation_deg, abs=1e-6)

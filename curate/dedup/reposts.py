@@ -1,0 +1,172 @@
+"""Repost search: embedding neighbours as candidates, geometric verification as the judge.
+
+Mirrored, cropped, captioned, letterboxed, rotated or screenshotted copies are too far from
+their original for a hash or a strict embedding threshold, and a loose threshold links
+different photos of one subject. So the search runs in two steps, as copy detection does:
+
+1. candidates: each image's `dedup.verify.candidates` most similar images by embedding
+   cosine (at least `candidate_cosine`), where an image framed by bars or app chrome is also
+   represented by the embedding of its content box (`curate.dedup.borders`);
+2. verification of each candidate pair (`curate.dedup.verify`), which links it or not and
+   says how the two frames relate.
+
+Both steps are cached: local features per image (`<paths.cache>/features.sqlite`, about
+20-110 KB per image) and the verdict per pair of image ids, keyed by the verification
+settings and version. A rerun verifies nothing; new images cost their own features and the
+verdicts of their new pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from curate.cache import BlobCache, ResultCache, op_key
+from curate.config import Params
+from curate.console import progress_bar
+from curate.dedup.borders import Box, box_area
+from curate.dedup.cosine import cosine_neighbours
+from curate.dedup.verify import (FEATURES_VERSION, VERIFY_VERSION, Verdict, VerifySpec,
+                                 features_task, pairs_task)
+from curate.parallel import error_message, make_executor, stream_map
+
+#: Content boxes smaller than this share of the image get their own embedding.
+FRAMED_AREA = 0.96
+_FEATURE_BATCH = 8
+_PAIR_BATCH = 48
+
+
+@dataclass(frozen=True)
+class Photo:
+    """What the search needs of one live image."""
+
+    image_id: str
+    path: Path
+    width: int
+    content: Box
+
+
+@dataclass
+class RepostResult:
+    """Verdicts of every candidate pair, keyed by (image id, image id) in id order (the
+    verdict maps the second image into the first), and what they cost."""
+
+    verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)
+    candidates: int = 0
+    pairs_computed: int = 0
+    pairs_cached: int = 0
+    features_computed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def framed_items(images: Sequence[Photo]) -> list[tuple[int, tuple[str, Path, Box]]]:
+    """(owner index, embedding item of the content box) for the images that are framed."""
+    out = []
+    for k, im in enumerate(images):
+        if box_area(im.content) < FRAMED_AREA:
+            key = f"{im.image_id}#" + ",".join(f"{v:.4f}" for v in im.content)
+            out.append((k, (key, im.path, im.content)))
+    return out
+
+
+def candidate_pairs(vectors: np.ndarray, owners: np.ndarray, k: int, floor: float
+                    ) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of images among each other's `k` nearest (cosine >= floor)."""
+    i, j, _ = cosine_neighbours(vectors, owners, k, floor)
+    return list(zip(i.tolist(), j.tolist()))
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class RepostVerifier:
+    """Verdicts for candidate pairs, computing only what the caches lack."""
+
+    def __init__(self, params: Params, cache: ResultCache, workers: int) -> None:
+        self.spec = VerifySpec.from_config(params.dedup.verify, params.background)
+        self.cache = cache
+        self.workers = workers
+        self.features_op = op_key("dedup.features", FEATURES_VERSION, {
+            "max_side": self.spec.max_side, "features": self.spec.features,
+            "background": list(self.spec.background)})
+        self.pairs_op = op_key("dedup.verify", VERIFY_VERSION, self.spec.cache_params())
+        self.blobs_path = Path(params.paths.cache) / "features.sqlite"
+
+    def run(self, images: Sequence[Photo], pairs: Sequence[tuple[int, int]]) -> RepostResult:
+        started = time.perf_counter()
+        result = RepostResult(candidates=len(pairs))
+        keyed = sorted({tuple(sorted((images[i].image_id, images[j].image_id)))
+                        for i, j in pairs})
+        found = self.cache.get_many(self.pairs_op, [f"{a}|{b}" for a, b in keyed])
+        result.pairs_cached = len(found)
+        result.verdicts = {(a, b): Verdict.from_json(found[f"{a}|{b}"]) for a, b in keyed
+                           if f"{a}|{b}" in found}
+        todo = [(a, b) for a, b in keyed if f"{a}|{b}" not in found]
+        if todo:
+            by_id = {im.image_id: im for im in images}
+            executor = make_executor(self.workers)
+            try:
+                with BlobCache(self.blobs_path) as blobs:
+                    needed = sorted({x for pair in todo for x in pair})
+                    result.errors = self._features(executor, blobs, [by_id[i] for i in needed],
+                                                   result)
+                    todo = [(a, b) for a, b in todo
+                            if a not in result.errors and b not in result.errors]
+                    self._pairs(executor, blobs, todo, result)
+            finally:
+                executor.shutdown(cancel_futures=True)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _features(self, executor, blobs: BlobCache, images: list[Photo],
+                  result: RepostResult) -> dict[str, str]:
+        """Compute and cache the features the cache lacks; errors by image id."""
+        have = blobs.has(self.features_op, [im.image_id for im in images])
+        missing = [(im.image_id, str(im.path), im.width) for im in images
+                   if im.image_id not in have]
+        errors: dict[str, str] = {}
+        if not missing:
+            return errors
+        tasks = ((tuple(batch), self.spec) for batch in _chunks(missing, _FEATURE_BATCH))
+        with progress_bar("repost features", total=len(missing)) as advance:
+            for task, out, error in stream_map(
+                    executor, features_task, tasks, max_in_flight=2 * self.workers + 2,
+                    split=lambda t: [((one,), t[1]) for one in t[0]]):
+                if error is not None:
+                    out = [(i, None, error_message(error)) for i, _, _ in task[0]]
+                good = [(i, blob) for i, blob, _ in out or [] if blob is not None]
+                blobs.put_many(self.features_op, good)
+                result.features_computed += len(good)
+                errors.update((i, e) for i, blob, e in out or [] if blob is None and e)
+                advance(len(task[0]))
+        return errors
+
+    def _pairs(self, executor, blobs: BlobCache, todo: list[tuple[str, str]],
+               result: RepostResult) -> None:
+        """Verify the uncached pairs; each batch carries the features it needs."""
+
+        def tasks() -> Iterator[tuple]:
+            for batch in _chunks(todo, _PAIR_BATCH):
+                ids = {x for pair in batch for x in pair}
+                yield tuple(batch), blobs.get_many(self.features_op, ids), self.spec
+
+        with progress_bar("verify pairs", total=len(todo)) as advance:
+            for task, out, error in stream_map(
+                    executor, pairs_task, tasks(), max_in_flight=2 * self.workers + 2,
+                    split=lambda t: [((one,), t[1], t[2]) for one in t[0]]):
+                if error is not None:  # no verdict: the pair stays unlinked, retried next run
+                    for a, b in task[0]:
+                        result.errors.setdefault(f"{a}|{b}", error_message(error))
+                    advance(len(task[0]))
+                    continue
+                self.cache.put_many(self.pairs_op, [(f"{a}|{b}", v) for a, b, v in out])
+                result.verdicts.update(((a, b), Verdict.from_json(v)) for a, b, v in out)
+                result.pairs_computed += len(out)
+                advance(len(task[0]))
