@@ -241,10 +241,10 @@ class VerifyConfig:
     enabled: bool = True
     candidates: int = 12           # nearest images per image (embedding cosine) to verify
     candidate_cosine: float = 0.5  # ... that are at least this similar
-    max_side: int = 512            # features and the pixel check on the image scaled to this
+    max_side: int = 448            # features and the pixel check on the image scaled to this
     features: int = 800            # SIFT keypoints per image
     min_inliers: int = 10          # features that agree on one transform
-    min_agreement: float = 0.72    # share of textured overlap patches whose pixels agree
+    min_agreement: float = 0.8     # share of textured overlap patches whose pixels agree
     min_coverage: float = 0.3      # overlap / the smaller image
 
     def validate(self, key: str) -> None:

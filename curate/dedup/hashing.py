@@ -34,7 +34,7 @@ from PIL import Image
 
 from curate.dedup.borders import FULL, Box, content_box
 from curate.imageio import ImageRejected, decode, orient
-from curate.parallel import opencv_one_thread_in_workers
+from curate.parallel import one_thread_per_worker
 
 #: The canonical image is the full image box-averaged by this factor (or less, see below).
 CANON_FACTOR = 4
@@ -249,7 +249,7 @@ Outcome = tuple[str, dict[str, object] | None, str | None]  # id, cached value, 
 def hash_task(task: Task) -> list[Outcome]:
     """Hash a batch of (image_id, path, width, height, orientation); failures carry a message."""
     items, spec = task
-    opencv_one_thread_in_workers()
+    one_thread_per_worker()
     out: list[Outcome] = []
     for image_id, path, width, height, orientation in items:
         try:

@@ -96,7 +96,8 @@ class RepostVerifier:
         self.features_op = op_key("dedup.features", FEATURES_VERSION, {
             "max_side": self.spec.max_side, "features": self.spec.features,
             "background": list(self.spec.background)})
-        self.pairs_op = op_key("dedup.verify", VERIFY_VERSION, self.spec.cache_params())
+        self.pairs_op = op_key("dedup.verify", VERIFY_VERSION,
+                               {**self.spec.cache_params(), "features_version": FEATURES_VERSION})
         self.blobs_path = Path(params.paths.cache) / "features.sqlite"
 
     def run(self, images: Sequence[Photo], pairs: Sequence[tuple[int, int]]) -> RepostResult:
@@ -129,7 +130,7 @@ class RepostVerifier:
                   result: RepostResult) -> dict[str, str]:
         """Compute and cache the features the cache lacks; errors by image id."""
         have = blobs.has(self.features_op, [im.image_id for im in images])
-        missing = [(im.image_id, str(im.path), im.width) for im in images
+        missing = [(im.image_id, str(im.path), im.width, im.content) for im in images
                    if im.image_id not in have]
         errors: dict[str, str] = {}
         if not missing:
@@ -140,7 +141,7 @@ class RepostVerifier:
                     executor, features_task, tasks, max_in_flight=2 * self.workers + 2,
                     split=lambda t: [((one,), t[1]) for one in t[0]]):
                 if error is not None:
-                    out = [(i, None, error_message(error)) for i, _, _ in task[0]]
+                    out = [(i, None, error_message(error)) for i, *_ in task[0]]
                 good = [(i, blob) for i, blob, _ in out or [] if blob is not None]
                 blobs.put_many(self.features_op, good)
                 result.features_computed += len(good)

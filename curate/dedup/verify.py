@@ -31,19 +31,22 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from curate.parallel import opencv_one_thread_in_workers
+from curate.dedup.borders import FULL, Box
+from curate.parallel import one_thread_per_worker
 
 if TYPE_CHECKING:
     from curate.config import VerifyConfig
 
 #: Bump when matching or the dense check change a verdict ...
-VERIFY_VERSION = 4
+VERIFY_VERSION = 5
 #: ... and this when the features (work image, keypoints, descriptors) change.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 7
 #: A copy whose overlap has at least this share of patches with marks the other lacks
 #: carries laid-over text or a logo.
 MARKED = 0.03
 _RATIO = 0.8  # Lowe's ratio test
+_CONTRAST_THRESHOLDS = (0.04, 0.008)  # SIFT's default, then one for soft images ...
+_ENOUGH_KEYPOINTS = 100  # ... that found fewer keypoints than this
 _PATCH = 16  # dense check patch side, work pixels
 _TEXTURED = 1.5  # band-pass RMS (gray levels) above which a patch carries evidence
 _AGREE_NCC = 0.7  # a textured patch agrees when its NCC is at least this
@@ -156,15 +159,21 @@ class Verdict:
 
 
 def work_gray(source: Path | bytes, width: int, max_side: int,
-              background: tuple[int, int, int]) -> tuple[np.ndarray, float]:
-    """Upright 8-bit gray image with its longer side at most `max_side`, and its scale
-    (work pixels per image pixel; `width` is the upright image's full width)."""
+              background: tuple[int, int, int], content: Box = FULL) -> tuple[np.ndarray, float]:
+    """Upright 8-bit gray image scaled so the photo's longer side is at most `max_side`, and
+    its scale (work pixels per image pixel; `width` is the upright image's full width).
+
+    The photo is the content box: a screenshot or letterbox keeps its photo at full work
+    size (the whole image then up to twice `max_side`), or the photo inside would be left
+    with too few pixels for features."""
     from curate.imageio import decode
 
+    span = max(content[2] - content[0], content[3] - content[1], 0.5)
+    longest = max_side / span
     gray = np.asarray(decode(source, background=background, gray=True,
-                             min_side=max(16, max_side // 2)))
+                             min_side=max(16, int(longest // 2))))
     h, w = gray.shape
-    s = min(1.0, max_side / max(h, w))
+    s = min(1.0, longest / max(h, w))
     if s < 1.0:
         gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
                           interpolation=cv2.INTER_AREA)
@@ -172,9 +181,17 @@ def work_gray(source: Path | bytes, width: int, max_side: int,
 
 
 def extract(gray: np.ndarray, scale: float, n_features: int) -> Features:
-    """SIFT keypoints and RootSIFT descriptors (L1-normalised, square-rooted)."""
-    sift = cv2.SIFT_create(nfeatures=n_features)
-    kps, desc = sift.detectAndCompute(gray, None)
+    """SIFT keypoints and RootSIFT descriptors (L1-normalised, square-rooted).
+
+    SIFT's default contrast threshold leaves a soft, low-contrast photo (misty, blurred, a
+    smooth studio backdrop or clock face) with a handful of keypoints, too few to fit
+    anything; such an image is searched again at a lower threshold (descriptors are
+    contrast-normalised, so they stay comparable with a contrasty copy's)."""
+    for threshold in _CONTRAST_THRESHOLDS:
+        sift = cv2.SIFT_create(nfeatures=n_features, contrastThreshold=threshold)
+        kps, desc = sift.detectAndCompute(gray, None)
+        if len(kps) >= _ENOUGH_KEYPOINTS:
+            break
     if desc is None or not kps:
         return Features(gray, scale, np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
     desc = desc.astype(np.float32)
@@ -182,23 +199,29 @@ def extract(gray: np.ndarray, scale: float, n_features: int) -> Features:
     return Features(gray, scale, np.array([k.pt for k in kps], np.float32), np.sqrt(desc))
 
 
-def features_of(source: Path | bytes, width: int, spec: VerifySpec) -> Features:
-    """Features of one image (`width`: its upright full width, from the manifest)."""
-    gray, scale = work_gray(source, width, spec.max_side, spec.background)
+def features_of(source: Path | bytes, width: int, spec: VerifySpec, content: Box = FULL
+                ) -> Features:
+    """Features of one image (`width`: its upright full width, from the manifest; `content`:
+    its content box, `curate.dedup.borders`)."""
+    gray, scale = work_gray(source, width, spec.max_side, spec.background, content)
     return extract(gray, scale, spec.features)
 
 
 def _matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (into a, into b) passing Lowe's ratio test."""
+    """Index pairs (into a, into b) passing Lowe's ratio test.
+
+    RootSIFT descriptors have unit length, so squared distances are 2 - 2 cos: one matrix
+    product finds every nearest and second-nearest neighbour (several times faster than
+    OpenCV's brute-force kNN matcher at these sizes)."""
     if len(a) < 2 or len(b) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a, b, k=2)
-    good = [(m[0].queryIdx, m[0].trainIdx) for m in knn
-            if len(m) == 2 and m[0].distance < _RATIO * m[1].distance]
-    if not good:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ia, ib = np.array(good, np.int64).T
-    return ia, ib
+    sims = a @ b.T
+    nearest = np.argmax(sims, axis=1)
+    top2 = np.partition(sims, sims.shape[1] - 2, axis=1)[:, -2:]
+    d1 = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * top2[:, 1]))
+    d2 = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * top2[:, 0]))
+    good = np.flatnonzero(d1 < _RATIO * d2)
+    return good.astype(np.int64), nearest[good].astype(np.int64)
 
 
 def _fit(a: Features, b: Features, mirror: bool, spec: VerifySpec
@@ -212,7 +235,7 @@ def _fit(a: Features, b: Features, mirror: bool, spec: VerifySpec
     if mirror:
         pts_b[:, 0] = b.size[0] - 1 - pts_b[:, 0]  # pixel centres: column c <-> w - 1 - c
     m, inliers = cv2.estimateAffinePartial2D(pts_b, a.points[ia], method=cv2.RANSAC,
-                                             ransacReprojThreshold=3.0, maxIters=2000,
+                                             ransacReprojThreshold=3.0, maxIters=500,
                                              confidence=0.995, refineIters=10)
     if m is None:
         return None, 0
@@ -362,7 +385,7 @@ def unpack(blob: bytes) -> Features:
 
 # --------------------------------------------------------------------------- worker tasks
 
-FeatureTask = tuple[tuple[tuple[str, str, int], ...], VerifySpec]  # (image id, path, width)
+FeatureTask = tuple[tuple[tuple[str, str, int, Box], ...], VerifySpec]  # id, path, width, box
 FeatureOutcome = tuple[str, bytes | None, str | None]  # image id, packed features, error
 PairTask = tuple[tuple[tuple[str, str], ...], dict[str, bytes], VerifySpec]
 PairOutcome = tuple[str, str, dict[str, object]]
@@ -373,11 +396,11 @@ def features_task(task: FeatureTask) -> list[FeatureOutcome]:
     from curate.imageio import ImageRejected
 
     items, spec = task
-    opencv_one_thread_in_workers()
+    one_thread_per_worker()
     out: list[FeatureOutcome] = []
-    for image_id, path, width in items:
+    for image_id, path, width, content in items:
         try:
-            out.append((image_id, pack(features_of(Path(path), width, spec)), None))
+            out.append((image_id, pack(features_of(Path(path), width, spec, content)), None))
         except ImageRejected as exc:
             out.append((image_id, None, f"{exc.reason}: {exc.message}"))
         except OSError as exc:
@@ -388,6 +411,6 @@ def features_task(task: FeatureTask) -> list[FeatureOutcome]:
 def pairs_task(task: PairTask) -> list[PairOutcome]:
     """Verdicts of a batch of pairs, from the packed features of the images they involve."""
     pairs, blobs, spec = task
-    opencv_one_thread_in_workers()
+    one_thread_per_worker()
     feats = {image_id: unpack(blob) for image_id, blob in blobs.items()}
     return [(a, b, verify(feats[a], feats[b], spec).to_json()) for a, b in pairs]
