@@ -175,7 +175,7 @@ def kill_every_stage(root: Path, kills: int, n_base: int, seed: int = 0,
 def main() -> None:
     import tempfile
 
-    from bench.publish import publish
+    from bench.publish import provenance, publish
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=5)
@@ -211,19 +211,6 @@ def main() -> None:
         "n_base": args.n_base,
         "provenance": provenance(),
     })
-
-
-def provenance() -> dict[str, object]:
-    """What a reader needs to weigh the figures: code, machine, load, versions."""
-    import platform
-
-    import torch
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True, check=False).stdout.strip()
-    return {"commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "torch": torch.__version__}
 
 
 if __name__ == "__main__":

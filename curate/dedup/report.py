@@ -1,8 +1,9 @@
 """reports/duplicates.html: one self-contained page a data engineer can open anywhere.
 
 Clusters are rows of thumbnails, largest cluster first, the kept image first and marked,
-every other image with the kind and distance of its link, its size, file size and source
-URIs; then the byte-identical copies ingest merged, and images that could not be decoded.
+every other image with the kind and distance of its link (a verified repost also with the
+transform that maps it onto the kept image), whether it is a crop or adds framing or marks,
+the criterion the kept image won on, its size, file size and source URIs; then the byte-identical copies ingest merged, and images that could not be decoded.
 Thumbnails are inline JPEG data URIs (cached per image), the CSS is inline, nothing is
 fetched, and Jinja2's autoescaping escapes every string that came from the data (file
 names and URLs are user-controlled).
@@ -25,9 +26,14 @@ from curate.config import Params
 from curate.console import progress_bar
 from curate.parallel import make_executor, stream_map
 
-KIND_LABEL = {"exact": "identical pixels", "hash": "perceptual hash", "embedding": "embedding"}
-BECAUSE = {"resolution": "resolution", "sharpness": "sharpness", "bytes": "file size",
+KIND_LABEL = {"exact": "identical pixels", "hash": "perceptual hash",
+              "verified": "verified repost", "embedding": "embedding"}
+BECAUSE = {"framing": "framing (uncropped, no added border, caption or marks)",
+           "resolution": "resolution", "sharpness": "sharpness", "bytes": "file size",
            "source_priority": "source priority", "image_id": "nothing (a tie: smaller id)"}
+#: What a framing flag says about the copy that carries it.
+FRAMING_TEXT = {"cropped": "a crop of another copy", "framed": "adds a border, caption or app UI",
+                "marked": "has text or a logo laid over"}
 MAX_URIS = 3
 
 
@@ -93,6 +99,8 @@ def _link_text(row: Any) -> str:
         return "identical pixels"
     if row.dup_kind == "hash":
         return f"hash distance {int(row.distance)} bits"
+    if row.dup_kind == "verified":
+        return f"verified, {1.0 - float(row.distance):.0%} of patches agree"
     return f"cosine {1.0 - float(row.distance):.3f}"
 
 
@@ -104,6 +112,7 @@ def _card(row: Any, thumbs: dict[str, str | None], kept: bool) -> dict[str, Any]
         "kept": kept, "dims": f"{row.width}×{row.height}", "bytes": _size(row.bytes),
         "format": row.format, "uris": uris[:MAX_URIS], "more": max(0, len(uris) - MAX_URIS),
         "kind": None, "link": None, "via": None, "to_kept": None, "because": None,
+        "transform": None, "framing": FRAMING_TEXT.get(getattr(row, "framing", None) or ""),
     }
     if not kept:
         card["kind"] = row.dup_kind
@@ -117,6 +126,8 @@ def _card(row: Any, thumbs: dict[str, str | None], kept: bool) -> dict[str, Any]
             parts.append(f"cos {float(row.cosine):.3f}")
         card["to_kept"] = " · ".join(parts)
         card["because"] = BECAUSE.get(getattr(row, "kept_because", None) or "", None)
+        transform = getattr(row, "transform", None)
+        card["transform"] = transform if isinstance(transform, str) else None
     return card
 
 
@@ -157,6 +168,10 @@ def write_report(path: Path, out: pd.DataFrame, params: Params, cache: ResultCac
             "hash": f"{cfg.hash_method} ({bits} bits), Hamming distance ≤ {cfg.hash_threshold}",
             "embedding": (f"{params.embeddings.model}, cosine ≥ {cfg.cosine_threshold}"
                           if cfg.embeddings else "off"),
+            "verify": (f"{cfg.verify.candidates} nearest per image (cosine ≥ "
+                       f"{cfg.verify.candidate_cosine}), ≥ {cfg.verify.min_inliers} SIFT inliers"
+                       f", ≥ {cfg.verify.min_agreement:.0%} of patches agree"
+                       if cfg.verify.enabled and cfg.embeddings else "off"),
             "keep": ", then ".join(cfg.keep),
         },
         "clusters": clusters, "n_clusters": n_clusters, "byte_copies": byte_copies,
@@ -170,14 +185,14 @@ def write_report(path: Path, out: pd.DataFrame, params: Params, cache: ResultCac
 
 
 def _kind_rank(kind: Any) -> int:
-    return ("exact", "hash", "embedding").index(kind) if kind in KIND_LABEL else -1
+    return tuple(KIND_LABEL).index(kind) if kind in KIND_LABEL else -1
 
 
 def _headline(out: pd.DataFrame, extra: dict[str, int], n_clusters: int
               ) -> list[tuple[str, str, bool]]:
     dups = out[out["status"] == "duplicate"]
     by_kind: Sequence[tuple[str, int]] = [
-        (k, int((dups["dup_kind"] == k).sum())) for k in ("exact", "hash", "embedding")]
+        (k, int((dups["dup_kind"] == k).sum())) for k in KIND_LABEL]
     return [
         ("images in", f"{len(out):,}", False),
         ("kept", f"{int((out['status'] == 'ok').sum()):,}", False),
@@ -203,6 +218,7 @@ TEMPLATE = """<!doctype html>
 <title>Duplicates report</title>
 <style>
   :root { --kept: #1a7f37; --exact: #8250df; --hash: #0969da; --embedding: #bc4c00;
+          --verified: #9a6700;
           --muted: #57606a; --line: #d0d7de; }
   body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
          color: #1f2328; background: #f6f8fa; }
@@ -229,6 +245,7 @@ TEMPLATE = """<!doctype html>
   .card.kept { border-color: var(--kept); background: #f0fff4; }
   .card.exact { border-color: var(--exact); } .card.hash { border-color: var(--hash); }
   .card.embedding { border-color: var(--embedding); }
+  .card.verified { border-color: var(--verified); }
   .thumb { width: 168px; height: 168px; display: flex; align-items: center;
            justify-content: center; background: #eef1f4; border-radius: 4px; margin-bottom: 4px; }
   .thumb img { max-width: 168px; max-height: 168px; }
@@ -237,7 +254,9 @@ TEMPLATE = """<!doctype html>
            font-size: 11px; font-weight: 600; margin-bottom: 2px; }
   .badge.kept { background: var(--kept); } .badge.exact { background: var(--exact); }
   .badge.hash { background: var(--hash); } .badge.embedding { background: var(--embedding); }
+  .badge.verified { background: var(--verified); }
   .muted { color: var(--muted); }
+  .warn { color: #9a3412; }
   .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 11px; }
   ul.uris { margin: 2px 0 0; padding-left: 14px; }
   ul.uris li { margin: 0; }
@@ -260,6 +279,7 @@ image comes first (green); the others have <code>status = duplicate</code> in
   <table class="counts">
     <tr><td>hash</td><td>{{ params.hash }}</td></tr>
     <tr><td>embedding</td><td>{{ params.embedding }}</td></tr>
+    <tr><td>repost verification</td><td>{{ params.verify }}</td></tr>
     <tr><td>kept image</td><td>best {{ params.keep }}</td></tr>
   </table>
   <div class="legend">
@@ -292,6 +312,8 @@ image comes first (green); the others have <code>status = duplicate</code> in
       {% else %}<span class="badge {{ card.kind }}">{{ card.link }}</span>{% endif %}
       <div><b>{{ card.dims }}</b> · {{ card.bytes }} · {{ card.format }}</div>
       {% if card.to_kept %}<div class="muted">to kept: {{ card.to_kept }}</div>{% endif %}
+      {% if card.transform %}<div>vs {{ 'kept' if not card.via else 'linked' }}: {{ card.transform }}</div>{% endif %}
+      {% if card.framing %}<div class="warn">{{ card.framing }}</div>{% endif %}
       {% if card.because %}<div class="muted">kept one wins on {{ card.because }}</div>{% endif %}
       {% if card.via %}<div class="muted">linked via <span class="mono">{{ card.via }}</span></div>{% endif %}
       <div class="mono muted">{{ card.short }}</div>

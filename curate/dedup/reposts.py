@@ -30,8 +30,14 @@ from curate.config import Params
 from curate.console import progress_bar
 from curate.dedup.borders import Box, box_area
 from curate.dedup.cosine import cosine_neighbours
-from curate.dedup.verify import (FEATURES_VERSION, VERIFY_VERSION, Verdict, VerifySpec,
-                                 features_task, pairs_task)
+from curate.dedup.verify import (
+    FEATURES_VERSION,
+    VERIFY_VERSION,
+    Verdict,
+    VerifySpec,
+    features_task,
+    pairs_task,
+)
 from curate.parallel import error_message, make_executor, stream_map
 
 #: Content boxes smaller than this share of the image get their own embedding.

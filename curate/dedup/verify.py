@@ -38,15 +38,15 @@ if TYPE_CHECKING:
     from curate.config import VerifyConfig
 
 #: Bump when matching or the dense check change a verdict ...
-VERIFY_VERSION = 5
+VERIFY_VERSION = 8
 #: ... and this when the features (work image, keypoints, descriptors) change.
-FEATURES_VERSION = 7
+FEATURES_VERSION = 8
 #: A copy whose overlap has at least this share of patches with marks the other lacks
 #: carries laid-over text or a logo.
 MARKED = 0.03
 _RATIO = 0.8  # Lowe's ratio test
-_CONTRAST_THRESHOLDS = (0.04, 0.008)  # SIFT's default, then one for soft images ...
-_ENOUGH_KEYPOINTS = 100  # ... that found fewer keypoints than this
+_CONTRAST_THRESHOLDS = (0.02, 0.005)  # half SIFT's default (soft photos keep detail), then lower ...
+_ENOUGH_KEYPOINTS = 50  # ... for an image that found fewer keypoints than this
 _PATCH = 16  # dense check patch side, work pixels
 _TEXTURED = 1.5  # band-pass RMS (gray levels) above which a patch carries evidence
 _AGREE_NCC = 0.7  # a textured patch agrees when its NCC is at least this
@@ -185,8 +185,9 @@ def extract(gray: np.ndarray, scale: float, n_features: int) -> Features:
 
     SIFT's default contrast threshold leaves a soft, low-contrast photo (misty, blurred, a
     smooth studio backdrop or clock face) with a handful of keypoints, too few to fit
-    anything; such an image is searched again at a lower threshold (descriptors are
-    contrast-normalised, so they stay comparable with a contrasty copy's)."""
+    anything. The first pass runs at half the default, and an image that still finds too
+    few is searched again lower (descriptors are contrast-normalised, so they stay
+    comparable with a contrasty copy's); `n_features` keeps the strongest."""
     for threshold in _CONTRAST_THRESHOLDS:
         sift = cv2.SIFT_create(nfeatures=n_features, contrastThreshold=threshold)
         kps, desc = sift.detectAndCompute(gray, None)
@@ -297,6 +298,20 @@ def _agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> _Agreement:
     return _Agreement(best, a_marked, b_marked)
 
 
+def _warp(gray: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`gray` mapped by `m` into an image of `size`, low-passed first when `m` shrinks it
+    (a linear warp alone would alias fine texture into patterns the other image lacks)."""
+    shrink = math.sqrt(abs(np.linalg.det(m[:, :2])))
+    if shrink < 0.8:
+        gray = cv2.GaussianBlur(gray, (0, 0), 0.5 / shrink)
+    return cv2.warpAffine(gray, m, size, flags=cv2.INTER_LINEAR)
+
+
+def _inner(mask: np.ndarray) -> np.ndarray:
+    """The mask less a 2-pixel rim (where interpolation mixes in the outside)."""
+    return cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+
+
 def _rest_is_added(gray: np.ndarray, covered: np.ndarray) -> bool:
     """Whether the part of an image outside the other's footprint looks added, not shot.
 
@@ -327,18 +342,23 @@ def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
     m, inliers, mirror = best
     if m is None or inliers < spec.min_inliers:
         return Verdict(False, inliers, 0.0, 0.0)
-    gray_b = np.ascontiguousarray(b.gray[:, ::-1]) if mirror else b.gray
+    gray_b = np.ascontiguousarray(b.gray[:, ::-1]) if mirror else b.gray  # m's frame for b
     (wa, ha), (wb, hb) = a.size, b.size
-    warped = cv2.warpAffine(gray_b, m, (wa, ha), flags=cv2.INTER_LINEAR)
-    ones_b = np.full((hb, wb), 255, np.uint8)
-    in_a = cv2.warpAffine(ones_b, m, (wa, ha), flags=cv2.INTER_NEAREST) > 0
     inverse = cv2.invertAffineTransform(m)
-    in_b = cv2.warpAffine(np.full((ha, wa), 255, np.uint8), inverse, (wb, hb),
+    in_a = cv2.warpAffine(np.full((hb, wb), 255, np.uint8), m, (wa, ha),
                           flags=cv2.INTER_NEAREST) > 0
+    in_b = cv2.warpAffine(np.full((ha, wa), 255, np.uint8), inverse, (wb, hb),
+                          flags=cv2.INTER_NEAREST) > 0  # in b mirrored, when mirror
+    # Judged in both frames and the better kept: resampling either image onto the other
+    # loses some fine texture, and which loss matters depends on the pair.
+    in_a_frame = _agreement(_bandpass(a.gray), _bandpass(_warp(gray_b, m, (wa, ha))),
+                            _inner(in_a))
+    swapped = _agreement(_bandpass(gray_b), _bandpass(_warp(a.gray, inverse, (wb, hb))),
+                         _inner(in_b))
+    in_b_frame = _Agreement(swapped.share, swapped.b_marked, swapped.a_marked)
+    agreement = max(in_a_frame, in_b_frame, key=lambda x: x.share)
     if mirror:
         in_b = in_b[:, ::-1]
-    valid = cv2.erode(in_a.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    agreement = _agreement(_bandpass(a.gray), _bandpass(warped), valid)
     scale_work = math.sqrt(abs(np.linalg.det(m[:, :2])))
     smaller = min(wa * ha, wb * hb * scale_work**2)
     coverage = float(in_a.sum()) / max(1.0, smaller)

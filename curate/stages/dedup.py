@@ -83,6 +83,7 @@ class DedupResult:
     embeddings_computed: int = 0
     embeddings_cached: int = 0
     report: Path | None = None
+    reposts: RepostResult | None = None  # candidate pairs verified now and from the cache
 
 
 @dataclass
@@ -175,19 +176,22 @@ class DedupRun:
             from curate.embeddings import embed_detailed
 
             items = [(i, self.path(p)) for i, p in zip(ok["image_id"], ok["store_path"])]
-            res = embed_detailed(self.params, items, workers=self.options.workers)
-            vectors = res.vectors
+            # The photos inside framed images ride along in the same call: one worker pool,
+            # one model load (a second call costs a pool start, seconds per worker).
+            framed = (framed_items(self.photos(ok, content)) if self.cfg.verify.enabled
+                      else [])
+            res = embed_detailed(self.params, [*items, *(item for _, item in framed)],
+                                 workers=self.options.workers)
+            vectors = res.vectors[:len(items)]
             vectors[blank] = np.nan
+            if framed:
+                framed_owners = np.array([k for k, _ in framed], dtype=np.int64)
+                framed_vectors = res.vectors[len(items):]
             self.result_counts["embeddings_computed"] = res.computed
             self.result_counts["embeddings_cached"] = res.cached
             for image_id, message in res.errors.items():
-                console.print(f"[yellow]warning:[/] no embedding for {image_id}: {message}")
-            if self.cfg.verify.enabled:
-                framed = framed_items(self.photos(ok, content))
-                framed_owners = np.array([k for k, _ in framed], dtype=np.int64)
-                framed_vectors = embed_detailed(
-                    self.params, [item for _, item in framed], workers=self.options.workers,
-                    description="embed framed photos").vectors
+                if "#" not in image_id:  # a framed photo's error is its image's error
+                    console.print(f"[yellow]warning:[/] no embedding for {image_id}: {message}")
         return _Features(ids, hashes, sharp, blank, vectors, errors, content, framed_vectors,
                          framed_owners)
 
@@ -441,5 +445,5 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> DedupRe
             f"computed) in {r.seconds:.1f} s")
     return DedupResult(out, run.summary, counts.get("hashes_computed", 0),
                        counts.get("hashes_cached", 0), counts.get("embeddings_computed", 0),
-                       counts.get("embeddings_cached", 0), report)
+                       counts.get("embeddings_cached", 0), report, run.reposts)
 

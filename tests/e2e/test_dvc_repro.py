@@ -93,23 +93,27 @@ def test_second_repro_changes_nothing(repo_copy: Path) -> None:
 
 
 def test_dedup_finds_the_planted_duplicates(repo_copy: Path) -> None:
-    """Every planted near-duplicate ends in its original's cluster, the original is kept for
-    the copies that lost pixels or quality, byte-identical copies are one row with all their
-    URIs, and no two distinct demo images are linked."""
+    """Every planted near-duplicate and repost ends in its original's cluster, the original is
+    kept for the copies that lost pixels, quality or framing, byte-identical copies are one
+    row with all their URIs, and no two distinct demo images are linked."""
     truth = pd.read_parquet(repo_copy / "data/demo/ground_truth.parquet")
     truth = truth[truth.expected == "stored"]
     out = pd.read_parquet(repo_copy / "data/dedup/manifest.parquet").set_index("image_id")
     sha = dict(zip(truth.file, truth.sha256))
-    near = truth[truth.kind == "near_duplicate"]
-    assert len(near) >= 5
+    near = truth[truth.kind.isin(["near_duplicate", "repost"])]
+    assert (truth.kind == "repost").sum() >= 16
     root = {s: s for s in out.index}
     for row in near.itertuples():
         root[row.sha256] = sha[row.duplicate_of]
+    for row in near.itertuples():
         copy, original = out.loc[row.sha256], out.loc[sha[row.duplicate_of]]
         assert copy.cluster_id == original.cluster_id is not None, row.file
-        if row.subkind in ("resized", "cropped", "reencoded"):
-            assert original.status == "ok" and copy.status == "duplicate", row.file
-            assert copy.duplicate_of == original.name, row.file
+        if row.subkind in ("resized", "cropped", "reencoded", "cropped_heavy", "screenshot"):
+            kept = out.loc[original.cluster_id]
+            assert root[kept.name] == kept.name, row.file  # an original, not another copy
+            assert copy.status == "duplicate", row.file
+        if row.kind == "repost" and copy.status == "duplicate" and copy.dup_kind == "verified":
+            assert isinstance(copy.transform, str), row.file
     for row in truth[truth.kind == "exact_duplicate"].itertuples():
         uris = [u.rsplit("raw/", 1)[1] for u in out.loc[row.sha256, "source_uris"]]
         assert row.file in uris and row.duplicate_of in uris

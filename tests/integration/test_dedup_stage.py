@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -220,3 +221,68 @@ def test_embedding_links_what_a_strict_hash_threshold_misses(run, tmp_path) -> N
     row = {Path(u).name: r for r in no_embed.manifest.itertuples() for u in r.source_uris}[
         "astronaut-cropped.jpg"]
     assert row.status == "ok" and pd.isna(row.cluster_id)
+
+
+def _jpeg(rgb: np.ndarray, path: Path, quality: int = 88) -> None:
+    Image.fromarray(rgb).save(path, quality=quality)
+
+
+def test_reposts_are_verified_with_their_transform_and_the_clean_copy_kept(tmp_path) -> None:
+    """Mirrored, captioned, letterboxed and screenshotted copies of real photos join their
+    original through verification; the same edit of the other half of the photo does not;
+    the original is kept for the framed copies and the report says why. A rerun verifies
+    nothing again, and one new image costs only its own features and pairs."""
+    from curate.demo.reposts import caption, letterbox, mirror, screenshot
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    coffee = np.asarray(photo("coffee"))
+    left, right = coffee[:, :300], coffee[:, 300:]
+    _jpeg(np.ascontiguousarray(left), raw / "left.jpg", 95)
+    rng = np.random.default_rng(3)
+    planted = {"mirror.jpg": mirror, "screenshot.jpg": screenshot}
+    for name, edit in planted.items():
+        _jpeg(edit(np.ascontiguousarray(left), rng)[0], raw / name)
+    bar = np.full((left.shape[0] + 70, 300, 3), 255, np.uint8)
+    bar[70:] = left
+    cv2.putText(bar, "WHEN THE COFFEE", (10, 45), cv2.FONT_HERSHEY_DUPLEX, 1.0, (0, 0, 0), 2)
+    _jpeg(bar, raw / "caption.jpg")
+    boxed = np.zeros((left.shape[0], 560, 3), np.uint8)
+    boxed[:, 130:430] = left
+    _jpeg(boxed, raw / "letterbox.jpg")
+    _jpeg(caption(np.ascontiguousarray(right), np.random.default_rng(3))[0],
+          raw / "other-half-captioned.jpg")
+    for name in ("astronaut", "rocket"):
+        photo(name).save(raw / f"{name}.jpg", quality=92)
+    params = make_params(tmp_path, workers=2)
+    run_ingest(params, IngestOptions(out_dir=tmp_path / "ingest", workers=1))
+    opts = DedupOptions(in_manifest=tmp_path / "ingest/manifest.parquet",
+                        out_dir=tmp_path / "dedup")
+    first = run_dedup(params, opts)
+    by_file = {Path(r.source_uri).name: r for r in first.manifest.itertuples()}
+    original = by_file["left.jpg"]
+    assert original.status == "ok" and original.cluster_size == 5
+    for name in ("mirror.jpg", "caption.jpg", "letterbox.jpg", "screenshot.jpg"):
+        row = by_file[name]
+        assert row.status == "duplicate" and row.duplicate_of == original.image_id, name
+        assert row.dup_kind in ("verified", "hash", "embedding"), name
+    assert "mirror" in by_file["mirror.jpg"].transform
+    for name in ("caption.jpg", "letterbox.jpg", "screenshot.jpg"):
+        assert by_file[name].framing == "framed", name
+        assert by_file[name].kept_because == "framing", name
+    for name in ("other-half-captioned.jpg", "astronaut.jpg", "rocket.jpg"):
+        assert by_file[name].status == "ok" and pd.isna(by_file[name].cluster_id), name
+    page = (tmp_path / "reports/duplicates.html").read_text()
+    assert "verified repost" in page and "adds a border, caption or app UI" in page
+    assert first.reposts is not None and first.reposts.pairs_computed > 0
+
+    again = run_dedup(params, opts)
+    assert again.reposts.pairs_computed == 0 and again.reposts.features_computed == 0
+    assert again.reposts.pairs_cached == first.reposts.candidates
+    _jpeg(np.ascontiguousarray(left[20:, 30:]), raw / "crop.jpg")
+    run_ingest(params, IngestOptions(out_dir=tmp_path / "ingest", workers=1))
+    third = run_dedup(params, opts)
+    assert third.reposts.features_computed == 1  # partners' features come from the cache
+    assert 0 < third.reposts.pairs_computed < first.reposts.pairs_computed
+    crop = {Path(r.source_uri).name: r for r in third.manifest.itertuples()}["crop.jpg"]
+    assert crop.duplicate_of == original.image_id

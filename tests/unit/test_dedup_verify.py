@@ -1,0 +1,185 @@
+"""Repost verification on real photos: every kind of edited copy is linked to its original,
+and the same edit of a look-alike (the other half of the same photo or texture) is not."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from curate.config import VerifyConfig
+from curate.dedup import clusters as cl
+from curate.dedup.borders import FULL, box_area, content_box
+from curate.dedup.cosine import cosine_neighbours
+from curate.dedup.verify import (MIRROR_PERM, Features, Verdict, VerifySpec, extract, pack,
+                                 unpack, verify)
+from curate.demo.reposts import REPOST_KINDS, make_repost
+
+SPEC = VerifySpec.from_config(VerifyConfig())
+
+
+def _rgb(name: str) -> np.ndarray:
+    arr = getattr(skimage.data, name)()
+    arr = np.repeat(arr[..., None], 3, 2) if arr.ndim == 2 else arr[..., :3]
+    return np.ascontiguousarray(arr)
+
+
+def _halves(name: str) -> tuple[np.ndarray, np.ndarray]:
+    img = _rgb(name)
+    w = img.shape[1] // 2
+    return np.ascontiguousarray(img[:, :w]), np.ascontiguousarray(img[:, w:2 * w])
+
+
+def _features(rgb: np.ndarray) -> Features:
+    """What the stage computes: JPEG round trip, gray, work scale, SIFT."""
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    gray = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+    h, w = gray.shape
+    s = min(1.0, SPEC.max_side / max(h, w))
+    if s < 1.0:
+        gray = cv2.resize(gray, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    return extract(gray, gray.shape[1] / w, SPEC.features)
+
+
+# Photos of different character: a face, a still life, a dense star field.
+PHOTOS = ("astronaut", "coffee", "hubble_deep_field")
+
+
+@pytest.mark.parametrize("kind", REPOST_KINDS)
+@pytest.mark.parametrize("name", PHOTOS)
+def test_each_repost_kind_is_linked_and_a_look_alike_is_not(name: str, kind: str) -> None:
+    left, right = _halves(name)
+    rng = np.random.default_rng([7, REPOST_KINDS.index(kind), PHOTOS.index(name)])
+    copy = make_repost(left, kind, rng)
+    look_alike = make_repost(right, kind, np.random.default_rng(
+        [7, REPOST_KINDS.index(kind), PHOTOS.index(name)]))
+    original = _features(left)
+    linked = verify(original, _features(copy.rgb), SPEC)
+    assert linked.linked, (copy.steps, linked)
+    assert linked.mirror == ("mirror" in copy.steps)
+    apart = verify(original, _features(look_alike.rgb), SPEC)
+    assert not apart.linked, (copy.steps, apart)
+
+
+def test_the_transform_estimate_follows_the_edit() -> None:
+    left, _ = _halves("coffee")
+    h, w = left.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 7.0, 0.6)
+    turned = cv2.warpAffine(left, m, (w, h), borderValue=(255, 255, 255))
+    v = verify(_features(left), _features(turned), SPEC)
+    assert v.linked and not v.mirror
+    assert v.scale == pytest.approx(1 / 0.6, rel=0.03)  # turned's pixels into the original's
+    assert abs(v.rotation_deg) == pytest.approx(7.0, abs=0.5)
+    # the whole photo, shrunk onto a white canvas: b shows all of a, and b's rest is added
+    assert v.a_covered > 0.95 and v.b_covered < 0.5 and v.b_rest_added and not v.a_rest_added
+    back = v.flipped()
+    assert back.scale == pytest.approx(0.6, rel=0.03) and back.a_covered == v.b_covered
+    assert back.a_rest_added
+
+
+def test_mirrored_descriptors_are_a_permutation_of_the_originals() -> None:
+    """OpenCV's SIFT on the mirrored image gives (nearly) the permuted descriptors at the
+    mirrored keypoints: what lets verification match mirrors without a second extraction."""
+    gray = cv2.cvtColor(_rgb("astronaut"), cv2.COLOR_RGB2GRAY)
+    w = gray.shape[1]
+    sift = cv2.SIFT_create(500)
+    k1, d1 = sift.detectAndCompute(gray, None)
+    k2, d2 = sift.detectAndCompute(np.ascontiguousarray(gray[:, ::-1]), None)
+    p2 = np.array([(w - 1 - k.pt[0], k.pt[1]) for k in k2])
+    errors, identity = [], []
+    for k, d in zip(k1, d1):
+        dist = np.linalg.norm(p2 - np.array(k.pt), axis=1)
+        j = int(dist.argmin())
+        if dist[j] < 0.5 and abs(k.size / k2[j].size - 1) < 0.05:
+            errors.append(np.linalg.norm(d[MIRROR_PERM] - d2[j]) / np.linalg.norm(d2[j]))
+            identity.append(np.linalg.norm(d - d2[j]) / np.linalg.norm(d2[j]))
+    assert len(errors) > 100
+    assert np.median(errors) < 0.3 < np.median(identity)
+
+
+def test_features_survive_the_cache_format() -> None:
+    f = _features(_rgb("chelsea"))
+    g = unpack(pack(f))
+    assert g.scale == pytest.approx(f.scale) and g.size == f.size
+    np.testing.assert_allclose(g.points, f.points, atol=1 / 32)
+    np.testing.assert_allclose(g.desc, f.desc, atol=1 / 255)
+    assert np.abs(g.gray.astype(int) - f.gray).mean() < 2
+
+
+def test_content_box_trims_added_framing_and_keeps_photos_whole() -> None:
+    photo = cv2.cvtColor(_rgb("coffee"), cv2.COLOR_RGB2GRAY)
+    assert content_box(photo) == FULL
+    h, w = photo.shape
+    boxed = np.zeros((h + 200, w), np.uint8)
+    boxed[100:100 + h] = photo
+    box = content_box(boxed)
+    assert box[1] == pytest.approx(100 / (h + 200), abs=0.01)
+    assert box[3] == pytest.approx((100 + h) / (h + 200), abs=0.01)
+    captioned = np.full((h + 80, w), 255, np.uint8)
+    captioned[80:] = photo
+    cv2.putText(captioned, "WHEN THE MONDAY", (20, 55), cv2.FONT_HERSHEY_DUPLEX, 1.3, 0, 2)
+    assert content_box(captioned)[1] == pytest.approx(80 / (h + 80), abs=0.02)
+    assert box_area(content_box(np.full((50, 50), 7, np.uint8))) == 1.0  # blank: not framed
+
+
+def test_neighbours_fold_the_rows_of_one_owner_and_respect_k_and_the_floor() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(6, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    extra = v[0] * 0.2 + v[3]  # image 5's second row (its content box) looks like image 3
+    rows = np.vstack([v, extra / np.linalg.norm(extra)])
+    owners = np.array([0, 1, 2, 3, 4, 5, 5])
+    i, j, s = cosine_neighbours(rows, owners, k=2, floor=-1.0)
+    pairs = list(zip(i.tolist(), j.tolist()))
+    assert (3, 5) in pairs and all(a < b for a, b in pairs) and len(set(pairs)) == len(pairs)
+    sims = rows @ rows.T
+    assert s[pairs.index((3, 5))] == pytest.approx(max(sims[3, 5], sims[3, 6]), abs=1e-6)
+    # each owner lists at most k others: at most n * k pairs, and the brute-force top 2 of
+    # every owner (by its best row) are among them
+    assert len(pairs) <= 6 * 2
+    owner_sims = np.full((6, 6), -np.inf)
+    for r in range(len(rows)):
+        for c in range(len(rows)):
+            if owners[r] != owners[c]:
+                owner_sims[owners[r], owners[c]] = max(owner_sims[owners[r], owners[c]],
+                                                       sims[r, c])
+    for a in range(6):
+        for b in np.argsort(-owner_sims[a])[:2]:
+            assert (min(a, b), max(a, b)) in pairs
+    i, _, _ = cosine_neighbours(rows, owners, k=2, floor=0.99)
+    assert len(i) == 0
+
+
+def _verdict(**kw: object) -> Verdict:
+    base = {"linked": True, "inliers": 50, "agreement": 0.95, "coverage": 1.0,
+            "a_covered": 1.0, "b_covered": 1.0}
+    return Verdict(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_framing_flags_tell_a_crop_from_added_framing() -> None:
+    def edge(v: Verdict) -> dict[tuple[int, int], cl.Edge]:
+        return {(0, 1): cl.Edge("verified", 10, 0.9, v)}
+
+    # 1 lies inside 0 and 0's rest is photo: 1 is a crop
+    assert cl.framing_flags(edge(_verdict(a_covered=0.7, b_covered=1.0))) == {1: "cropped"}
+    # 1 lies inside 0 and 0's rest looks added: 0 is the framed copy
+    assert cl.framing_flags(edge(_verdict(a_covered=0.7, b_covered=1.0, a_rest_added=True))) \
+        == {0: "framed"}
+    # same framing, 1 carries text the other lacks
+    assert cl.framing_flags(edge(_verdict(b_marked=0.1, a_marked=0.0))) == {1: "marked"}
+    assert cl.framing_flags(edge(_verdict())) == {}
+    assert cl.framing_flags(edge(_verdict(linked=False, a_covered=0.5))) == {}
+
+
+def test_keep_policy_prefers_the_clean_copy_over_a_bigger_framed_one() -> None:
+    clean = cl.Candidate("a", 800, 600, 1.0, 100_000, ("x",))
+    framed = cl.Candidate("b", 1080, 2200, 1.2, 300_000, ("y",), framing="framed")
+    marked = cl.Candidate("c", 800, 600, 1.5, 120_000, ("z",), framing="marked")
+    keep = ("framing", "resolution", "sharpness", "bytes", "source_priority")
+    assert cl.choose_kept([framed, clean, marked], keep, []) is clean
+    assert cl.decide(clean, framed, keep, [])[1] == "framing"
+    assert cl.choose_kept([framed, marked], keep, []) is marked  # geometry outweighs marks
+    assert cl.choose_kept([framed, clean], keep[1:], []) is framed  # without the criterion
