@@ -7,7 +7,8 @@ a flower, Hubble's deep field, a retina, a tissue stain, Chelsea the cat) and gr
 ones are cut into non-overlapping halves, which makes the hardest negatives there are: two
 "photos" of one subject, one scene or one texture that share no pixel.
 
-Every original gets one copy of each easy kind (resized, re-encoded, cropped 1-5%, brighter,
+The two views of the stereo pair are one scene (a near-duplicate for a GAN set, reported as
+kind ``second_view``). Every original gets one copy of each easy kind (resized, re-encoded, cropped 1-5%, brighter,
 darker) and one of each hard kind, made by the demo's own edit code
 (`curate.demo.reposts`) with its own seed. The folder is written once per seed and reused.
 """
@@ -25,7 +26,7 @@ from PIL import Image
 from curate.demo.reposts import REPOST_KINDS, make_repost
 
 EASY_KINDS = ("resized", "reencoded", "cropped", "brighter", "darker")
-VERSION = 1
+VERSION = 2
 
 
 def _rgb(img: np.ndarray) -> np.ndarray:
@@ -120,6 +121,10 @@ def build(out_dir: Path, seed: int = 1) -> dict[str, dict[str, str | None]]:
                 _jpeg(edited.rgb, int(rng.integers(70, 93))))
             files[f"{name}__{kind}.jpg"] = {"parent": original, "kind": kind,
                                            "edits": "+".join(edited.steps)}
+    # The stereo pair: one scene at one instant from two viewpoints a few centimetres apart.
+    # For a GAN set that is a near-duplicate (the model would see the scene twice), so the
+    # truth links it and the bench reports it as its own kind, outside the repost goals.
+    files["motorcycle_right.png"] = {"parent": "motorcycle_left.png", "kind": "second_view"}
     truth_path.write_text(json.dumps({"version": VERSION, "seed": seed, "files": files},
                                      indent=1) + "\n")
     return files

@@ -203,6 +203,8 @@ def _headline(out: pd.DataFrame, extra: dict[str, int], n_clusters: int
          f"{extra.get('ingest_byte_copies', 0):,}", False),
         ("blank images (compared by exact pixels only)", f"{extra.get('blank_images', 0):,}",
          False),
+        ("hash or embedding links dropped: no features in common",
+         f"{extra.get('links_contradicted', 0):,}", False),
         ("unreadable", f"{int((out['status'] == 'unreadable').sum()):,}", False),
     ]
 

@@ -38,9 +38,12 @@ if TYPE_CHECKING:
     from curate.config import VerifyConfig
 
 #: Bump when matching or the dense check change a verdict ...
-VERIFY_VERSION = 8
+VERIFY_VERSION = 11
 #: ... and this when the features (work image, keypoints, descriptors) change.
 FEATURES_VERSION = 8
+#: Images with at least this many keypoints each always share some when one is a copy of the
+#: other (re-encoded, resized, brightened, cropped): none shared contradicts a link.
+RICH_KEYPOINTS = 200
 #: A copy whose overlap has at least this share of patches with marks the other lacks
 #: carries laid-over text or a logo.
 MARKED = 0.03
@@ -55,6 +58,8 @@ _MIN_PATCHES = 12  # fewer textured patches in the overlap: no evidence either w
 _PLAIN_TOL = 4  # gray levels: pixels this close to a region's mode colour are "plain" ...
 _PLAIN_SHARE = 0.5  # ... and a region this plain is added framing
 _BLURRED_DETAIL = 0.4  # a region with less fine detail than this share of the photo's is too
+_UNIFORM_SHARE = 0.9  # this much within +-2 gray levels of one value is a drawn colour
+_STEP_RATIO, _STEP_MIN = 3.0, 12.0  # a footprint edge this much sharper than the photo: a seam
 
 
 def _mirror_perm() -> np.ndarray:
@@ -124,6 +129,13 @@ class Verdict:
     b_rest_added: bool = False
     a_marked: float = 0.0  # share of the overlap where a has marks b lacks (text, logo)
     b_marked: float = 0.0
+    keypoints: int = 0  # the fewer of the two images' keypoints
+
+    @property
+    def contradicts(self) -> bool:
+        """Both images are rich in features and yet almost none match: whatever made the
+        pair look alike (a hash, an embedding), the pixels are not the same photo."""
+        return not self.linked and self.inliers < 10 and self.keypoints >= RICH_KEYPOINTS
 
     def to_json(self) -> dict[str, object]:
         return {k: (round(v, 4) if isinstance(v, float) else v)
@@ -139,13 +151,13 @@ class Verdict:
                        1.0 / self.scale if self.scale else 0.0,
                        -self.rotation_deg if not self.mirror else self.rotation_deg,
                        self.b_covered, self.a_covered, self.b_rest_added, self.a_rest_added,
-                       self.b_marked, self.a_marked)
+                       self.b_marked, self.a_marked, self.keypoints)
 
     def describe(self) -> str:
         """b relative to a in words, e.g. 'mirror, x0.62, -7.1 deg, shows 78% of the other'."""
         parts = ["mirror"] if self.mirror else []
         if abs(math.log(max(self.scale, 1e-6))) > 0.03:
-            parts.append(f"x{self.scale:.2f}")
+            parts.append(f"scale x{self.scale:.2f}")
         if abs(self.rotation_deg) >= 1.0:
             parts.append(f"{self.rotation_deg:+.1f} deg")
         if self.a_covered < 0.95:
@@ -316,20 +328,41 @@ def _rest_is_added(gray: np.ndarray, covered: np.ndarray) -> bool:
     """Whether the part of an image outside the other's footprint looks added, not shot.
 
     Added framing (letterbox bars, caption bars, a canvas behind a tilted photo, app chrome)
-    is mostly one flat colour (text and icons are thin strokes on it), or the photo itself
-    stretched and blurred behind it: far less fine detail than the photo it frames.
-    Photographed surroundings, even a smooth studio backdrop, keep the photo's grain.
+    is nearly all one exact colour, or mostly one flat colour (text and icons are thin
+    strokes on it) or the photo stretched and blurred behind it (far less fine detail than
+    the photo it frames) that meets the photo at a step along the footprint's edge.
+    Photographed surroundings continue the photo across that edge, even where they are flat
+    (night sky, a black backdrop).
     """
     rest = ~covered
     if rest.mean() < 0.03 or covered.mean() < 0.03:
         return False
     values = gray[rest]
     mode = np.bincount(values, minlength=256)
+    if np.convolve(mode, np.ones(5), mode="same").max() / values.size >= _UNIFORM_SHARE:
+        return True  # one exact colour (a bar, a canvas): no camera sees that
     window = np.convolve(mode, np.ones(2 * _PLAIN_TOL + 1), mode="same")
-    if window.max() / values.size >= _PLAIN_SHARE:
-        return True
     detail = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
-    return bool(detail[rest].mean() < _BLURRED_DETAIL * detail[covered].mean())
+    flat = (window.max() / values.size >= _PLAIN_SHARE
+            or detail[rest].mean() < _BLURRED_DETAIL * detail[covered].mean())
+    return bool(flat) and _step_along_edge(gray, covered)
+
+
+def _step_along_edge(gray: np.ndarray, covered: np.ndarray) -> bool:
+    """Whether the footprint's edge (away from the image border) is a step in the pixels:
+    the gradient along it is well above the photo's typical gradient near it."""
+    kernel = np.ones((3, 3), np.uint8)
+    mask = covered.astype(np.uint8)
+    edge = (cv2.dilate(mask, kernel) > 0) & (cv2.erode(mask, kernel) == 0)
+    edge[:2, :] = edge[-2:, :] = False  # the image's own border is no evidence
+    edge[:, :2] = edge[:, -2:] = False
+    if edge.sum() < 20:
+        return False
+    g = gray.astype(np.float32)
+    magnitude = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    near = (cv2.erode(mask, kernel, iterations=6) == 0) & covered & ~edge
+    typical = float(np.median(magnitude[near])) if near.any() else 0.0
+    return float(np.median(magnitude[edge])) > max(_STEP_RATIO * typical, _STEP_MIN)
 
 
 def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
@@ -340,8 +373,9 @@ def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
         if m is not None and n > best[1]:
             best = (m, n, mirror)
     m, inliers, mirror = best
+    keypoints = min(len(a.points), len(b.points))
     if m is None or inliers < spec.min_inliers:
-        return Verdict(False, inliers, 0.0, 0.0)
+        return Verdict(False, inliers, 0.0, 0.0, keypoints=keypoints)
     gray_b = np.ascontiguousarray(b.gray[:, ::-1]) if mirror else b.gray  # m's frame for b
     (wa, ha), (wb, hb) = a.size, b.size
     inverse = cv2.invertAffineTransform(m)
@@ -368,7 +402,7 @@ def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
         linked, inliers, agreement.share, min(1.0, coverage), mirror,
         scale_work * b.scale / a.scale, rotation, float(in_a.mean()), float(in_b.mean()),
         _rest_is_added(a.gray, in_a), _rest_is_added(b.gray, in_b), agreement.a_marked,
-        agreement.b_marked)
+        agreement.b_marked, keypoints)
 
 
 # --------------------------------------------------------------------------- cache format

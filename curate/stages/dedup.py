@@ -123,6 +123,7 @@ class DedupRun:
         self.result_counts: dict[str, int] = {}
         self.extra: dict[str, int] = {}
         self.reposts: RepostResult | None = None
+        self.vetoed = 0  # hash or embedding links that verification contradicted
 
     def path(self, store_path: str) -> Path:
         return self.store_root / store_path
@@ -266,7 +267,9 @@ class DedupRun:
                      edges: dict[tuple[int, int], cl.Edge]) -> None:
         """Verify each image's nearest candidates and the hash-linked pairs (not those of
         identical pixels): a linked verdict adds a ``verified`` edge or upgrades an
-        ``embedding`` one; a hash edge keeps its kind and gains the verdict's framing."""
+        ``embedding`` one; a hash edge keeps its kind and gains the verdict's framing. A hash
+        or embedding link between two feature-rich images that share no features at all
+        (two halves of one texture) is dropped: `Verdict.contradicts`."""
         v = self.cfg.verify
         assert feats.vectors is not None
         rows, owners = feats.vectors, np.arange(len(feats.ids))
@@ -288,7 +291,10 @@ class DedupRun:
             if ia > ib:  # stored mapping the larger id into the smaller: orient b into a
                 verdict = verdict.flipped()
             known = edges.get((a, b))
-            if known is not None and known.kind == "hash":  # linked anyway: keep the framing
+            if known is not None and verdict.contradicts:  # feature-rich, nothing in common
+                del edges[(a, b)]
+                self.vetoed += 1
+            elif known is not None and known.kind == "hash":  # linked anyway: keep framing
                 edges[(a, b)] = cl.Edge("hash", known.hash_distance, known.cosine, verdict)
             elif verdict.linked:
                 edges[(a, b)] = cl.Edge("verified", _popcount(feats.hashes, a, b),
@@ -327,7 +333,7 @@ class DedupRun:
                 if i == kept:
                     continue
                 via, edge = links[i]
-                if edge.verdict is not None:  # the verdict maps the larger index into the smaller
+                if edge.verdict is not None and edge.verdict.linked:  # maps larger index into smaller
                     out["transform"][i] = (edge.verdict if i > via
                                            else edge.verdict.flipped()).describe()
                 out["duplicate_of"][i] = feats.ids[kept]
@@ -393,6 +399,7 @@ class DedupRun:
             self.extra.update(
                 repost_candidate_pairs=self.reposts.candidates,
                 repost_pairs_linked=sum(v.linked for v in self.reposts.verdicts.values()),
+                links_contradicted=self.vetoed,
                 framed_images=int(sum(1 for b in feats.content if b != FULL)))
 
 
