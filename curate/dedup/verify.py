@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from curate.config import VerifyConfig
 
 #: Bump when matching or the dense check change a verdict ...
-VERIFY_VERSION = 11
+VERIFY_VERSION = 12
 #: ... and this when the features (work image, keypoints, descriptors) change.
 FEATURES_VERSION = 8
 #: Images with at least this many keypoints each always share some when one is a copy of the
@@ -130,6 +130,8 @@ class Verdict:
     a_marked: float = 0.0  # share of the overlap where a has marks b lacks (text, logo)
     b_marked: float = 0.0
     keypoints: int = 0  # the fewer of the two images' keypoints
+    a_box: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)  # the part of a that b shows (x0, y0,
+    b_box: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)  # x1, y1 in fractions); of b that a shows
 
     @property
     def contradicts(self) -> bool:
@@ -138,12 +140,17 @@ class Verdict:
         return not self.linked and self.inliers < 10 and self.keypoints >= RICH_KEYPOINTS
 
     def to_json(self) -> dict[str, object]:
-        return {k: (round(v, 4) if isinstance(v, float) else v)
-                for k, v in self.__dict__.items()}
+        def rounded(v: object) -> object:
+            if isinstance(v, float):
+                return round(v, 4)
+            return [round(x, 4) for x in v] if isinstance(v, tuple) else v
+
+        return {k: rounded(v) for k, v in self.__dict__.items()}
 
     @staticmethod
     def from_json(data: dict[str, object]) -> Verdict:
-        return Verdict(**data)  # type: ignore[arg-type]
+        fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        return Verdict(**fields)  # type: ignore[arg-type]
 
     def flipped(self) -> Verdict:
         """The same verdict with the roles swapped (a mapped into b)."""
@@ -151,7 +158,7 @@ class Verdict:
                        1.0 / self.scale if self.scale else 0.0,
                        -self.rotation_deg if not self.mirror else self.rotation_deg,
                        self.b_covered, self.a_covered, self.b_rest_added, self.a_rest_added,
-                       self.b_marked, self.a_marked, self.keypoints)
+                       self.b_marked, self.a_marked, self.keypoints, self.b_box, self.a_box)
 
     def describe(self) -> str:
         """b relative to a in words, e.g. 'mirror, x0.62, -7.1 deg, shows 78% of the other'."""
@@ -161,7 +168,9 @@ class Verdict:
         if abs(self.rotation_deg) >= 1.0:
             parts.append(f"{self.rotation_deg:+.1f} deg")
         if self.a_covered < 0.95:
-            parts.append(f"shows {self.a_covered:.0%} of the other")
+            x0, y0, x1, y1 = self.a_box
+            parts.append(f"shows {self.a_covered:.0%} of the other (box {x0:.2f},{y0:.2f}-"
+                         f"{x1:.2f},{y1:.2f})")
         if self.b_covered < 0.95:
             parts.append("added border" if self.b_rest_added
                          else f"{1 - self.b_covered:.0%} more than the other")
@@ -330,7 +339,8 @@ def _rest_is_added(gray: np.ndarray, covered: np.ndarray) -> bool:
     Added framing (letterbox bars, caption bars, a canvas behind a tilted photo, app chrome)
     is nearly all one exact colour, or mostly one flat colour (text and icons are thin
     strokes on it) or the photo stretched and blurred behind it (far less fine detail than
-    the photo it frames) that meets the photo at a step along the footprint's edge.
+    the photo it frames) that meets the photo at a step along the footprint's edge or
+    frames it as centred bands.
     Photographed surroundings continue the photo across that edge, even where they are flat
     (night sky, a black backdrop).
     """
@@ -345,7 +355,27 @@ def _rest_is_added(gray: np.ndarray, covered: np.ndarray) -> bool:
     detail = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
     flat = (window.max() / values.size >= _PLAIN_SHARE
             or detail[rest].mean() < _BLURRED_DETAIL * detail[covered].mean())
-    return bool(flat) and _step_along_edge(gray, covered)
+    return bool(flat) and (_centred_band(covered) or _step_along_edge(gray, covered))
+
+
+def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """Bounding box of a mask as fractions of its image (x0, y0, x1, y1)."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return (0.0, 0.0, 0.0, 0.0)
+    h, w = mask.shape
+    return (float(xs.min()) / w, float(ys.min()) / h, float(xs.max() + 1) / w,
+            float(ys.max() + 1) / h)
+
+
+def _centred_band(covered: np.ndarray) -> bool:
+    """Whether the footprint fills one axis and sits centred on the other, with margins:
+    how letterboxing and pillarboxing place a photo (a crop lands anywhere)."""
+    x0, y0, x1, y1 = _box(covered)
+    for lo, hi, a0, a1 in ((x0, x1, y0, y1), (y0, y1, x0, x1)):
+        if a0 <= 0.01 and a1 >= 0.99 and lo >= 0.03 and abs(lo - (1 - hi)) <= 0.02:
+            return True
+    return False
 
 
 def _step_along_edge(gray: np.ndarray, covered: np.ndarray) -> bool:
@@ -402,7 +432,7 @@ def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
         linked, inliers, agreement.share, min(1.0, coverage), mirror,
         scale_work * b.scale / a.scale, rotation, float(in_a.mean()), float(in_b.mean()),
         _rest_is_added(a.gray, in_a), _rest_is_added(b.gray, in_b), agreement.a_marked,
-        agreement.b_marked, keypoints)
+        agreement.b_marked, keypoints, _box(in_a), _box(in_b))
 
 
 # --------------------------------------------------------------------------- cache format

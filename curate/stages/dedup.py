@@ -59,7 +59,8 @@ BATCH = 32  # images per worker task
 #: Columns this stage adds to the manifest, in order.
 DEDUP_COLUMNS = ("perceptual_hash", "cluster_id", "cluster_size", "duplicate_of", "dup_kind",
                  "distance", "linked_to", "hash_distance", "cosine", "kept_because",
-                 "transform", "framing")
+                 "transform", "transform_scale", "transform_rotation_deg", "transform_mirror",
+                 "transform_box", "framing")
 
 
 @dataclass(frozen=True)
@@ -333,9 +334,14 @@ class DedupRun:
                 if i == kept:
                     continue
                 via, edge = links[i]
-                if edge.verdict is not None and edge.verdict.linked:  # maps larger index into smaller
-                    out["transform"][i] = (edge.verdict if i > via
-                                           else edge.verdict.flipped()).describe()
+                if edge.verdict is not None and edge.verdict.linked:
+                    # stored mapping the larger index into the smaller: orient it i -> via
+                    v = edge.verdict if i > via else edge.verdict.flipped()
+                    out["transform"][i] = v.describe()
+                    out["transform_scale"][i] = round(v.scale, 4)
+                    out["transform_rotation_deg"][i] = round(v.rotation_deg, 2)
+                    out["transform_mirror"][i] = v.mirror
+                    out["transform_box"][i] = [round(x, 4) for x in v.a_box]
                 out["duplicate_of"][i] = feats.ids[kept]
                 out["dup_kind"][i] = edge.kind
                 out["distance"][i] = edge.distance
@@ -373,6 +379,9 @@ class DedupRun:
         out["hash_distance"] = out["hash_distance"].astype("Int64")
         out["distance"] = out["distance"].astype("float64")
         out["cosine"] = out["cosine"].astype("float64")
+        for col in ("transform_scale", "transform_rotation_deg"):
+            out[col] = out[col].astype("float64")
+        out["transform_mirror"] = out["transform_mirror"].astype("boolean")
         for col in ("perceptual_hash", "cluster_id", "duplicate_of", "dup_kind", "linked_to",
                     "kept_because", "transform", "framing"):
             out[col] = out[col].astype(object).where(out[col].notna(), None)
