@@ -154,9 +154,9 @@ def choose_kept(members: Sequence[Candidate], keep: Sequence[str], patterns: Seq
     return best
 
 
-#: A frame counts as wholly inside the other's at this share, and as partly outside below
-#: the second (a crop of 10% or a bar of a tenth of the height is well clear of both).
-_INSIDE, _PARTLY = 0.97, 0.9
+#: An image shows a good part the other lacks when the other covers less than this share of
+#: it (a crop of 10% or a bar of a tenth of the height is well clear of it).
+_PARTLY = 0.9
 
 
 def framing_flags(edges: dict[tuple[int, int], Edge]) -> dict[int, str]:
@@ -164,23 +164,20 @@ def framing_flags(edges: dict[tuple[int, int], Edge]) -> dict[int, str]:
     ("framed"), or another with text or a logo laid over it ("marked"), from verified edges
     whose verdict maps the second index into the first.
 
-    When one frame lies wholly inside the other, the larger one either shows more of the
-    scene (the smaller is a crop) or adds bars, a caption or chrome around the same photo;
-    verification tells which by whether the rest of the larger frame looks added.
+    Where one image shows a good part that the other lacks, verification says whether that
+    part looks added (bars, a caption strip, a canvas, app chrome: that image is framed) or
+    photographed (the scene goes on: the other image is a crop of it). A copy can be both,
+    cropped and then screenshotted; each side is judged on its own.
     """
     flags: dict[int, str] = {}
     for (i, j), edge in edges.items():
         v = edge.verdict
         if v is None or not v.linked:
             continue
-        for outer, inner, outer_cov, inner_cov, added in (
-                (i, j, v.a_covered, v.b_covered, v.a_rest_added),
-                (j, i, v.b_covered, v.a_covered, v.b_rest_added)):
-            if inner_cov >= _INSIDE and outer_cov < _PARTLY:
-                if added:
-                    flags.setdefault(outer, "framed")
-                else:
-                    flags.setdefault(inner, "cropped")
+        for me, other, covered, added in ((i, j, v.a_covered, v.a_rest_added),
+                                          (j, i, v.b_covered, v.b_rest_added)):
+            if covered < _PARTLY:  # `me` shows a good part that `other` lacks
+                flags.setdefault(me if added else other, "framed" if added else "cropped")
         if min(v.a_covered, v.b_covered) < _PARTLY:
             continue  # marks are judged between copies of one framing (resampling adds some)
         for marked, mine, theirs in ((i, v.a_marked, v.b_marked), (j, v.b_marked, v.a_marked)):

@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     from curate.config import VerifyConfig
 
 #: Bump when matching or the dense check change a verdict ...
-VERIFY_VERSION = 12
+VERIFY_VERSION = 14
 #: ... and this when the features (work image, keypoints, descriptors) change.
-FEATURES_VERSION = 8
+FEATURES_VERSION = 10
 #: Images with at least this many keypoints each always share some when one is a copy of the
 #: other (re-encoded, resized, brightened, cropped): none shared contradicts a link.
 RICH_KEYPOINTS = 200
@@ -110,6 +110,7 @@ class Features:
     @property
     def size(self) -> tuple[int, int]:
         return self.gray.shape[1], self.gray.shape[0]
+
 
 
 @dataclass(frozen=True)

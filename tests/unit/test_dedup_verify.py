@@ -170,6 +170,10 @@ def test_framing_flags_tell_a_crop_from_added_framing() -> None:
         == {0: "framed"}
     # same framing, 1 carries text the other lacks
     assert cl.framing_flags(edge(_verdict(b_marked=0.1, a_marked=0.0))) == {1: "marked"}
+    # cropped and then screenshotted: each side has a part the other lacks; the copy is
+    # flagged, the original is not
+    both = cl.framing_flags(edge(_verdict(a_covered=0.6, b_covered=0.5, b_rest_added=True)))
+    assert set(both) == {1}
     assert cl.framing_flags(edge(_verdict())) == {}
     assert cl.framing_flags(edge(_verdict(linked=False, a_covered=0.5))) == {}
 
