@@ -29,8 +29,9 @@ Measured with the default params (params.yaml's dedup section):
 
 `timing` runs the stage cold (fresh caches) twice on the demo in this process, with repost
 verification off (the stage before it existed) and on, and reports both and their ratio.
-`sweep` repeats the pair measure over a grid of hash and cosine thresholds from the cached
-features, to show how much margin the defaults have on each side.
+`sweep` repeats the link and pair measures over a grid of hash and cosine thresholds (repost
+verification on, from the cached features and verdicts), to show how much margin the
+defaults have on each side.
 """
 
 from __future__ import annotations
@@ -143,13 +144,11 @@ def sweep(run: DedupRun, cache: ResultCache, manifest: pd.DataFrame, root: dict[
     base = run.cfg
     grid = itertools.product((0, 2, 4, 6, 8, 10, 12),
                              (0.95, 0.96, 0.97, 0.975, 0.98, 0.99, 1.01))  # 1.01: no embedding
-    for t, c in grid:
-        run.cfg = dataclasses.replace(base, hash_threshold=t, cosine_threshold=min(c, 1.0))
+    for t, c in grid:  # a cosine threshold above 1 links nothing (verification still runs)
+        run.cfg = dataclasses.replace(base, hash_threshold=t, cosine_threshold=c)
         assigned = run.assign(frame, feats, run.edges(cache, feats, frame))
         out = pd.concat([frame[["image_id"]], assigned], axis=1)
         out["status"] = "ok"
-        if c > 1.0:  # drop the embedding links (verification still uses the embeddings)
-            out = out.assign(cluster_id=None)
         out.loc[out["duplicate_of"].notna(), "status"] = "duplicate"
         res = evaluate(out, root, kind, files)
         rows.append({"hash_threshold": t, "cosine_threshold": c if c <= 1.0 else "off",

@@ -8,8 +8,8 @@ ones are cut into non-overlapping halves, which makes the hardest negatives ther
 "photos" of one subject, one scene or one texture that share no pixel.
 
 The two views of the stereo pair are one scene (a near-duplicate for a GAN set, reported as
-kind ``second_view``). Every original gets one copy of each easy kind (resized, re-encoded, cropped 1-5%, brighter,
-darker) and one of each hard kind, made by the demo's own edit code
+kind ``second_view``). Every original gets one copy of each easy kind (resized, re-encoded,
+cropped 1-5%, brighter, darker) and one of each hard kind, made by the demo's own edit code
 (`curate.demo.reposts`) with its own seed. The folder is written once per seed and reused.
 """
 

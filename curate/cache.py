@@ -44,6 +44,17 @@ def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+def select_keys(db: sqlite3.Connection, select: str, op: str, keys: Iterable[str]
+                ) -> Iterator[tuple[Any, ...]]:
+    """Rows of `select` (a "SELECT ... FROM table") for `op` and those of `keys` present,
+    queried 500 keys at a time (SQLite's limit on bound parameters)."""
+    keys = list(keys)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        yield from db.execute(f"{select} WHERE op = ? AND key IN ({marks})", [op, *chunk])
+
+
 def op_key(name: str, version: int, params: Mapping[str, Any] | None = None) -> str:
     """Identity of an operation: bump `version` when its code changes its output."""
     if not params:
@@ -62,14 +73,8 @@ class ResultCache:
     def get_many(self, op: str, keys: Iterable[str]) -> dict[str, Any]:
         """Cached values for those of `keys` that have one."""
         found: dict[str, Any] = {}
-        keys = list(keys)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT key, value FROM results WHERE op = ? AND key IN ({marks})", [op, *chunk]
-            )
-            found.update((k, json.loads(v)) for k, v in rows)
+        for k, v in select_keys(self._db, "SELECT key, value FROM results", op, keys):
+            found[k] = json.loads(v)
         return found
 
     def get(self, op: str, key: str) -> Any | None:
@@ -128,27 +133,12 @@ class BlobCache:
         self._db = open_sqlite(self.path, _BLOB_SCHEMA)
 
     def get_many(self, op: str, keys: Iterable[str]) -> dict[str, bytes]:
-        found: dict[str, bytes] = {}
-        keys = list(keys)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT key, value FROM blobs WHERE op = ? AND key IN ({marks})", [op, *chunk])
-            found.update((k, bytes(v)) for k, v in rows)
-        return found
+        return {k: bytes(v) for k, v in select_keys(self._db, "SELECT key, value FROM blobs",
+                                                      op, keys)}
 
     def has(self, op: str, keys: Iterable[str]) -> set[str]:
         """Those of `keys` that have a value (without reading the values)."""
-        found: set[str] = set()
-        keys = list(keys)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT key FROM blobs WHERE op = ? AND key IN ({marks})", [op, *chunk])
-            found.update(k for (k,) in rows)
-        return found
+        return {k for (k,) in select_keys(self._db, "SELECT key FROM blobs", op, keys)}
 
     def put_many(self, op: str, items: Iterable[tuple[str, bytes]]) -> None:
         """Store values in one transaction (all or nothing)."""

@@ -3,7 +3,8 @@
 Clusters are rows of thumbnails, largest cluster first, the kept image first and marked,
 every other image with the kind and distance of its link (a verified repost also with the
 transform that maps it onto the kept image), whether it is a crop or adds framing or marks,
-the criterion the kept image won on, its size, file size and source URIs; then the byte-identical copies ingest merged, and images that could not be decoded.
+the criterion the kept image won on, its size, file size and source URIs; then the
+byte-identical copies ingest merged, and images that could not be decoded.
 Thumbnails are inline JPEG data URIs (cached per image), the CSS is inline, nothing is
 fetched, and Jinja2's autoescaping escapes every string that came from the data (file
 names and URLs are user-controlled).
@@ -314,7 +315,9 @@ image comes first (green); the others have <code>status = duplicate</code> in
       {% else %}<span class="badge {{ card.kind }}">{{ card.link }}</span>{% endif %}
       <div><b>{{ card.dims }}</b> · {{ card.bytes }} · {{ card.format }}</div>
       {% if card.to_kept %}<div class="muted">to kept: {{ card.to_kept }}</div>{% endif %}
-      {% if card.transform %}<div>vs {{ 'kept' if not card.via else 'linked' }}: {{ card.transform }}</div>{% endif %}
+      {% if card.transform %}
+      <div>vs {{ 'kept' if not card.via else 'linked' }}: {{ card.transform }}</div>
+      {% endif %}
       {% if card.framing %}<div class="warn">{{ card.framing }}</div>{% endif %}
       {% if card.because %}<div class="muted">kept one wins on {{ card.because }}</div>{% endif %}
       {% if card.via %}<div class="muted">linked via <span class="mono">{{ card.via }}</span></div>{% endif %}

@@ -10,8 +10,8 @@ different photos of one subject. So the search runs in two steps, as copy detect
 2. verification of each candidate pair (`curate.dedup.verify`), which links it or not and
    says how the two frames relate.
 
-Both steps are cached: local features per image (`<paths.cache>/features.sqlite`, about
-20-110 KB per image) and the verdict per pair of image ids, keyed by the verification
+Both steps are cached: local features per image (`<paths.cache>/features.sqlite`, 50-120 KB
+per image on average) and the verdict per pair of image ids, keyed by the verification
 settings and version. A rerun verifies nothing; new images cost their own features and the
 verdicts of their new pairs.
 """

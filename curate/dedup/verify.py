@@ -48,7 +48,7 @@ RICH_KEYPOINTS = 200
 #: carries laid-over text or a logo.
 MARKED = 0.03
 _RATIO = 0.8  # Lowe's ratio test
-_CONTRAST_THRESHOLDS = (0.02, 0.005)  # half SIFT's default (soft photos keep detail), then lower ...
+_CONTRAST_THRESHOLDS = (0.02, 0.005)  # half SIFT's default (soft photos), then lower ...
 _ENOUGH_KEYPOINTS = 50  # ... for an image that found fewer keypoints than this
 _PATCH = 16  # dense check patch side, work pixels
 _TEXTURED = 1.5  # band-pass RMS (gray levels) above which a patch carries evidence

@@ -233,7 +233,7 @@ def test_reposts_are_verified_with_their_transform_and_the_clean_copy_kept(tmp_p
     original through verification; the same edit of the other half of the photo does not;
     the original is kept for the framed copies and the report says why. A rerun verifies
     nothing again, and one new image costs only its own features and pairs."""
-    from curate.demo.reposts import caption, letterbox, mirror, screenshot
+    from curate.demo.reposts import caption, mirror, screenshot
 
     raw = tmp_path / "raw"
     raw.mkdir()

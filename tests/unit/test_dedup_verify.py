@@ -12,8 +12,16 @@ from curate.config import VerifyConfig
 from curate.dedup import clusters as cl
 from curate.dedup.borders import FULL, box_area, content_box
 from curate.dedup.cosine import cosine_neighbours
-from curate.dedup.verify import (MIRROR_PERM, Features, Verdict, VerifySpec, extract, pack,
-                                 unpack, verify)
+from curate.dedup.verify import (
+    MIRROR_PERM,
+    Features,
+    Verdict,
+    VerifySpec,
+    extract,
+    pack,
+    unpack,
+    verify,
+)
 from curate.demo.reposts import REPOST_KINDS, make_repost
 
 SPEC = VerifySpec.from_config(VerifyConfig())
