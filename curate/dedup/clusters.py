@@ -165,18 +165,20 @@ def framing_flags(edges: dict[tuple[int, int], Edge]) -> dict[int, str]:
     whose verdict maps the second index into the first.
 
     Where one image shows a good part that the other lacks, verification says whether that
-    part looks added (bars, a caption strip, a canvas, app chrome: that image is framed) or
-    photographed (the scene goes on: the other image is a crop of it). A copy can be both,
-    cropped and then screenshotted; each side is judged on its own.
+    part looks added (bars, a caption strip, a canvas, app chrome: that image is framed),
+    photographed (the scene goes on: the other image is a crop of it), or flat without
+    telling (no flag: resolution and the rest decide). A copy can be both, cropped and then
+    screenshotted; each side is judged on its own.
     """
     flags: dict[int, str] = {}
     for (i, j), edge in edges.items():
         v = edge.verdict
         if v is None or not v.linked:
             continue
-        for me, other, covered, added in ((i, j, v.a_covered, v.a_rest_added),
-                                          (j, i, v.b_covered, v.b_rest_added)):
-            if covered < _PARTLY:  # `me` shows a good part that `other` lacks
+        for me, other, covered, added, flat in (
+                (i, j, v.a_covered, v.a_rest_added, v.a_rest_flat),
+                (j, i, v.b_covered, v.b_rest_added, v.b_rest_flat)):
+            if covered < _PARTLY and not flat:  # `me` shows a good part `other` lacks
                 flags.setdefault(me if added else other, "framed" if added else "cropped")
         if min(v.a_covered, v.b_covered) < _PARTLY:
             continue  # marks are judged between copies of one framing (resampling adds some)

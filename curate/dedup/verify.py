@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from curate.config import VerifyConfig
 
 #: Bump when matching or the dense check change a verdict ...
-VERIFY_VERSION = 14
+VERIFY_VERSION = 15
 #: ... and this when the features (work image, keypoints, descriptors) change.
 FEATURES_VERSION = 10
 #: Images with at least this many keypoints each always share some when one is a copy of the
@@ -128,6 +128,8 @@ class Verdict:
     b_covered: float = 0.0  # share of b's area that a shows
     a_rest_added: bool = False  # the part of a that b lacks looks added (bar, canvas, UI)
     b_rest_added: bool = False
+    a_rest_flat: bool = False  # ... or is flat without a seam: added or photographed, unsure
+    b_rest_flat: bool = False
     a_marked: float = 0.0  # share of the overlap where a has marks b lacks (text, logo)
     b_marked: float = 0.0
     keypoints: int = 0  # the fewer of the two images' keypoints
@@ -159,7 +161,8 @@ class Verdict:
                        1.0 / self.scale if self.scale else 0.0,
                        -self.rotation_deg if not self.mirror else self.rotation_deg,
                        self.b_covered, self.a_covered, self.b_rest_added, self.a_rest_added,
-                       self.b_marked, self.a_marked, self.keypoints, self.b_box, self.a_box)
+                       self.b_rest_flat, self.a_rest_flat, self.b_marked, self.a_marked,
+                       self.keypoints, self.b_box, self.a_box)
 
     def describe(self) -> str:
         """b relative to a in words, e.g. 'mirror, x0.62, -7.1 deg, shows 78% of the other'."""
@@ -334,8 +337,10 @@ def _inner(mask: np.ndarray) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
 
 
-def _rest_is_added(gray: np.ndarray, covered: np.ndarray) -> bool:
-    """Whether the part of an image outside the other's footprint looks added, not shot.
+def _rest_kind(gray: np.ndarray, covered: np.ndarray) -> str:
+    """Whether the part of an image outside the other's footprint looks "added", not shot,
+    or "photo", or is "flat" without telling (a flat backdrop or sky that the crop left out
+    looks like a bar that meets the photo without a seam).
 
     Added framing (letterbox bars, caption bars, a canvas behind a tilted photo, app chrome)
     is nearly all one exact colour, or mostly one flat colour (text and icons are thin
@@ -347,16 +352,18 @@ def _rest_is_added(gray: np.ndarray, covered: np.ndarray) -> bool:
     """
     rest = ~covered
     if rest.mean() < 0.03 or covered.mean() < 0.03:
-        return False
+        return "photo"
     values = gray[rest]
     mode = np.bincount(values, minlength=256)
     if np.convolve(mode, np.ones(5), mode="same").max() / values.size >= _UNIFORM_SHARE:
-        return True  # one exact colour (a bar, a canvas): no camera sees that
+        return "added"  # one exact colour (a bar, a canvas): no camera sees that
     window = np.convolve(mode, np.ones(2 * _PLAIN_TOL + 1), mode="same")
     detail = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
     flat = (window.max() / values.size >= _PLAIN_SHARE
             or detail[rest].mean() < _BLURRED_DETAIL * detail[covered].mean())
-    return bool(flat) and (_centred_band(covered) or _step_along_edge(gray, covered))
+    if not flat:
+        return "photo"
+    return "added" if _centred_band(covered) or _step_along_edge(gray, covered) else "flat"
 
 
 def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -429,11 +436,12 @@ def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
     coverage = float(in_a.sum()) / max(1.0, smaller)
     rotation = math.degrees(math.atan2(m[1, 0], m[0, 0]))
     linked = (agreement.share >= spec.min_agreement and coverage >= spec.min_coverage)
+    rest_a, rest_b = _rest_kind(a.gray, in_a), _rest_kind(b.gray, in_b)
     return Verdict(
         linked, inliers, agreement.share, min(1.0, coverage), mirror,
         scale_work * b.scale / a.scale, rotation, float(in_a.mean()), float(in_b.mean()),
-        _rest_is_added(a.gray, in_a), _rest_is_added(b.gray, in_b), agreement.a_marked,
-        agreement.b_marked, keypoints, _box(in_a), _box(in_b))
+        rest_a == "added", rest_b == "added", rest_a == "flat", rest_b == "flat",
+        agreement.a_marked, agreement.b_marked, keypoints, _box(in_a), _box(in_b))
 
 
 # --------------------------------------------------------------------------- cache format

@@ -182,6 +182,9 @@ def test_framing_flags_tell_a_crop_from_added_framing() -> None:
     # flagged, the original is not
     both = cl.framing_flags(edge(_verdict(a_covered=0.6, b_covered=0.5, b_rest_added=True)))
     assert set(both) == {1}
+    # the part 0 shows beyond 1 is flat with no seam: a black backdrop cropped away, or a
+    # bar; no flag, the next criterion decides
+    assert cl.framing_flags(edge(_verdict(a_covered=0.7, a_rest_flat=True))) == {}
     assert cl.framing_flags(edge(_verdict())) == {}
     assert cl.framing_flags(edge(_verdict(linked=False, a_covered=0.5))) == {}
 
