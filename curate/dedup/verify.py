@@ -5,9 +5,9 @@ Copy detection's second step, after a cheap high-recall candidate search. Local 
 the mirror image's features, and a similarity transform (scale, rotation, translation,
 optionally mirrored) is fitted with RANSAC. Consistent features alone do not prove a copy:
 two photos taken on one floor or studio backdrop share many. So the fitted transform is then
-checked densely: the second image is warped onto the first and the band-passed patches of
-the overlap must agree (normalised cross-correlation), which a different foot on the same
-floor does not.
+checked densely: each image is warped onto the other and the band-passed patches of the
+overlap must agree (normalised cross-correlation), which a different foot on the same floor
+does not.
 
 Mirrored features cost nothing extra: mirroring a patch about the vertical axis reverses the
 rows of SIFT's 4x4 grid (in the keypoint's own frame) and negates each orientation bin, so
@@ -16,8 +16,8 @@ measured against OpenCV's SIFT on mirrored photos in the tests).
 
 The verdict also says how the two frames relate: which share of each image the other
 covers, and whether the part of an image the other lacks looks added (a plain bar, caption,
-letterbox, canvas or app chrome) rather than photographed. The keep policy uses that to
-prefer the uncropped, unframed copy.
+letterbox, canvas or app chrome), photographed, or flat without telling. The keep policy
+uses that to prefer the uncropped, unframed copy.
 """
 
 from __future__ import annotations
