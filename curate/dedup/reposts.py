@@ -66,7 +66,7 @@ class RepostResult:
     pairs_computed: int = 0
     pairs_cached: int = 0
     features_computed: int = 0
-    errors: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # image id, or "id|id" of a pair
     seconds: float = 0.0
 
 

@@ -284,6 +284,11 @@ class DedupRun:
         photos = self.photos(frame, feats.content)
         result = RepostVerifier(self.params, cache, self.workers).run(photos, pairs)
         self.reposts = result
+        for key, message in sorted(result.errors.items())[:5]:
+            console.print(f"[yellow]warning:[/] repost check skipped for {key}: {message} "
+                          "(retried on the next run)")
+        if len(result.errors) > 5:
+            console.print(f"[yellow]warning:[/] ... and {len(result.errors) - 5} more")
         for a, b in pairs:
             ia, ib = feats.ids[a], feats.ids[b]
             verdict = result.verdicts.get((ia, ib) if ia < ib else (ib, ia))
