@@ -19,7 +19,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -44,15 +44,16 @@ def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
-def select_keys(db: sqlite3.Connection, select: str, op: str, keys: Iterable[str]
-                ) -> Iterator[tuple[Any, ...]]:
+def select_keys(db: sqlite3.Connection, select: str, op: str, keys: Iterable[str],
+                key_column: str = "key") -> Iterator[tuple[Any, ...]]:
     """Rows of `select` (a "SELECT ... FROM table") for `op` and those of `keys` present,
     queried 500 keys at a time (SQLite's limit on bound parameters)."""
     keys = list(keys)
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        yield from db.execute(f"{select} WHERE op = ? AND key IN ({marks})", [op, *chunk])
+        yield from db.execute(f"{select} WHERE op = ? AND {key_column} IN ({marks})",
+                              [op, *chunk])
 
 
 def op_key(name: str, version: int, params: Mapping[str, Any] | None = None) -> str:
@@ -63,12 +64,29 @@ def op_key(name: str, version: int, params: Mapping[str, Any] | None = None) -> 
     return f"{name}:v{version}:{hashlib.sha256(blob).hexdigest()[:16]}"
 
 
-class ResultCache:
-    """JSON values in SQLite, read and written in batches."""
+class SqliteCache:
+    """A cache file: opened (schema ensured) on construction, closed by `close` or `with`."""
+
+    schema: ClassVar[str]
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._db = open_sqlite(self.path, _SCHEMA)
+        self._db = open_sqlite(self.path, self.schema)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ResultCache(SqliteCache):
+    """JSON values in SQLite, read and written in batches."""
+
+    schema = _SCHEMA
 
     def get_many(self, op: str, keys: Iterable[str]) -> dict[str, Any]:
         """Cached values for those of `keys` that have one."""
@@ -104,15 +122,6 @@ class ResultCache:
     def count(self, op: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM results WHERE op = ?", [op]).fetchone()[0])
 
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> ResultCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 _BLOB_SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -124,13 +133,11 @@ CREATE TABLE IF NOT EXISTS blobs (
 """
 
 
-class BlobCache:
+class BlobCache(SqliteCache):
     """Binary per-image values (packed arrays) in SQLite, read and written in batches: what
     JSON would bloat, such as local features."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._db = open_sqlite(self.path, _BLOB_SCHEMA)
+    schema = _BLOB_SCHEMA
 
     def get_many(self, op: str, keys: Iterable[str]) -> dict[str, bytes]:
         return {k: bytes(v) for k, v in select_keys(self._db, "SELECT key, value FROM blobs",
@@ -146,12 +153,3 @@ class BlobCache:
             self._db.executemany(
                 "INSERT OR REPLACE INTO blobs (op, key, value) VALUES (?, ?, ?)",
                 ((op, k, v) for k, v in items))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> BlobCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curate.cache import op_key, open_sqlite
+from curate.cache import SqliteCache, op_key, select_keys
 from curate.console import progress_bar
 from curate.parallel import error_message, make_executor, stream_map
 
@@ -70,26 +70,16 @@ RegionItem = tuple[str, Path, Region]
 # --------------------------------------------------------------------------- cache
 
 
-class EmbeddingCache:
+class EmbeddingCache(SqliteCache):
     """float16 vectors in SQLite, keyed by (model key, image id), read and written in batches."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._db = open_sqlite(self.path, _SCHEMA)
+    schema = _SCHEMA
 
     def get_many(self, op: str, image_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """Cached vectors (float16) for those of `image_ids` that have one."""
-        found: dict[str, np.ndarray] = {}
-        ids = list(image_ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT image_id, vec FROM vectors WHERE op = ? AND image_id IN ({marks})",
-                [op, *chunk],
-            )
-            found.update((k, np.frombuffer(v, dtype="<f2")) for k, v in rows)
-        return found
+        rows = select_keys(self._db, "SELECT image_id, vec FROM vectors", op, image_ids,
+                           key_column="image_id")
+        return {k: np.frombuffer(v, dtype="<f2") for k, v in rows}
 
     def put_many(self, op: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store vectors (converted to little-endian float16) in one transaction."""
@@ -103,14 +93,6 @@ class EmbeddingCache:
         row = self._db.execute("SELECT COUNT(*) FROM vectors WHERE op = ?", [op]).fetchone()
         return int(row[0])
 
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def cache_path(params: Params) -> Path:

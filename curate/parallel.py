@@ -13,7 +13,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -189,6 +189,12 @@ def stream_map(
     yield from drain(0)
     if crashed:  # the pool broke on the last submissions, with nothing left in flight
         yield from isolate()
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[tuple[T, ...]]:
+    """`items` in consecutive tuples of `size` (the last may be shorter): worker tasks."""
+    for start in range(0, len(items), size):
+        yield tuple(items[start : start + size])
 
 
 def one_thread_per_worker() -> None:

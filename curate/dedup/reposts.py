@@ -38,7 +38,7 @@ from curate.dedup.verify import (
     features_task,
     pairs_task,
 )
-from curate.parallel import error_message, make_executor, stream_map
+from curate.parallel import batches, error_message, make_executor, stream_map
 
 #: Content boxes smaller than this share of the image get their own embedding.
 FRAMED_AREA = 0.96
@@ -85,11 +85,6 @@ def candidate_pairs(vectors: np.ndarray, owners: np.ndarray, k: int, floor: floa
     """Index pairs (i < j) of images among each other's `k` nearest (cosine >= floor)."""
     i, j, _ = cosine_neighbours(vectors, owners, k, floor)
     return list(zip(i.tolist(), j.tolist()))
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class RepostVerifier:
@@ -141,7 +136,7 @@ class RepostVerifier:
         errors: dict[str, str] = {}
         if not missing:
             return errors
-        tasks = ((tuple(batch), self.spec) for batch in _chunks(missing, _FEATURE_BATCH))
+        tasks = ((batch, self.spec) for batch in batches(missing, _FEATURE_BATCH))
         with progress_bar("repost features", total=len(missing)) as advance:
             for task, out, error in stream_map(
                     executor, features_task, tasks, max_in_flight=2 * self.workers + 2,
@@ -160,9 +155,9 @@ class RepostVerifier:
         """Verify the uncached pairs; each batch carries the features it needs."""
 
         def tasks() -> Iterator[tuple]:
-            for batch in _chunks(todo, _PAIR_BATCH):
+            for batch in batches(todo, _PAIR_BATCH):
                 ids = {x for pair in batch for x in pair}
-                yield tuple(batch), blobs.get_many(self.features_op, ids), self.spec
+                yield batch, blobs.get_many(self.features_op, ids), self.spec
 
         with progress_bar("verify pairs", total=len(todo)) as advance:
             for task, out, error in stream_map(

@@ -44,6 +44,9 @@ FEATURES_VERSION = 10
 #: Images with at least this many keypoints each always share some when one is a copy of the
 #: other (re-encoded, resized, brightened, cropped): none shared contradicts a link.
 RICH_KEYPOINTS = 200
+#: ... and fewer consistent matches than this count as none shared (a fixed count, not
+#: `dedup.verify.min_inliers`: raising the bar for a link must not widen what contradicts one).
+FEW_MATCHES = 10
 #: A copy whose overlap has at least this share of patches with marks the other lacks
 #: carries laid-over text or a logo.
 MARKED = 0.03
@@ -140,7 +143,8 @@ class Verdict:
     def contradicts(self) -> bool:
         """Both images are rich in features and yet almost none match: whatever made the
         pair look alike (a hash, an embedding), the pixels are not the same photo."""
-        return not self.linked and self.inliers < 10 and self.keypoints >= RICH_KEYPOINTS
+        return (not self.linked and self.inliers < FEW_MATCHES
+                and self.keypoints >= RICH_KEYPOINTS)
 
     def to_json(self) -> dict[str, object]:
         def rounded(v: object) -> object:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from curate.dedup.hamming import hamming_pairs
 from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_task
 from curate.dedup.reposts import Photo, RepostResult, RepostVerifier, candidate_pairs, framed_items
 from curate.manifest import read_table, write_table
-from curate.parallel import error_message, make_executor, stream_map
+from curate.parallel import batches, error_message, make_executor, stream_map
 
 PIXELS_OP = op_key("dedup.pixels", 1)
 #: Pairs this close (and of one size) get their decoded pixels compared: two decoders of
@@ -102,11 +101,6 @@ class _Features:
     framed_owners: np.ndarray | None = None  # ... and whose they are (indices into ids)
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[tuple[Any, ...]]:
-    for start in range(0, len(items), size):
-        yield tuple(items[start : start + size])
-
-
 class DedupRun:
     """State of one dedup run: config, cache, pool and counters."""
 
@@ -147,7 +141,7 @@ class DedupRun:
             executor = make_executor(min(self.workers, max(1, len(todo) // BATCH + 1)))
             try:
                 with progress_bar("hash images", total=len(todo)) as advance:
-                    tasks = ((batch, self.spec) for batch in _batches(todo, BATCH))
+                    tasks = ((batch, self.spec) for batch in batches(todo, BATCH))
                     for task, out, error in stream_map(
                             executor, hash_task, tasks, max_in_flight=2 * self.workers + 2,
                             split=lambda t: [((one,), t[1]) for one in t[0]]):
@@ -278,9 +272,10 @@ class DedupRun:
             rows = np.concatenate([rows, feats.framed_vectors])
             owners = np.concatenate([owners, feats.framed_owners])
         near = candidate_pairs(rows, owners, v.candidates, v.candidate_cosine)
-        pairs = sorted({p for p in near + [k for k, e in edges.items() if e.kind == "hash"]
-                        if not feats.blank[p[0]] and not feats.blank[p[1]]
-                        and edges.get(p, cl.Edge("embedding", None, None)).kind != "exact"})
+        hashed = [k for k, e in edges.items() if e.kind == "hash"]
+        exact = {k for k, e in edges.items() if e.kind == "exact"}
+        pairs = sorted({p for p in near + hashed
+                        if p not in exact and not feats.blank[p[0]] and not feats.blank[p[1]]})
         photos = self.photos(frame, feats.content)
         result = RepostVerifier(self.params, cache, self.workers).run(photos, pairs)
         self.reposts = result
