@@ -163,8 +163,14 @@ def matte(
         "data/matte"
     ),
     report: Annotated[Path | None, typer.Option(help="HTML report (default <paths.reports>/mattes.html).")] = None,
+    tags: Annotated[Path, typer.Option(
+        help="Merged tags: annotators' keypoints and boxes pick the subject (used when the "
+             "file exists).")] = Path("data/tags/merged.parquet"),
 ) -> None:
     """Remove backgrounds: composite each live image on params.background and save its mask.
+
+    Subject selection (matte.subject) then keeps the subject and cuts the clutter the backend
+    kept beside it, with a model of the subject learned from the collection itself.
 
     matte.method picks rembg (offline u2net / u2netp), border_key (plain studio backgrounds) or
     grabcut. Cached per (image, settings). Mask statistics feed the quality checks
@@ -177,7 +183,7 @@ def matte(
     loaded = _params(params)
     with _one_run(loaded, out), _explained(ModelMissingError, FileNotFoundError):
         run_matte(loaded, MatteOptions(manifest=manifest, out_dir=out, report=report,
-                                       workers=workers))
+                                       tags=tags, workers=workers))
 
 
 @app.command("demo-data")

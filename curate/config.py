@@ -511,6 +511,28 @@ class BorderKeyConfig:
 
 
 @dataclass(frozen=True)
+class SubjectConfig:
+    """Subject selection on the matte (curate/matte/subject.py): keep the subject's parts and
+    cut attached clutter, with a model of the subject learned from the collection itself."""
+
+    enabled: bool = True
+    sample: int = 200        # images the subject model is learned from (the lowest image ids)
+    rounds: int = 4          # self-training rounds (each refits on the sample it just cleaned)
+    train_side: int = 160    # longer side of the sample images during self-training
+    work_side: int = 400     # longer side at which each image's matte is cut
+    min_images: int = 20     # fewer live images: no model, parts chosen by tags or position
+    refit_below: float = 0.9  # refit when less than this share of the sample is the model's
+
+    def validate(self, key: str) -> None:
+        if self.sample < 1 or self.rounds < 1 or self.min_images < 1:
+            raise ConfigError(f"{key}: sample, rounds and min_images must be >= 1")
+        if self.train_side < 64 or self.work_side < 64:
+            raise ConfigError(f"{key}: train_side and work_side must be >= 64")
+        if not 0 < self.refit_below <= 1:
+            raise ConfigError(f"{key}.refit_below: got {self.refit_below}, expected 0 < x <= 1")
+
+
+@dataclass(frozen=True)
 class GrabCutConfig:
     """OpenCV GrabCut seeded by border keying (a fallback that needs no model)."""
 
@@ -533,6 +555,7 @@ class MatteConfig:
     alpha_matting: AlphaMattingConfig = field(default_factory=AlphaMattingConfig)
     border_key: BorderKeyConfig = field(default_factory=BorderKeyConfig)
     grabcut: GrabCutConfig = field(default_factory=GrabCutConfig)
+    subject: SubjectConfig = field(default_factory=SubjectConfig)
     png_compress_level: int = 1  # 0-9: output PNGs are lossless either way; 1 is fast
     #: Longer side of composites and masks: bigger images are matted at this size (memory stays
     #: bounded for a 100-megapixel photo; prepare crops at most 1024 or so from it anyway).

@@ -117,7 +117,7 @@ class _Task:
 _MODELS: dict[tuple[str, str, int], Any] = {}
 
 
-def _load_model(model: str, weights: str, threads: int) -> torch.nn.Module:
+def load_model(model: str, weights: str, threads: int) -> torch.nn.Module:
     """The feature extractor, loaded once per process (weights from the provisioned file)."""
     import torch
     from torchvision.models import mobilenet_v2
@@ -169,7 +169,7 @@ def _embed_task(task: _Task) -> list[tuple[str, np.ndarray | None, str | None]]:
 
     from curate.imageio import ImageRejected
 
-    net = _load_model(task.model, task.weights, task.threads)
+    net = load_model(task.model, task.weights, task.threads)
     arrays: list[np.ndarray] = []
     ok: list[str] = []
     out: list[tuple[str, np.ndarray | None, str | None]] = []

@@ -1,9 +1,11 @@
 """Per-image work of the matte stage, run in worker processes.
 
-Decode at full resolution, ask the process's backend (created once per process) for the mask,
-composite on the background colour, write the composite and the mask as PNGs atomically,
-and measure the mask. Returns plain dicts; an error is returned, not raised, so one bad image
-never stops the stage.
+Decode at full resolution, ask the process's backend (created once per process) for the mask
+(or read the one it made before: the backend's raw mask is kept, so relearning the subject
+model never runs U^2-Net again), clean it with the subject model (`curate.matte.subject`),
+composite on the background colour, write the composite and the mask as PNGs atomically, and
+measure the mask. `training_image` gives the subject model's learning what it needs of a
+sample image. Errors are returned, not raised, so one bad image never stops the stage.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from curate import atomic, imageio
 from curate.config import MatteConfig
+from curate.matte import subject
 from curate.matte.backends import cached_backend
 from curate.matte.stats import STATS_VERSION, mask_stats
 from curate.quality.worker import thumbnail_data_uri
@@ -34,6 +38,10 @@ class MatteTask:
     max_pixels: int
     thumb_px: int
     restat_only: bool = False  # the files exist: only measure them again (stats changed)
+    raw_out: Path | None = None  # where the backend's own mask is kept (subject selection on)
+    model: dict[str, Any] | None = None  # the subject model (SubjectModel.to_json)
+    hints: subject.Hints = subject.Hints()  # annotator geometry, in the stored image's pixels
+    source_width: int = 0  # the stored image's width (the hints' scale)
 
 
 #: Rows blended at a time: the 16-bit intermediates of a 4096-wide image stay near 50 MB.
@@ -63,33 +71,100 @@ def save_png(img: Image.Image, path: Path, compress_level: int) -> None:
         img.save(tmp, "PNG", compress_level=compress_level)
 
 
+def _decode(task: MatteTask) -> Image.Image:
+    """The image at most `max_side` long (raises imageio.ImageRejected or OSError)."""
+    img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,
+                         min_side=task.cfg.max_side)  # a JPEG decodes reduced when huge
+    if max(img.size) > task.cfg.max_side:
+        img.thumbnail((task.cfg.max_side, task.cfg.max_side), Image.Resampling.LANCZOS)
+    return img
+
+
+def _raw_mask(task: MatteTask, img: Image.Image) -> np.ndarray:
+    """The backend's mask: the kept one when it is whole and of this size, else made now (and
+    kept when the task names a place for it)."""
+    if task.raw_out is not None and task.raw_out.exists():
+        try:
+            with Image.open(task.raw_out) as saved:
+                kept = np.asarray(saved.convert("L"))
+            if kept.shape == (img.size[1], img.size[0]):
+                return kept
+        except (OSError, SyntaxError, ValueError):
+            pass
+    mask = cached_backend(task.cfg, task.models_dir).mask(img)
+    if task.raw_out is not None and mask.shape == (img.size[1], img.size[0]):
+        save_png(Image.fromarray(mask, "L"), task.raw_out, task.cfg.png_compress_level)
+    return mask
+
+
+def _hints(task: MatteTask, width: int) -> subject.Hints:
+    """The annotator's hints at the decoded image's scale."""
+    if not task.hints or task.source_width <= 0:
+        return task.hints
+    return task.hints.scaled(width / task.source_width)
+
+
 def matte_image(task: MatteTask) -> dict[str, Any]:
-    """Matte one image; {'stats', 'stats_version', 'thumb'} or {'error', 'message'}."""
+    """Matte one image; {'stats', 'stats_version', 'thumb', 'subject'...} or {'error',
+    'message'}."""
     try:
-        img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,
-                             min_side=task.cfg.max_side)  # a JPEG decodes reduced when huge
+        img = _decode(task)
     except imageio.ImageRejected as exc:
         return {"error": exc.reason, "message": exc.message}
     except OSError as exc:
         return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
-    if max(img.size) > task.cfg.max_side:
-        img.thumbnail((task.cfg.max_side, task.cfg.max_side), Image.Resampling.LANCZOS)
     rgb = np.asarray(img)
     mask, out = _saved(task) if task.restat_only else (None, None)
+    record: dict[str, Any] | None = None
     if mask is None:
-        mask = cached_backend(task.cfg, task.models_dir).mask(img)
-    if mask.shape != rgb.shape[:2]:
-        return {"error": "matte_failed",
-                "message": f"mask shape {mask.shape} differs from image {rgb.shape[:2]}"}
+        mask = _raw_mask(task, img)
+        if mask.shape != rgb.shape[:2]:
+            return {"error": "matte_failed",
+                    "message": f"mask shape {mask.shape} differs from image {rgb.shape[:2]}"}
+        if task.raw_out is not None:  # subject selection is on
+            mask, record = _select_subject(task, rgb, mask)
     if out is None:
         out = Image.fromarray(composite(rgb, mask, task.background))
         save_png(out, task.image_out, task.cfg.png_compress_level)
         save_png(Image.fromarray(mask, "L"), task.mask_out, task.cfg.png_compress_level)
-    return {"stats": mask_stats(rgb, mask), "stats_version": STATS_VERSION,
-            "thumb": thumbnail_data_uri(out, task.thumb_px), "thumb_px": task.thumb_px,
-            # Sizes as written: a reused entry's files are checked against them.
-            "image_bytes": task.image_out.stat().st_size,
-            "mask_bytes": task.mask_out.stat().st_size}
+    result = {"stats": mask_stats(rgb, mask), "stats_version": STATS_VERSION,
+              "thumb": thumbnail_data_uri(out, task.thumb_px), "thumb_px": task.thumb_px,
+              # Sizes as written: a reused entry's files are checked against them.
+              "image_bytes": task.image_out.stat().st_size,
+              "mask_bytes": task.mask_out.stat().st_size}
+    if record is not None:
+        result["subject"] = record
+    return result
+
+
+def _select_subject(task: MatteTask, rgb: np.ndarray, mask: np.ndarray
+                    ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The cleaned mask and the record of what was removed (see subject.clean)."""
+    cfg = task.cfg.subject
+    prob = None
+    if task.model is not None:
+        net = subject.load_network(task.models_dir, task.cfg.threads_per_worker)
+        model = subject.SubjectModel.from_json(task.model)
+        prob = model.probability(subject.feature_grid(net, rgb))
+    cleaned = subject.clean(rgb, mask, prob, _hints(task, rgb.shape[1]), cfg.work_side)
+    return cleaned.alpha, cleaned.record
+
+
+def training_image(task: MatteTask) -> subject.TrainingImage | dict[str, Any]:
+    """What learning the subject model needs of one sample image, or {'error', 'message'}."""
+    try:
+        img = _decode(task)
+    except imageio.ImageRejected as exc:
+        return {"error": exc.reason, "message": exc.message}
+    except OSError as exc:
+        return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
+    rgb = np.asarray(img)
+    mask = _raw_mask(task, img)
+    net = subject.load_network(task.models_dir, task.cfg.threads_per_worker)
+    small, _ = subject.work_image(rgb, task.cfg.subject.train_side)
+    small_alpha = cv2.resize(mask, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+    return subject.TrainingImage(subject.feature_grid(net, rgb).astype(np.float16), small,
+                                 small_alpha)
 
 
 def _saved(task: MatteTask) -> tuple[np.ndarray | None, Image.Image | None]:

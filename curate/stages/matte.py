@@ -22,6 +22,7 @@ reports/mattes.html.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +38,23 @@ from curate.console import StageSummary, console, progress_bar
 from curate.manifest import read_table, write_table
 from curate.matte.backends import backend_class
 from curate.matte.stats import STAT_COLUMNS, STATS_VERSION
-from curate.matte.worker import MatteTask, matte_image
+from curate.matte import subject
+from curate.matte.worker import MatteTask, matte_image, training_image
 from curate.parallel import error_message, make_executor, stream_map
 from curate.quality.checks import evaluate_all, reasons_per_row
 from curate.quality.report import ExtraReason, ReportInput, write_report
 from curate.store import Store
 
-MATTE_VERSION = 1
+MATTE_VERSION = 2  # 2: subject selection on the backend's mask
+#: Bump when the subject model's learning changes.
+SUBJECT_MODEL_VERSION = 1
 CACHE_BATCH = 64
 OUT_SUBDIR = "out"
 COMPOSITE_OUTLIER = "matte_outlier"  # column of the composite's embedding outlier score
+#: Share of a matte's foreground removed from which the report lists the image as cleaned.
+CLEANED_SHARE = 0.05
+#: Manifest columns (m_<name>) of what subject selection changed.
+SUBJECT_COLUMNS = ("parts_dropped", "subject_removed", "subject_added")
 #: Fewer composites than this are not scored: "unlike the rest" means nothing in a handful.
 MIN_COMPOSITES = 20
 
@@ -58,6 +66,7 @@ class MatteOptions:
     manifest: Path = Path("data/quality/manifest.parquet")
     out_dir: Path = Path("data/matte")
     report: Path | None = None  # default: <paths.reports>/mattes.html
+    tags: Path | None = Path("data/tags/merged.parquet")  # annotator boxes and keypoints
     workers: int | None = None
 
 
@@ -72,14 +81,20 @@ class MatteResult:
     report: Path
 
 
-def variant_key(params: Params, backend_params: dict[str, Any]) -> tuple[str, str]:
-    """(cache op, folder name) for the current settings."""
+def variant_key(params: Params, backend_params: dict[str, Any]) -> tuple[str, str, str]:
+    """(cache op, folder name, raw-mask folder name) for the current settings.
+
+    The raw folder holds the backend's own masks and depends only on the backend's settings,
+    so changing the subject selection (or relearning its model) never runs the backend again.
+    """
     cfg = params.matte
-    op = op_key("matte", MATTE_VERSION, {"method": cfg.method, **backend_params,
-                                         "background": list(params.background),
-                                         "max_side": cfg.max_side})
+    raw = {"method": cfg.method, **backend_params, "background": list(params.background),
+           "max_side": cfg.max_side}
+    subject_settings = dataclasses.asdict(cfg.subject) if cfg.subject.enabled else None
+    op = op_key("matte", MATTE_VERSION, {**raw, "subject": subject_settings})
     label = cfg.model if cfg.method == "rembg" else cfg.method
-    return op, f"{label}-{op.rsplit(':', 1)[-1][:10]}"
+    raw_name = f"raw-{label}-{op_key('raw', MATTE_VERSION, raw).rsplit(':', 1)[-1][:10]}"
+    return op, f"{label}-{op.rsplit(':', 1)[-1][:10]}", raw_name
 
 
 @dataclass
@@ -91,43 +106,73 @@ class _Work:
     made: int = 0
     remeasured: int = 0
     cached: int = 0
+    model_note: str = ""
 
 
-def _matte_images(params: Params, live: pd.DataFrame, op: str, root: Path, mdir: Path,
-                  workers: int) -> _Work:
-    """Matte what the cache lacks (or re-measure stale statistics), committing in batches."""
-    images, masks = Store(root / "images"), Store(root / "masks")
-    thumb_px = params.quality.thumb_px
+@dataclass(frozen=True)
+class _Layout:
+    """Where one settings variant's files go, and what every task shares."""
+
+    root: Path  # composites and cleaned masks
+    raw: Path | None  # the backend's own masks (None: subject selection off)
+    models_dir: Path
+    workers: int
+
+
+def _task(params: Params, layout: _Layout, image_id: str, store_path: str, *,
+          restat: bool = False, model: dict[str, Any] | None = None,
+          hints: subject.Hints = subject.Hints(), width: int = 0) -> MatteTask:
+    images, masks = Store(layout.root / "images"), Store(layout.root / "masks")
     bg = (params.background[0], params.background[1], params.background[2])
+    raw = None if layout.raw is None else Store(layout.raw).path(image_id, "png")
+    return MatteTask(image_id, params.paths.store / store_path, images.path(image_id, "png"),
+                     masks.path(image_id, "png"), params.matte, layout.models_dir, bg,
+                     params.ingest.max_pixels, params.quality.thumb_px, restat_only=restat,
+                     raw_out=raw, model=model, hints=hints, source_width=width)
+
+
+def _matte_images(params: Params, live: pd.DataFrame, op: str, layout: _Layout,
+                  hints: dict[str, subject.Hints]) -> _Work:
+    """Matte what the cache lacks (or re-measure stale statistics), committing in batches."""
+    images, masks = Store(layout.root / "images"), Store(layout.root / "masks")
+    thumb_px = params.quality.thumb_px
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
-        # A reused entry's files must have the sizes recorded when they were written.
+        model, model_note = (_subject_model(params, live, layout, cache)
+                             if layout.raw is not None else (None, ""))
+        digest = None if model is None else model.digest()
+        # A reused entry's files must have the sizes recorded when they were written, and
+        # its mask must come from the current subject model.
         known = {i: v for i, v in cache.get_many(op, live["image_id"]).items()
                  if images.has(i, "png", v.get("image_bytes"))
-                 and masks.has(i, "png", v.get("mask_bytes"))}
+                 and masks.has(i, "png", v.get("mask_bytes")) and v.get("model") == digest}
         stale = {i for i, v in known.items()
                  if v.get("stats_version") != STATS_VERSION or v.get("thumb_px") != thumb_px
                  or "image_bytes" not in v}
-        tasks = [MatteTask(i, params.paths.store / p, images.path(i, "png"),
-                           masks.path(i, "png"), params.matte, mdir,
-                           bg, params.ingest.max_pixels, thumb_px, restat_only=i in stale)
-                 for i, p in zip(live["image_id"], live["store_path"], strict=True)
+        model_json = None if model is None else model.to_json()
+        tasks = [_task(params, layout, i, p, restat=i in stale, model=model_json,
+                       hints=hints.get(i, subject.Hints()), width=int(w))
+                 for i, p, w in zip(live["image_id"], live["store_path"], live["width"],
+                                    strict=True)
                  if i not in known or i in stale]
         work = _Work({i: v for i, v in known.items() if i not in stale}, {},
                      made=len(tasks) - len(stale), remeasured=len(stale),
-                     cached=len(live) - len(tasks))
+                     cached=len(live) - len(tasks), model_note=model_note)
         if not tasks:
             return work
         pending: list[tuple[str, Any]] = []
-        executor = make_executor(workers)
+        executor = make_executor(layout.workers)
         try:
-            with progress_bar(f"matte ({root.name})", total=len(tasks)) as advance:
+            with progress_bar(f"matte ({layout.root.name})", total=len(tasks)) as advance:
                 for task, out, error in stream_map(executor, matte_image, tasks,
-                                                   max_in_flight=2 * workers + 2):
+                                                   max_in_flight=2 * layout.workers + 2):
                     advance(1)
                     if error is not None or out is None or "error" in out:
                         work.errors[task.image_id] = (error_message(error) if out is None
                                                       else out.get("message", ""))
                         continue
+                    out["model"] = digest
+                    if task.restat_only and "subject" in known.get(task.image_id, {}):
+                        out["subject"] = known[task.image_id]["subject"]
                     work.known[task.image_id] = out
                     pending.append((task.image_id, out))
                     if len(pending) >= CACHE_BATCH:
@@ -139,6 +184,53 @@ def _matte_images(params: Params, live: pd.DataFrame, op: str, root: Path, mdir:
     return work
 
 
+def _subject_model(params: Params, live: pd.DataFrame, layout: _Layout, cache: ResultCache
+                   ) -> tuple[subject.SubjectModel | None, str]:
+    """The subject model for this collection and a line saying where it came from.
+
+    Learned from a sample: the `sample` lowest image ids (ids are content hashes, so this is
+    a fixed pseudo-random sample that new images join only rarely). The model is kept in the
+    cache with the ids it was learned from and reused while at least `refit_below` of the
+    current sample is among them: adding 1% more images then re-cleans only those images,
+    instead of every matte for a slightly different model.
+    """
+    cfg = params.matte.subject
+    if len(live) < cfg.min_images:
+        return None, (f"subject model: not learned ({len(live)} images < "
+                      f"matte.subject.min_images {cfg.min_images}); parts chosen by tags or "
+                      "position")
+    key = op_key("matte.subject_model", SUBJECT_MODEL_VERSION,
+                 {"raw": layout.raw.name if layout.raw else None,
+                  **dataclasses.asdict(cfg)})
+    sample = live.sort_values("image_id").head(cfg.sample)
+    kept = cache.get(key, "model")
+    if kept is not None:
+        overlap = len(set(kept["ids"]) & set(sample["image_id"])) / max(1, len(sample))
+        if overlap >= cfg.refit_below:
+            return (subject.SubjectModel.from_json(kept["model"]),
+                    f"subject model: reused (learned on {len(kept['ids'])} images, "
+                    f"{overlap:.0%} of today's sample)")
+    tasks = [_task(params, layout, i, p) for i, p in zip(sample["image_id"],
+                                                         sample["store_path"], strict=True)]
+    learned: dict[str, subject.TrainingImage] = {}
+    executor = make_executor(layout.workers)
+    try:
+        with progress_bar("matte: learn the subject", total=len(tasks)) as advance:
+            for task, out, _ in stream_map(executor, training_image, tasks,
+                                           max_in_flight=2 * layout.workers + 2):
+                advance(1)
+                if isinstance(out, subject.TrainingImage):
+                    learned[task.image_id] = out
+    finally:
+        executor.shutdown(cancel_futures=True)
+    ids = sorted(learned)
+    model = subject.self_train([learned[i] for i in ids], cfg.rounds) if ids else None
+    if model is None:
+        return None, "subject model: nothing to learn from (no usable sample matte)"
+    cache.put(key, "model", {"ids": ids, "model": model.to_json()})
+    return model, f"subject model: learned on {len(ids)} images, {cfg.rounds} rounds"
+
+
 def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteResult:
     """Matte every live image, judge the mattes, write manifest, summary and report."""
     summary = StageSummary("matte")
@@ -146,11 +238,17 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
     mdir = models.models_dir(params.paths.models)
     if params.matte.method == "rembg":
         models.require(params.matte.model, mdir)  # fail now, naming the provisioning command
-    op, variant = variant_key(params, backend_class(params.matte).settings(params.matte))
+    op, variant, raw_name = variant_key(params,
+                                        backend_class(params.matte).settings(params.matte))
     root = options.out_dir / OUT_SUBDIR / variant
     live = manifest[manifest["status"].eq("ok")]
     workers = options.workers or params.n_workers
-    work = _matte_images(params, live, op, root, mdir, workers)
+    enabled = params.matte.subject.enabled
+    layout = _Layout(root, options.out_dir / OUT_SUBDIR / raw_name if enabled else None, mdir,
+                     workers)
+    work = _matte_images(params, live, op, layout, load_hints(options.tags) if enabled else {})
+    if work.model_note:
+        console.print(f"matte: {work.model_note}")
     summary.cached = work.cached
     composite_scores = _composite_outliers(params, work.known, root, workers)
     out, results, reasons, frame, judged = _judge(params, manifest, work.known, work.errors,
@@ -168,17 +266,58 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
         thumbs={i: v["thumb"] for i, v in work.known.items() if "thumb" in v}, judged=judged,
         extra_reasons=[ExtraReason("matte_failed", "Matte failed",
                                    "The image could not be matted (see matte_error).",
-                                   sorted(work.errors))],
-        metric_columns=[*STAT_COLUMNS, COMPOSITE_OUTLIER],
+                                   sorted(work.errors)),
+                       ExtraReason("subject_cleaned", "Clutter removed from the matte",
+                                   "Subject selection dropped parts of the backend's matte "
+                                   "(parts_dropped) or cut attached clutter away "
+                                   f"(subject_removed >= {CLEANED_SHARE:.0%} of its foreground); "
+                                   "subject_added is subject the backend had missed. The "
+                                   "thumbnails show the cleaned composites.",
+                                   _cleaned(work.known))],
+        metric_columns=[*STAT_COLUMNS, COMPOSITE_OUTLIER, *SUBJECT_COLUMNS],
         totals=[("images in the manifest", len(manifest)), ("matted", int(judged.sum()))],
         gallery=params.quality.report.gallery, borderline=params.quality.report.borderline,
-        notes=[f"Composites on background {list(params.background)}; files under {root}."]),
+        notes=[f"Composites on background {list(params.background)}; files under {root}.",
+               *([work.model_note] if work.model_note else [])]),
         report)
     summary.print()
     console.print(f"matte: {work.made:,} matted, {work.remeasured:,} re-measured, "
                   f"{work.cached:,} from cache -> {root}; report: {report}")
     return MatteResult(summary, work.made, work.remeasured, work.cached, variant,
                        options.out_dir / "manifest.parquet", report)
+
+
+def load_hints(path: Path | None) -> dict[str, subject.Hints]:
+    """Per tagged image: its keypoints and box (stored image pixels) from the tags stage's
+    merged view; nothing when there is no such file."""
+    if path is None or not Path(path).exists():
+        return {}
+    tags = pd.read_parquet(path)
+    kp_x = sorted(c for c in tags.columns if c.startswith("kp_") and c.endswith("_x"))
+    box = ["bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    has_box = all(c in tags for c in box)
+    hints = {}
+    for row in tags.itertuples(index=False):
+        values = row._asdict()
+        points = tuple((float(values[c]), float(values[c[:-2] + "_y"])) for c in kp_x
+                       if c[:-2] + "_y" in values and _finite(values[c])
+                       and _finite(values[c[:-2] + "_y"]))
+        b = tuple(float(values[c]) for c in box) if has_box else None
+        found = subject.Hints(points, b if b is not None and all(map(_finite, b)) else None)
+        if found:
+            hints[str(values["image_id"])] = found
+    return hints
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and bool(np.isfinite(value))
+
+
+def _cleaned(known: dict[str, Any]) -> list[str]:
+    """Images whose matte lost parts or a share of clutter to subject selection."""
+    return sorted(i for i, v in known.items()
+                  if (rec := v.get("subject")) and (rec["parts_dropped"] > 0
+                                                    or rec["removed"] >= CLEANED_SHARE))
 
 
 def _composite_outliers(params: Params, known: dict[str, Any], root: Path,
@@ -224,6 +363,10 @@ def _judge(params: Params, manifest: pd.DataFrame, known: dict[str, Any],
     stats = pd.DataFrame.from_dict({i: v["stats"] for i, v in known.items()}, orient="index")
     stats = stats.reindex(columns=list(STAT_COLUMNS))
     stats[COMPOSITE_OUTLIER] = composite_scores
+    records = {i: v["subject"] for i, v in known.items() if "subject" in v}
+    for column, field_ in zip(SUBJECT_COLUMNS, ("parts_dropped", "removed", "added"),
+                              strict=True):
+        stats[column] = pd.Series({i: r[field_] for i, r in records.items()}, dtype=float)
     frame = manifest.set_index("image_id", drop=False)
     frame.index.name = None
     frame = frame.join(stats, how="left")
@@ -242,7 +385,8 @@ def _judge(params: Params, manifest: pd.DataFrame, known: dict[str, Any],
                         else None for i, h in zip(ids, has, strict=True)]
     out["matte_path"] = out["matte_path"].astype("string")
     out["mask_path"] = out["mask_path"].astype("string")
-    for col in (*STAT_COLUMNS, COMPOSITE_OUTLIER):
+    out["subject_by"] = ids.map({i: r["chosen_by"] for i, r in records.items()}).astype("string")
+    for col in (*STAT_COLUMNS, COMPOSITE_OUTLIER, *SUBJECT_COLUMNS):
         out[f"m_{col}"] = ids.map(frame[col]).astype("float64").to_numpy()
     for name, result in results.items():
         out[f"m_score_{name}"] = ids.map(result.scores).astype("float64").to_numpy()
