@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.demo_truth import base_images, true_mask_iou
+from curate.demo.generate import mask_name
 from bench.publish import publish
 from curate import models
 from curate.config import load_params
@@ -153,15 +154,16 @@ def compare_masks(rows: pd.DataFrame, ours_root: Path, peer_out: Path) -> dict[s
 
 
 def run_ours(method: str, model: str, tmp: Path, workers: int, models_dir: Path, store: Path,
-             env: dict[str, str]) -> tuple[float, float, Path]:
+             env: dict[str, str], subject: bool = True) -> tuple[float, float, Path]:
     """`curate matte` cold then warm on tmp/in.parquet; (cold s, warm s, output folder)."""
-    tag = model if method == "rembg" else method
+    tag = (model if method == "rembg" else method) + ("" if subject else "-raw")
     params_file = tmp / f"params-{tag}.yaml"
     params_file.write_text(yaml.safe_dump({
         "workers": workers,
         "paths": {"store": str(store), "cache": str(tmp / f"cache-{tag}"),
                   "models": str(models_dir), "reports": str(tmp / "reports")},
-        "matte": {"method": method, "model": model, "threads_per_worker": 1}}))
+        "matte": {"method": method, "model": model, "threads_per_worker": 1,
+                  "subject": {"enabled": subject}}}))
     out = tmp / f"ours-{tag}"
     cmd = [str(BIN / "curate"), "matte", "--params", str(params_file), "--manifest",
            str(tmp / "in.parquet"), "--out", str(out), "--report", str(tmp / f"{tag}.html")]
@@ -172,27 +174,51 @@ def run_ours(method: str, model: str, tmp: Path, workers: int, models_dir: Path,
 
 
 def ious_vs_truth(rows: pd.DataFrame, out: Path) -> pd.DataFrame:
-    """Per base image: category, IoU of our mask with the demo's true mask, and whether the
-    stage flagged the matte `matte_off_subject`."""
+    """Per base image: category, IoU of our mask with the demo's true mask, the share of our
+    foreground outside the true mask (clutter kept), the share of the true subject we lost,
+    and whether the stage flagged the matte `matte_off_subject`."""
     truth = base_images(DEMO)
     manifest = read_table(out / "manifest.parquet").set_index("image_id")
     found = []
     for image_id in rows["image_id"]:
         if image_id not in truth.index or pd.isna(manifest.at[image_id, "mask_path"]):
             continue
-        iou = true_mask_iou(out / manifest.at[image_id, "mask_path"], DEMO,
-                            truth.at[image_id, "file"])
-        if iou is not None:
-            found.append((str(truth.at[image_id, "category"]), iou,
+        scores = mask_scores(out / manifest.at[image_id, "mask_path"], DEMO,
+                             truth.at[image_id, "file"])
+        if scores is not None:
+            found.append((str(truth.at[image_id, "category"]), *scores,
                           "matte_off_subject" in list(manifest.at[image_id, "matte_reasons"])))
-    return pd.DataFrame(found, columns=["category", "iou", "flagged"])
+    return pd.DataFrame(found, columns=["category", "iou", "clutter", "lost", "flagged"])
+
+
+def mask_scores(mask_path: Path, demo: Path, file: str) -> tuple[float, float, float] | None:
+    """(IoU, clutter kept, subject lost) of a mask against the demo's true mask."""
+    iou = true_mask_iou(mask_path, demo, file)
+    if iou is None:
+        return None
+    ours = np.asarray(Image.open(mask_path).convert("L")) >= 128
+    true = np.asarray(Image.open(demo / "truth" / "masks" / mask_name(file)).convert("L")) >= 128
+    return (iou, float((ours & ~true).sum() / max(1, ours.sum())),
+            float((true & ~ours).sum() / max(1, true.sum())))
+
+
+def _summary(values: pd.Series) -> dict[str, float]:
+    return {"median": round(float(values.median()), 4), "mean": round(float(values.mean()), 4),
+            "p90": round(float(values.quantile(0.9)), 4)}
 
 
 def iou_per_category(ious: pd.DataFrame) -> dict[str, Any]:
     """IoU of our masks with the demo's true foreground masks, per category."""
-    return {cat: {"images": len(g), "mean": round(float(g.iou.mean()), 4),
-                  "median": round(float(g.iou.median()), 4)}
-            for cat, g in ious.groupby("category")}
+    return {cat: {"images": len(g), **_summary(g.iou)} for cat, g in ious.groupby("category")}
+
+
+def truth_scores(ious: pd.DataFrame) -> dict[str, Any]:
+    """Every score against the true masks, per category (the issue's goals read these)."""
+    return {"iou_vs_truth": iou_per_category(ious),
+            "clutter_kept": {c: _summary(g.clutter) for c, g in ious.groupby("category")},
+            "subject_lost": {c: _summary(g.lost) for c, g in ious.groupby("category")},
+            "no_subject_left": {c: int((g.lost > 0.9).sum()) for c, g in
+                                ious.groupby("category")}}
 
 
 def lost_subject(ious: pd.DataFrame) -> dict[str, Any]:
@@ -210,16 +236,21 @@ def bench_model(model: str, rows: pd.DataFrame, folder: Path, tmp: Path, workers
     log(f"{model}: rembg p on {len(rows)} images ...")
     peer_s = run([str(ensure_peer()), "-c", PEER_MAIN, "-m", model, str(folder), str(peer_out)],
                  env)
+    raw_s, _, raw_out = run_ours("rembg", model, tmp, workers, models_dir, store, env,
+                                 subject=False)
     ours_s, warm_s, ours_out = run_ours("rembg", model, tmp, workers, models_dir, store, env)
     ious = ious_vs_truth(rows, ours_out)
+    raw_ious = ious_vs_truth(rows, raw_out)
     n = len(rows)
     return {
+        **truth_scores(ious),
+        "before_subject_selection": {"seconds": round(raw_s, 2), **truth_scores(raw_ious)},
+        "subject_selection_time_ratio": round(ours_s / raw_s, 3),
         "peer": {"seconds": round(peer_s, 2), "images_per_s": round(n / peer_s, 3)},
         "ours": {"seconds": round(ours_s, 2), "images_per_s": round(n / ours_s, 3),
                  "warm_s": round(warm_s, 2)},
         "ratio": round(peer_s / ours_s, 2),
-        "masks": compare_masks(rows, ours_out, peer_out),
-        "iou_vs_truth": iou_per_category(ious),
+        "masks": compare_masks(rows, raw_out, peer_out),
         "matte_off_subject": lost_subject(ious),
     }
 
@@ -266,6 +297,13 @@ def main() -> None:
                               "images_per_s": round(len(rows) / cold, 3),
                               "warm_s": round(warm, 2), "iou_vs_truth": iou_per_category(ious_vs_truth(rows, out))}
     result["goals"] = {f"{m}_ratio>=1.5": result[m]["ratio"] >= 1.5 for m in args.models}
+    for m in args.models:
+        r = result[m]
+        result["goals"].update({
+            f"{m}_pov_median_iou>=0.95": r["iou_vs_truth"]["pov"]["median"] >= 0.95,
+            f"{m}_pov_clutter_p90<=0.05": r["clutter_kept"]["pov"]["p90"] <= 0.05,
+            f"{m}_soles_median_iou>=0.99": r["iou_vs_truth"]["soles"]["median"] >= 0.99,
+            f"{m}_subject_selection_time<=1.3x": r["subject_selection_time_ratio"] <= 1.3})
     result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     publish("matte", result)
 
