@@ -148,6 +148,12 @@ class TrainingImage:
     rgb: np.ndarray  # image at `work_side`, uint8
     alpha: np.ndarray  # the matte at the same size, uint8
 
+    @classmethod
+    def of(cls, net: Any, rgb: np.ndarray, alpha: np.ndarray, side: int) -> TrainingImage:
+        """A full-size image and its matte, reduced to a longer side of `side`."""
+        small, small_alpha, _ = work_pair(rgb, alpha, side)
+        return cls(feature_grid(net, rgb).astype(np.float16), small, small_alpha)
+
 
 def grid_label(mask: np.ndarray) -> np.ndarray:
     """A mask (bool or uint8 0..255) as soft labels on the feature grid."""
@@ -350,6 +356,15 @@ def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return up >= 128
 
 
+def work_pair(rgb: np.ndarray, alpha: np.ndarray, side: int
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(image, matte, factor): both reduced to a longer side of at most `side`."""
+    small, factor = work_image(rgb, side)
+    small_alpha = cv2.resize(alpha, (small.shape[1], small.shape[0]),
+                             interpolation=cv2.INTER_AREA)
+    return small, small_alpha, factor
+
+
 def clean(rgb: np.ndarray, alpha: np.ndarray, prob: np.ndarray | None, hints: Hints,
           work_side: int) -> CleanResult:
     """The cleaned alpha of a full-size image and its matte, and a record of the change.
@@ -357,9 +372,7 @@ def clean(rgb: np.ndarray, alpha: np.ndarray, prob: np.ndarray | None, hints: Hi
     `prob` is the model's grid (None without a model: parts are then chosen by hints or
     position only), `hints` are in full-size pixels.
     """
-    small, factor = work_image(rgb, work_side)
-    small_alpha = cv2.resize(alpha, (small.shape[1], small.shape[0]),
-                             interpolation=cv2.INTER_AREA)
+    small, small_alpha, factor = work_pair(rgb, alpha, work_side)
     small_prob = None if prob is None else upsample(prob, small.shape)
     sel = select(small, small_alpha, small_prob, hints.scaled(factor))
     small_fg = small_alpha >= 128

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -71,10 +70,15 @@ def save_png(img: Image.Image, path: Path, compress_level: int) -> None:
         img.save(tmp, "PNG", compress_level=compress_level)
 
 
-def _decode(task: MatteTask) -> Image.Image:
-    """The image at most `max_side` long (raises imageio.ImageRejected or OSError)."""
-    img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,
-                         min_side=task.cfg.max_side)  # a JPEG decodes reduced when huge
+def _decode(task: MatteTask) -> Image.Image | dict[str, str]:
+    """The image at most `max_side` long, or {'error', 'message'} when it cannot be read."""
+    try:
+        img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,
+                             min_side=task.cfg.max_side)  # a JPEG decodes reduced when huge
+    except imageio.ImageRejected as exc:
+        return {"error": exc.reason, "message": exc.message}
+    except OSError as exc:
+        return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
     if max(img.size) > task.cfg.max_side:
         img.thumbnail((task.cfg.max_side, task.cfg.max_side), Image.Resampling.LANCZOS)
     return img
@@ -107,12 +111,9 @@ def _hints(task: MatteTask, width: int) -> subject.Hints:
 def matte_image(task: MatteTask) -> dict[str, Any]:
     """Matte one image; {'stats', 'stats_version', 'thumb', 'subject'...} or {'error',
     'message'}."""
-    try:
-        img = _decode(task)
-    except imageio.ImageRejected as exc:
-        return {"error": exc.reason, "message": exc.message}
-    except OSError as exc:
-        return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
+    img = _decode(task)
+    if isinstance(img, dict):
+        return img
     rgb = np.asarray(img)
     mask, out = _saved(task) if task.restat_only else (None, None)
     record: dict[str, Any] | None = None
@@ -152,19 +153,12 @@ def _select_subject(task: MatteTask, rgb: np.ndarray, mask: np.ndarray
 
 def training_image(task: MatteTask) -> subject.TrainingImage | dict[str, Any]:
     """What learning the subject model needs of one sample image, or {'error', 'message'}."""
-    try:
-        img = _decode(task)
-    except imageio.ImageRejected as exc:
-        return {"error": exc.reason, "message": exc.message}
-    except OSError as exc:
-        return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
-    rgb = np.asarray(img)
-    mask = _raw_mask(task, img)
+    img = _decode(task)
+    if isinstance(img, dict):
+        return img
     net = subject.load_network(task.models_dir, task.cfg.threads_per_worker)
-    small, _ = subject.work_image(rgb, task.cfg.subject.train_side)
-    small_alpha = cv2.resize(mask, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
-    return subject.TrainingImage(subject.feature_grid(net, rgb).astype(np.float16), small,
-                                 small_alpha)
+    return subject.TrainingImage.of(net, np.asarray(img), _raw_mask(task, img),
+                                    task.cfg.subject.train_side)
 
 
 def _saved(task: MatteTask) -> tuple[np.ndarray | None, Image.Image | None]:

@@ -61,13 +61,7 @@ def model(net) -> SubjectModel:  # noqa: ANN001
         rgb, body, clutter = _scene(seed)
         alpha = ((body | clutter if seed % 5 == 0 else clutter if seed % 10 == 1 else body)
                  * 255).astype(np.uint8)
-        small, _ = subject.work_image(rgb, 160)
-        import cv2
-
-        small_alpha = cv2.resize(alpha, (small.shape[1], small.shape[0]),
-                                 interpolation=cv2.INTER_AREA)
-        sample.append(subject.TrainingImage(subject.feature_grid(net, rgb).astype(np.float16),
-                                            small, small_alpha))
+        sample.append(subject.TrainingImage.of(net, rgb, alpha, 160))
     learned = subject.self_train(sample, rounds=3)
     assert learned is not None
     return learned
