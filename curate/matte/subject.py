@@ -224,7 +224,7 @@ def _hinted(labels: np.ndarray, n: int, hints: Hints) -> set[int]:
     h, w = labels.shape
     found = set()
     for x, y in hints.points:
-        xi, yi = int(round(x)), int(round(y))
+        xi, yi = round(x), round(y)
         if 0 <= xi < w and 0 <= yi < h and labels[yi, xi] > 0:
             found.add(int(labels[yi, xi]))
     if hints.box is not None and not found:
@@ -298,7 +298,7 @@ def _grabcut(rgb: np.ndarray, fg: np.ndarray, prob: np.ndarray, hints: Hints) ->
     labels[prob < UNLIKELY] = cv2.GC_BGD  # left free, GrabCut may keep a kept box whole
     r = max(1, round(0.01 * max(fg.shape)))
     for x, y in hints.points:
-        cv2.circle(labels, (int(round(x)), int(round(y))), r, cv2.GC_FGD, -1)
+        cv2.circle(labels, (round(x), round(y)), r, cv2.GC_FGD, -1)
     have = np.bincount(labels.ravel(), minlength=4)
     if have[cv2.GC_FGD] + have[cv2.GC_PR_FGD] == 0 or have[cv2.GC_BGD] + have[cv2.GC_PR_BGD] == 0:
         return fg

@@ -10,7 +10,7 @@ sample image. Errors are returned, not raised, so one bad image never stops the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class MatteTask:
     restat_only: bool = False  # the files exist: only measure them again (stats changed)
     raw_out: Path | None = None  # where the backend's own mask is kept (subject selection on)
     model: dict[str, Any] | None = None  # the subject model (SubjectModel.to_json)
-    hints: subject.Hints = subject.Hints()  # annotator geometry, in the stored image's pixels
+    hints: subject.Hints = field(default_factory=subject.Hints)  # annotator geometry, in the stored image's pixels
     source_width: int = 0  # the stored image's width (the hints' scale)
 
 

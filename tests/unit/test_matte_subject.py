@@ -43,7 +43,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def net():  # noqa: ANN201 - a torch module
+def net():
     from curate import models
 
     path = models.default_models_dir()
@@ -53,7 +53,7 @@ def net():  # noqa: ANN201 - a torch module
 
 
 @pytest.fixture(scope="module")
-def model(net) -> SubjectModel:  # noqa: ANN001
+def model(net) -> SubjectModel:
     """Learned from 20 scenes whose 'mattes' keep the clutter in one scene of five and miss
     the subject in one of ten: noisy labels, as U^2-Net's are on the demo."""
     sample = []
@@ -67,7 +67,7 @@ def model(net) -> SubjectModel:  # noqa: ANN001
     return learned
 
 
-def test_model_learns_the_recurring_subject_not_the_clutter(net, model: SubjectModel) -> None:  # noqa: ANN001
+def test_model_learns_the_recurring_subject_not_the_clutter(net, model: SubjectModel) -> None:
     rgb, body, clutter = _scene(100)  # a scene it did not learn from
     prob = subject.upsample(model.probability(subject.feature_grid(net, rgb)), body.shape)
     assert prob[body].mean() > 0.7
@@ -75,7 +75,7 @@ def test_model_learns_the_recurring_subject_not_the_clutter(net, model: SubjectM
 
 
 @pytest.mark.parametrize("seed", [101, 102, 103])
-def test_clean_cuts_attached_clutter_and_recovers_a_missed_subject(net, model: SubjectModel,  # noqa: ANN001
+def test_clean_cuts_attached_clutter_and_recovers_a_missed_subject(net, model: SubjectModel,
                                                                   seed: int) -> None:
     rgb, body, clutter = _scene(seed)
     prob = model.probability(subject.feature_grid(net, rgb))
@@ -88,7 +88,7 @@ def test_clean_cuts_attached_clutter_and_recovers_a_missed_subject(net, model: S
     assert missed.record["added"] > 0.5
 
 
-def test_a_clean_matte_is_kept_as_it_is(net, model: SubjectModel) -> None:  # noqa: ANN001
+def test_a_clean_matte_is_kept_as_it_is(net, model: SubjectModel) -> None:
     rgb, body, _ = _scene(104)
     alpha = (body * 255).astype(np.uint8)
     result = subject.clean(rgb, alpha, model.probability(subject.feature_grid(net, rgb)),
