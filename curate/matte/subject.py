@@ -14,7 +14,8 @@ applied to each image's matte.
   a given kind of clutter is not, so the discriminant points at the subject. `self_train`
   refits it on its own cleaned mattes (each round cleans the sample with the previous model).
 - **Cleaning** (`clean`). The model's subject probability and the matte together seed OpenCV
-  GrabCut (sure subject where both agree, sure background where the model sees none), which
+  GrabCut (sure subject where both agree, sure background where the model sees none but near
+  the subject inside the matte, where its coarse grid blurs toes and edges), which
   cuts a box touching the subject along its colour edge and recovers a subject the matte
   missed. Its connected parts are then chosen, by the strongest signal available: annotator
   keypoints or box, else the subject probability, else the largest part nearest the centre.
@@ -52,6 +53,10 @@ MIN_PART = 0.002
 #: A part is kept beside the best one when it holds at least this share of the best one's
 #: subject mass and is mostly subject (two feet, a foot split by a strap).
 SECOND_PART = 0.25
+#: The model's grid cannot place the subject's edge finer than about this many cells: within
+#: this distance of confident subject a low probability is the grid's blur (toes, a leg at the
+#: frame's edge), not background, so it only seeds "probable background" for the colour cut.
+NEAR_CELLS = 1.5
 
 
 def load_network(models_dir: Path, threads: int) -> Any:
@@ -152,7 +157,13 @@ class TrainingImage:
     def of(cls, net: Any, rgb: np.ndarray, alpha: np.ndarray, side: int) -> TrainingImage:
         """A full-size image and its matte, reduced to a longer side of `side`."""
         small, small_alpha, _ = work_pair(rgb, alpha, side)
-        return cls(feature_grid(net, rgb).astype(np.float16), small, small_alpha)
+        return cls(cls.features(net, rgb), small, small_alpha)
+
+    @staticmethod
+    def features(net: Any, rgb: np.ndarray) -> np.ndarray:
+        """The feature grid as kept (float16): cleaning uses the same rounding, so a sample
+        image's mask is the same whether its features come from learning or are recomputed."""
+        return feature_grid(net, rgb).astype(np.float16)
 
 
 def grid_label(mask: np.ndarray) -> np.ndarray:
@@ -286,8 +297,16 @@ def _needs_cut(fg: np.ndarray, prob: np.ndarray) -> bool:
     k = max(3, (min(fg.shape) // 25) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     missed = cv2.morphologyEx(((prob >= LIKELY) & ~fg).astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    clutter = cv2.morphologyEx((fg & (prob < UNLIKELY)).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    far = fg & (prob < UNLIKELY) & ~_near_subject(prob)
+    clutter = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_OPEN, kernel)
     return bool(missed.mean() > 0.005 or clutter.sum() > 0.05 * max(1, fg.sum()))
+
+
+def _near_subject(prob: np.ndarray) -> np.ndarray:
+    """Pixels within NEAR_CELLS grid cells of where the model is sure of the subject."""
+    r = max(1, round(NEAR_CELLS * max(prob.shape) / GRID))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return cv2.dilate((prob >= LIKELY).astype(np.uint8), disc) > 0
 
 
 def _grabcut(rgb: np.ndarray, fg: np.ndarray, prob: np.ndarray, hints: Hints) -> np.ndarray:
@@ -295,7 +314,9 @@ def _grabcut(rgb: np.ndarray, fg: np.ndarray, prob: np.ndarray, hints: Hints) ->
     labels = np.full(fg.shape, cv2.GC_PR_BGD, np.uint8)
     labels[(prob >= LIKELY) | (fg & (prob >= 2 * UNLIKELY))] = cv2.GC_PR_FGD
     labels[(prob >= SURE) & fg] = cv2.GC_FGD
-    labels[prob < UNLIKELY] = cv2.GC_BGD  # left free, GrabCut may keep a kept box whole
+    # Sure background where the model sees none, except in the matte next to the subject
+    # (see NEAR_CELLS); left free, GrabCut may keep an attached box whole.
+    labels[(prob < UNLIKELY) & ~(fg & _near_subject(prob))] = cv2.GC_BGD
     r = max(1, round(0.01 * max(fg.shape)))
     for x, y in hints.points:
         cv2.circle(labels, (round(x), round(y)), r, cv2.GC_FGD, -1)
@@ -337,6 +358,16 @@ def _dropped_parts(fg: np.ndarray, kept: np.ndarray) -> int:
 class CleanResult:
     alpha: np.ndarray  # uint8, full size
     record: dict[str, Any]  # what was done: chosen_by, parts_dropped, removed, added, cut
+
+
+#: A matte counts as cleaned (report, dataset card) when selection dropped a part or cut away
+#: at least this share of its foreground; smaller trims are edge tidying, not clutter.
+CLEANED_SHARE = 0.05
+
+
+def was_cleaned(parts_dropped: Any, removed: Any) -> Any:
+    """Whether subject selection removed clutter; scalars or pandas Series (elementwise)."""
+    return (parts_dropped > 0) | (removed >= CLEANED_SHARE)
 
 
 def work_image(arr: np.ndarray, side: int) -> tuple[np.ndarray, float]:

@@ -39,8 +39,9 @@ class MatteTask:
     restat_only: bool = False  # the files exist: only measure them again (stats changed)
     raw_out: Path | None = None  # where the backend's own mask is kept (subject selection on)
     model: dict[str, Any] | None = None  # the subject model (SubjectModel.to_json)
-    hints: subject.Hints = field(default_factory=subject.Hints)  # annotator geometry, in the stored image's pixels
+    hints: subject.Hints = field(default_factory=subject.Hints)  # in stored-image pixels
     source_width: int = 0  # the stored image's width (the hints' scale)
+    feats: np.ndarray | None = None  # the image's feature grid, when learning computed it
 
 
 #: Rows blended at a time: the 16-bit intermediates of a 4096-wide image stay near 50 MB.
@@ -144,9 +145,11 @@ def _select_subject(task: MatteTask, rgb: np.ndarray, mask: np.ndarray
     cfg = task.cfg.subject
     prob = None
     if task.model is not None:
-        net = subject.load_network(task.models_dir, task.cfg.threads_per_worker)
-        model = subject.SubjectModel.from_json(task.model)
-        prob = model.probability(subject.feature_grid(net, rgb))
+        feats = task.feats
+        if feats is None:
+            net = subject.load_network(task.models_dir, task.cfg.threads_per_worker)
+            feats = subject.TrainingImage.features(net, rgb)
+        prob = subject.SubjectModel.from_json(task.model).probability(feats)
     cleaned = subject.clean(rgb, mask, prob, _hints(task, rgb.shape[1]), cfg.work_side)
     return cleaned.alpha, cleaned.record
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,9 @@ from curate.cache import ResultCache, op_key
 from curate.config import Params
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import read_table, write_table
+from curate.matte import subject
 from curate.matte.backends import backend_class
 from curate.matte.stats import STAT_COLUMNS, STATS_VERSION
-from curate.matte import subject
 from curate.matte.worker import MatteTask, matte_image, training_image
 from curate.parallel import error_message, make_executor, stream_map
 from curate.quality.checks import evaluate_all, reasons_per_row
@@ -51,12 +52,11 @@ SUBJECT_MODEL_VERSION = 1
 CACHE_BATCH = 64
 OUT_SUBDIR = "out"
 COMPOSITE_OUTLIER = "matte_outlier"  # column of the composite's embedding outlier score
-#: Share of a matte's foreground removed from which the report lists the image as cleaned.
-CLEANED_SHARE = 0.05
 #: Manifest columns (m_<name>) of what subject selection changed.
 SUBJECT_COLUMNS = ("parts_dropped", "subject_removed", "subject_added")
 #: Fewer composites than this are not scored: "unlike the rest" means nothing in a handful.
 MIN_COMPOSITES = 20
+NO_HINTS = subject.Hints()
 
 
 @dataclass(frozen=True)
@@ -121,70 +121,81 @@ class _Layout:
 
 def _task(params: Params, layout: _Layout, image_id: str, store_path: str, *,
           restat: bool = False, model: dict[str, Any] | None = None,
-          hints: subject.Hints = subject.Hints(), width: int = 0) -> MatteTask:
+          hints: subject.Hints = NO_HINTS, width: int = 0,
+          feats: np.ndarray | None = None) -> MatteTask:
     images, masks = Store(layout.root / "images"), Store(layout.root / "masks")
     bg = (params.background[0], params.background[1], params.background[2])
     raw = None if layout.raw is None else Store(layout.raw).path(image_id, "png")
     return MatteTask(image_id, params.paths.store / store_path, images.path(image_id, "png"),
                      masks.path(image_id, "png"), params.matte, layout.models_dir, bg,
                      params.ingest.max_pixels, params.quality.thumb_px, restat_only=restat,
-                     raw_out=raw, model=model, hints=hints, source_width=width)
+                     raw_out=raw, model=model, hints=hints, source_width=width, feats=feats)
 
 
 def _matte_images(params: Params, live: pd.DataFrame, op: str, layout: _Layout,
                   hints: dict[str, subject.Hints]) -> _Work:
     """Matte what the cache lacks (or re-measure stale statistics), committing in batches."""
-    images, masks = Store(layout.root / "images"), Store(layout.root / "masks")
-    thumb_px = params.quality.thumb_px
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
-        model, model_note = (_subject_model(params, live, layout, cache)
-                             if layout.raw is not None else (None, ""))
-        digest = None if model is None else model.digest()
-        # A reused entry's files must have the sizes recorded when they were written, and
-        # its mask must come from the current subject model.
-        known = {i: v for i, v in cache.get_many(op, live["image_id"]).items()
-                 if images.has(i, "png", v.get("image_bytes"))
-                 and masks.has(i, "png", v.get("mask_bytes")) and v.get("model") == digest}
-        stale = {i for i, v in known.items()
-                 if v.get("stats_version") != STATS_VERSION or v.get("thumb_px") != thumb_px
-                 or "image_bytes" not in v}
-        model_json = None if model is None else model.to_json()
-        tasks = [_task(params, layout, i, p, restat=i in stale, model=model_json,
-                       hints=hints.get(i, subject.Hints()), width=int(w))
-                 for i, p, w in zip(live["image_id"], live["store_path"], live["width"],
-                                    strict=True)
-                 if i not in known or i in stale]
-        work = _Work({i: v for i, v in known.items() if i not in stale}, {},
-                     made=len(tasks) - len(stale), remeasured=len(stale),
-                     cached=len(live) - len(tasks), model_note=model_note)
-        if not tasks:
-            return work
-        pending: list[tuple[str, Any]] = []
+        # One pool for learning and matting: each worker loads its networks once.
         executor = make_executor(layout.workers)
         try:
-            with progress_bar(f"matte ({layout.root.name})", total=len(tasks)) as advance:
-                for task, out, error in stream_map(executor, matte_image, tasks,
-                                                   max_in_flight=2 * layout.workers + 2):
-                    advance(1)
-                    if error is not None or out is None or "error" in out:
-                        work.errors[task.image_id] = (error_message(error) if out is None
-                                                      else out.get("message", ""))
-                        continue
-                    out["model"] = digest
-                    if task.restat_only and "subject" in known.get(task.image_id, {}):
-                        out["subject"] = known[task.image_id]["subject"]
-                    work.known[task.image_id] = out
-                    pending.append((task.image_id, out))
-                    if len(pending) >= CACHE_BATCH:
-                        cache.put_many(op, pending)
-                        pending.clear()
+            return _matte_with(params, live, op, layout, hints, cache, executor)
         finally:
-            cache.put_many(op, pending)
             executor.shutdown(cancel_futures=True)
+
+
+def _matte_with(params: Params, live: pd.DataFrame, op: str, layout: _Layout,
+                hints: dict[str, subject.Hints], cache: ResultCache, executor: Executor
+                ) -> _Work:
+    """`_matte_images` with its cache and worker pool open."""
+    images, masks = Store(layout.root / "images"), Store(layout.root / "masks")
+    thumb_px = params.quality.thumb_px
+    learned: dict[str, np.ndarray] = {}  # features the learning computed, reused to clean
+    model, model_note = (_subject_model(params, live, layout, cache, executor, learned)
+                         if layout.raw is not None else (None, ""))
+    digest = None if model is None else model.digest()
+    # A reused entry's files must have the sizes recorded when they were written, and
+    # its mask must come from the current subject model.
+    known = {i: v for i, v in cache.get_many(op, live["image_id"]).items()
+             if images.has(i, "png", v.get("image_bytes"))
+             and masks.has(i, "png", v.get("mask_bytes")) and v.get("model") == digest}
+    stale = {i for i, v in known.items()
+             if v.get("stats_version") != STATS_VERSION or v.get("thumb_px") != thumb_px
+             or "image_bytes" not in v}
+    model_json = None if model is None else model.to_json()
+    tasks = [_task(params, layout, i, p, restat=i in stale, model=model_json,
+                   hints=hints.get(i, NO_HINTS), width=int(w), feats=learned.pop(i, None))
+             for i, p, w in zip(live["image_id"], live["store_path"], live["width"],
+                                strict=True)
+             if i not in known or i in stale]
+    work = _Work({i: v for i, v in known.items() if i not in stale}, {},
+                 made=len(tasks) - len(stale), remeasured=len(stale),
+                 cached=len(live) - len(tasks), model_note=model_note)
+    pending: list[tuple[str, Any]] = []
+    try:
+        with progress_bar(f"matte ({layout.root.name})", total=len(tasks)) as advance:
+            for task, out, error in stream_map(executor, matte_image, tasks,
+                                               max_in_flight=2 * layout.workers + 2):
+                advance(1)
+                if error is not None or out is None or "error" in out:
+                    work.errors[task.image_id] = (error_message(error) if out is None
+                                                  else out.get("message", ""))
+                    continue
+                out["model"] = digest
+                if task.restat_only and "subject" in known.get(task.image_id, {}):
+                    out["subject"] = known[task.image_id]["subject"]
+                work.known[task.image_id] = out
+                pending.append((task.image_id, out))
+                if len(pending) >= CACHE_BATCH:
+                    cache.put_many(op, pending)
+                    pending.clear()
+    finally:
+        cache.put_many(op, pending)
     return work
 
 
-def _subject_model(params: Params, live: pd.DataFrame, layout: _Layout, cache: ResultCache
+def _subject_model(params: Params, live: pd.DataFrame, layout: _Layout, cache: ResultCache,
+                   executor: Executor, features: dict[str, np.ndarray]
                    ) -> tuple[subject.SubjectModel | None, str]:
     """The subject model for this collection and a line saying where it came from.
 
@@ -207,22 +218,19 @@ def _subject_model(params: Params, live: pd.DataFrame, layout: _Layout, cache: R
     if kept is not None:
         overlap = len(set(kept["ids"]) & set(sample["image_id"])) / max(1, len(sample))
         if overlap >= cfg.refit_below:
-            return (subject.SubjectModel.from_json(kept["model"]),
-                    f"subject model: reused (learned on {len(kept['ids'])} images, "
+            note = (f"subject model: reused (learned on {len(kept['ids'])} images, "
                     f"{overlap:.0%} of today's sample)")
+            return subject.SubjectModel.from_json(kept["model"]), note
     tasks = [_task(params, layout, i, p) for i, p in zip(sample["image_id"],
                                                          sample["store_path"], strict=True)]
     learned: dict[str, subject.TrainingImage] = {}
-    executor = make_executor(layout.workers)
-    try:
-        with progress_bar("matte: learn the subject", total=len(tasks)) as advance:
-            for task, out, _ in stream_map(executor, training_image, tasks,
-                                           max_in_flight=2 * layout.workers + 2):
-                advance(1)
-                if isinstance(out, subject.TrainingImage):
-                    learned[task.image_id] = out
-    finally:
-        executor.shutdown(cancel_futures=True)
+    with progress_bar("matte: learn the subject", total=len(tasks)) as advance:
+        for task, out, _ in stream_map(executor, training_image, tasks,
+                                       max_in_flight=2 * layout.workers + 2):
+            advance(1)
+            if isinstance(out, subject.TrainingImage):
+                learned[task.image_id] = out
+    features.update((i, t.feats) for i, t in learned.items())
     ids = sorted(learned)
     model = subject.self_train([learned[i] for i in ids], cfg.rounds) if ids else None
     if model is None:
@@ -270,7 +278,7 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
                        ExtraReason("subject_cleaned", "Clutter removed from the matte",
                                    "Subject selection dropped parts of the backend's matte "
                                    "(parts_dropped) or cut attached clutter away "
-                                   f"(subject_removed >= {CLEANED_SHARE:.0%} of its foreground); "
+                                   f"(subject_removed >= {subject.CLEANED_SHARE:.0%} of its foreground); "
                                    "subject_added is subject the backend had missed. The "
                                    "thumbnails show the cleaned composites.",
                                    _cleaned(work.known))],
@@ -316,8 +324,8 @@ def _finite(value: Any) -> bool:
 def _cleaned(known: dict[str, Any]) -> list[str]:
     """Images whose matte lost parts or a share of clutter to subject selection."""
     return sorted(i for i, v in known.items()
-                  if (rec := v.get("subject")) and (rec["parts_dropped"] > 0
-                                                    or rec["removed"] >= CLEANED_SHARE))
+                  if (rec := v.get("subject"))
+                  and subject.was_cleaned(rec["parts_dropped"], rec["removed"]))
 
 
 def _composite_outliers(params: Params, known: dict[str, Any], root: Path,

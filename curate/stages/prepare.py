@@ -31,6 +31,7 @@ from curate.cache import ResultCache, op_key
 from curate.config import DistributionConfig, Params
 from curate.console import StageSummary, console, progress_bar
 from curate.manifest import read_table, write_table
+from curate.matte import subject
 from curate.parallel import error_message, make_executor, stream_map
 from curate.prepare.align import Framing, NotApplicable, framing_between
 from curate.prepare.export import archive_name, sample_grid, write_dataset_zip
@@ -243,7 +244,7 @@ def _rows(rows: pd.DataFrame, meta: dict[str, dict], errors: dict[str, str]) -> 
 
 def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.DataFrame,
           settings_hash: str, params: Params, resolution: int, zip_name: str,
-          settings: Settings) -> dict:
+          settings: Settings, cleaned: set[str]) -> dict:
     """The dataset card: what is in the dataset, where it came from, and what was left out."""
     live = table[table.status == "ok"]
     parents = dist_rows[dist_rows.image_id.isin(live.image_id)]
@@ -257,6 +258,7 @@ def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.
         "per_alignment_method": dict(sorted(Counter(
             table[table.variant.fillna(0) == 0].method.dropna()).items())),
         "framing_matched_to_keypoints": {m: dataclasses.asdict(f) for m, f in settings.framing},
+        "matte_clutter_removed": len(cleaned & set(live.image_id)),
         "excluded_here": dict(sorted(Counter(table[table.status != "ok"].reason).items())),
         "removed_upstream": dict(sorted(Counter(others.reason.fillna(others.status)).items())),
     }
@@ -275,7 +277,23 @@ def _card_markdown(card: dict) -> str:
         lines += [f"| {k} | {v} |" for k, v in card[key].items()] or ["| (none) | 0 |"]
         lines.append("")
     lines += ["## Framing", "", _framing_text(card["framing_matched_to_keypoints"]), ""]
+    lines += ["## Mattes", "", _cleaned_text(card) + ".", ""]
     return "\n".join(lines)
+
+
+def matte_cleaned(rows: pd.DataFrame) -> set[str]:
+    """Images whose matte lost clutter to the matte stage's subject selection (none when the
+    manifest has no subject columns: matting off, or cleaning disabled)."""
+    if "m_parts_dropped" not in rows or "m_subject_removed" not in rows:
+        return set()
+    hit = subject.was_cleaned(rows["m_parts_dropped"].fillna(0),
+                              rows["m_subject_removed"].fillna(0))
+    return set(rows.loc[hit, "image_id"])
+
+
+def _cleaned_text(card: dict) -> str:
+    return (f"{card['matte_clutter_removed']} of {card['source_images']} source images had "
+            "clutter removed from their matte by subject selection")
 
 
 def _framing_text(framing: dict[str, dict]) -> str:
@@ -337,11 +355,14 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
     zip_path = options.datasets_dir / f"{name}.zip"
     pngs = (outputs.png_path(i, v).read_bytes() for i, v in zip(live.image_id, live.variant))
     result = write_dataset_zip(zip_path, pngs)
+    cleaned = matte_cleaned(rows)
+    card = _card(name, rows, manifest, table, settings_hash, params, result.resolution,
+                 zip_path.name, settings, cleaned)
     plain = live[live.variant == 0].head(params.prepare.grid)  # one tile per source image
     grid_pngs = [outputs.png_path(i, 0).read_bytes() for i in plain.image_id]
-    atomic.write_bytes(options.datasets_dir / f"{name}_grid.png", sample_grid(grid_pngs))
-    card = _card(name, rows, manifest, table, settings_hash, params, result.resolution,
-                 zip_path.name, settings)
+    atomic.write_bytes(options.datasets_dir / f"{name}_grid.png", sample_grid(
+        grid_pngs, marked=[i in cleaned for i in plain.image_id],
+        caption=_cleaned_text(card) + " (orange corner)" if cleaned else ""))
     atomic.write_text(options.datasets_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     atomic.write_text(options.datasets_dir / f"{name}.md", _card_markdown(card) + "\n")
     for row in table.itertuples():

@@ -45,7 +45,11 @@ def _setup(tmp: Path, n: int) -> tuple[Params, PrepareOptions, pd.DataFrame]:
                      "width": 160 + 8 * k, "height": 120, "store_path": store.relpath(image_id,
                                                                                       "png"),
                      "status": "ok" if k else "outlier", "reason": None if k else "blurry",
-                     "distribution": "soles"})
+                     "distribution": "soles",
+                     # the matte stage's subject selection: a part dropped (k=2), a cut (k=3),
+                     # an edge trim too small to count (k=4)
+                     "m_parts_dropped": float(k == 2), "m_subject_removed": 0.2 * (k == 3)
+                     + 0.01 * (k == 4)})
     manifest = pd.DataFrame(rows)
     write_table(manifest, tmp / "split.parquet", sort_by=["image_id"])
     tags = pd.DataFrame({"image_id": [rows[1]["image_id"]], "kp_heel_x": [80.0],
@@ -73,7 +77,16 @@ def test_export_card_and_incremental_rerun(tmp_path: Path) -> None:
     assert card["images"] == 10 and card["source_images"] == 5
     assert card["per_alignment_method"] == {"center": 4, "keypoints": 1}
     assert card["removed_upstream"] == {"blurry": 1}
-    assert (options.datasets_dir / "soles_grid.png").exists()
+    assert card["matte_clutter_removed"] == 2
+    assert "2 of 5 source images had clutter removed" in (
+        options.datasets_dir / "soles.md").read_text()
+    grid = np.asarray(Image.open(options.datasets_dir / "soles_grid.png").convert("RGB"))
+    assert grid.shape[0] > 128  # one row of tiles and the caption strip under it
+    cleaned = {row.image_id for row in manifest.itertuples() if row.source_uri in
+               ("f/2.png", "f/3.png")}
+    tiles = sorted(manifest.image_id[manifest.status == "ok"])
+    marked = [tuple(grid[2, 128 * k + 2]) == (255, 140, 0) for k in range(len(tiles))]
+    assert marked == [i in cleaned for i in tiles]
     table = pd.read_parquet(options.out_dir / "soles" / "manifest.parquet")
     assert set(table["transform"]) == {"aligned", "mirror"}
     before = zip_path.read_bytes()
