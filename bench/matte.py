@@ -10,8 +10,10 @@ It prints one JSON object on stdout (progress goes to stderr) and writes it, ind
 
 What is measured
 ----------------
-* The first `--images` live RGB images of the demo (by image id, from the dedup manifest, or
-  ingest's), linked into one folder as `<image id>.<ext>`.
+* The first `--images` live RGB images of the demo (by image id) from the quality manifest,
+  the matte stage's input in the pipeline (else dedup's or ingest's: those still hold the
+  planted blurry, dark and off-subject outliers that quality removes), linked into one folder
+  as `<image id>.<ext>`.
 * For each model (u2netp, u2net), in turns on the same files:
   - peer: `rembg p -m MODEL IN OUT`, rembg's folder command (its `p_command` function run as
     the CLI would, see PEER_MAIN). It needs CLI extras the project does not install, so it
@@ -127,7 +129,8 @@ def ensure_peer() -> Path:
 
 
 def pick_images(n: int) -> pd.DataFrame:
-    source = next((p for p in (ROOT / "data/dedup/manifest.parquet",
+    source = next((p for p in (ROOT / "data/quality/manifest.parquet",
+                               ROOT / "data/dedup/manifest.parquet",
                                ROOT / "data/ingest/manifest.parquet") if p.exists()), None)
     if source is None:
         sys.exit("bench/matte.py needs the demo pipeline's manifests: run `make demo` first")

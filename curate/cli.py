@@ -11,6 +11,7 @@ import typer
 
 from curate.config import ConfigError, Params, load_params
 from curate.console import console
+from curate.parallel import ClusterError, use_engine
 
 app = typer.Typer(
     help="Curate image datasets for GAN training. Each command is one stage of dvc.yaml; "
@@ -39,14 +40,16 @@ def _explained(*errors: type[Exception], code: int = 1, label: str = "error") ->
     server) become one red line and an exit code instead of a traceback."""
     try:
         yield
-    except errors as exc:
+    except (*errors, ClusterError) as exc:
         console.print(f"[red]{label}:[/] {exc}")
         raise typer.Exit(code) from exc
 
 
 def _params(path: Path) -> Params:
     with _explained(ConfigError, code=2, label="error in params"):
-        return load_params(path)
+        params = load_params(path)
+    use_engine(params.compute)
+    return params
 
 
 @contextlib.contextmanager

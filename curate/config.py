@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import yaml
 
+from curate.prepare.augment import AugmentConfig
+
 # The train stage's section lives with the stage; train/config.py imports nothing from here
 # at import time, so this is not a cycle.
 from train.config import TrainConfig
-
-from curate.prepare.augment import AugmentConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -699,12 +699,33 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """Where the stages run their per-image work. Not a DVC dependency: the outputs are the
+    same on every engine."""
+
+    engine: Literal["local", "dask"] = "local"
+    #: dask only: a running scheduler (tcp://host:8786); null starts a LocalCluster of
+    #: `workers` processes on this machine for the run.
+    address: str | None = None
+    connect_timeout_s: float = 30.0
+
+    def validate(self, key: str) -> None:
+        if self.address and self.engine != "dask":
+            raise ConfigError(f"{key}.address is used only with engine: dask (got engine: "
+                              f"{self.engine})")
+        if self.connect_timeout_s <= 0:
+            raise ConfigError(f"{key}.connect_timeout_s: got {self.connect_timeout_s}, "
+                              "expected > 0")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml. Sections of later stages are added as they land."""
 
     workers: int = 0
     background: tuple[int, ...] = (255, 255, 255)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)

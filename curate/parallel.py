@@ -1,10 +1,9 @@
 """Parallel map over images behind the `concurrent.futures.Executor` interface.
 
 Stages map a pure per-image function over a stream of work items. Keeping the
-interface a plain Executor means a cluster engine's executor (Dask's
-`Client.get_executor()`, Ray's) can replace the local process pool unchanged.
-Submission is bounded, so a stream of a million items never sits in memory as
-a million futures.
+interface a plain Executor lets a Dask cluster (`compute.engine: dask`, see
+`curate.cluster`) replace the local process pool unchanged. Submission is bounded, so a
+stream of a million items never sits in memory as a million futures.
 """
 
 from __future__ import annotations
@@ -16,7 +15,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from curate.config import ComputeConfig
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -64,8 +66,11 @@ class WorkerCrash(RuntimeError):
 
 
 def error_reason(error: BaseException) -> str:
-    """The reason code a stage records for an error `stream_map` yielded."""
-    return WorkerCrash.reason if isinstance(error, WorkerCrash) else "internal_error"
+    """The reason code a stage records for an error `stream_map` yielded: a task that killed
+    its workers (the local pool's `WorkerCrash`, Dask's `KilledWorker`) is `worker_crash`."""
+    if isinstance(error, WorkerCrash) or type(error).__name__ == "KilledWorker":
+        return WorkerCrash.reason
+    return "internal_error"
 
 
 def error_message(error: BaseException) -> str:
@@ -103,16 +108,37 @@ class RestartingPool(Executor):
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-def make_executor(workers: int, work_s: float | None = None) -> Executor:
-    """A restarting process pool of `workers` (0 = all cores), or inline execution.
+class ClusterError(RuntimeError):
+    """The cluster cannot be used (unreachable scheduler, no workers, project not shared)."""
 
-    Inline for 1 worker, and when `work_s` (the caller's estimate of the whole work's time on
-    one core) is below `POOL_START_S`: a rerun that finds a handful of new images would spend
-    more time starting workers than working. Workers start with `forkserver` so they never
-    inherit threads (an HTTP client's resolver, ONNX runtime pools) from the coordinator.
+
+_engine: ComputeConfig | None = None  # set by use_engine; None = the local pool
+
+
+def use_engine(config: ComputeConfig) -> None:
+    """Run the executors made from now on in this process where `config` says."""
+    global _engine
+    _engine = config if config.engine != "local" else None
+
+
+def make_executor(workers: int, work_s: float | None = None) -> Executor:
+    """An executor on the configured engine: a restarting process pool of `workers`
+    (0 = all cores), a Dask cluster, or inline execution.
+
+    Inline when `work_s` (the caller's estimate of the whole work's time on one core) is below
+    `POOL_START_S`: a rerun that finds a handful of new images would spend more time starting
+    workers than working; and for 1 worker on the local engine. Local workers start with
+    `forkserver` so they never inherit threads (an HTTP client's resolver, ONNX runtime pools)
+    from the coordinator.
     """
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or (work_s is not None and work_s < POOL_START_S):
+    if work_s is not None and work_s < POOL_START_S:
+        return InlineExecutor()
+    if _engine is not None:
+        from curate import cluster
+
+        return cluster.executor(_engine, workers)
+    if workers == 1:
         return InlineExecutor()
     return RestartingPool(workers)
 
@@ -133,6 +159,8 @@ def stream_map(
     that were in flight run again one at a time (a batch item is first cut into its single
     images by `split`); an item that kills a worker alone is yielded with a `WorkerCrash`.
     """
+    # A cluster has more slots than the caller's local worker count: keep them all busy.
+    max_in_flight = max(max_in_flight, 2 * getattr(executor, "slots", 0))
     pending: dict[Future[R], T] = {}
     crashed: list[T] = []  # in flight when a worker died (only with a RestartingPool)
     restartable = isinstance(executor, RestartingPool)

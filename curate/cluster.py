@@ -1,0 +1,110 @@
+"""Per-image tasks on a Dask cluster (`compute.engine: dask` in params.yaml).
+
+The stages never see Dask: `parallel.make_executor` hands them this module's executor, which
+has the `concurrent.futures.Executor` interface `parallel.stream_map` drives. What Dask adds
+over the local pool is other machines, and its own recovery: a worker that dies (OOM kill,
+node lost) has its tasks rescheduled on the others by the scheduler, and a task that kills
+`distributed.scheduler.allowed-failures` (3) workers fails with `KilledWorker`, which the
+stages record as `worker_crash` like the local pool's `WorkerCrash`.
+
+Workers must see the project's files at the same path as the coordinator (a shared file
+system): every task names its inputs and outputs by paths relative to the project root, and a
+worker plugin moves each worker into that root when it starts, and checks that it exists.
+Per-worker state (ONNX sessions, the torch models, HTTP clients) lives in module caches of the
+worker process, so it is built once per worker, as in the local pool.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
+
+from dask.distributed import Client, LocalCluster, WorkerPlugin
+
+from curate.config import ComputeConfig
+from curate.parallel import ClusterError
+
+R = TypeVar("R")
+
+_client: Client | None = None
+_connected_to: ComputeConfig | None = None
+
+
+class ProjectRoot(WorkerPlugin):
+    """Run the worker inside the coordinator's project folder."""
+
+    name = "gan-curate-project-root"
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def setup(self, worker: Any) -> None:
+        if not os.path.isdir(self.root):
+            raise ClusterError(
+                f"worker {worker.address} cannot see the project folder {self.root}: "
+                "mount the shared file system at the same path on every machine")
+        os.chdir(self.root)
+
+
+class DaskExecutor(Executor):
+    """Tasks submitted to the cluster; `slots` (its worker threads) sizes the work in flight."""
+
+    def __init__(self, client: Client, resources: dict[str, float] | None = None) -> None:
+        self._executor = client.get_executor(pure=False, resources=resources)
+        self.slots = max(1, sum(client.nthreads().values()))
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Cancel or wait for this executor's tasks; the cluster stays up for the next stage."""
+        self._executor.shutdown(wait=wait and not cancel_futures)
+
+
+def executor(config: ComputeConfig, workers: int,
+             resources: dict[str, float] | None = None) -> DaskExecutor:
+    """An executor on the cluster of `config` (connecting, or starting a LocalCluster of
+    `workers` processes, on first use; one connection per process)."""
+    global _client, _connected_to
+    if _client is None or _connected_to != config:
+        close()
+        _client, _connected_to = _connect(config, workers), config
+        atexit.register(close)
+    return DaskExecutor(_client, resources)
+
+
+def _connect(config: ComputeConfig, workers: int) -> Client:
+    try:
+        if config.address:
+            client = Client(config.address, timeout=config.connect_timeout_s)
+        else:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None)
+            client = Client(cluster, timeout=config.connect_timeout_s)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {config.address}: {exc}; "
+                           "start it (`dask scheduler`) or fix compute.address") from exc
+    try:
+        client.wait_for_workers(1, timeout=config.connect_timeout_s)
+    except TimeoutError as exc:
+        client.close()
+        raise ClusterError(f"the Dask scheduler at {config.address} has no workers after "
+                           f"{config.connect_timeout_s:g} s: start some (`dask worker "
+                           f"{config.address}`)") from exc
+    client.register_plugin(ProjectRoot(os.getcwd()), name=ProjectRoot.name)
+    return client
+
+
+def close() -> None:
+    """Disconnect (and stop the LocalCluster this process started)."""
+    global _client, _connected_to
+    if _client is None:
+        return
+    client, _client, _connected_to = _client, None, None
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()

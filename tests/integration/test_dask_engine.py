@@ -1,0 +1,150 @@
+"""`compute.engine: dask`: the stages on a real Dask cluster give the local pool's outputs, and
+a worker lost mid-run (or killed by one image, again and again) does not fail the work.
+
+Two real clusters: the LocalCluster a stage starts itself (2 worker processes), and a
+`dask scheduler` with 2 `dask worker` processes on 127.0.0.1, started and stopped here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from curate.config import ComputeConfig
+from curate.demo import generate_demo
+from curate.parallel import error_reason, make_executor, stream_map, use_engine
+from curate.project.edit import set_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BIN = Path(sys.executable).parent
+POISON = 13  # the item that kills every worker it runs on
+
+
+def slow_square(x: int) -> int:
+    """A task that takes a moment (so some are in flight when a worker is killed)."""
+    if x == POISON:
+        os._exit(1)
+    time.sleep(0.05)
+    return x * x
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]))
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def scheduler(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A `dask scheduler` and 2 `dask worker` processes (no nanny: a killed worker stays dead,
+    so its tasks must move to the other)."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                               address.rsplit(":", 1)[1], "--no-dashboard"],
+                              cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    workers = [subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1",
+                                 "--nworkers", "1", "--no-nanny", "--host", "127.0.0.1",
+                                 "--no-dashboard"],
+                                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        yield address, workers
+    finally:
+        use_engine(ComputeConfig())
+        from curate import cluster
+
+        cluster.close()
+        for proc in [*workers, *procs]:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_lost_worker_moves_its_tasks_and_a_killer_image_is_a_worker_crash(scheduler) -> None:
+    address, workers = scheduler
+    use_engine(ComputeConfig(engine="dask", address=address))
+    executor = make_executor(2)
+    results, errors = {}, {}
+    killed = False
+    for x, value, error in stream_map(executor, slow_square, range(40), max_in_flight=8):
+        if error is not None:
+            errors[x] = error_reason(error)
+        else:
+            results[x] = value
+        if len(results) == 5 and not killed:
+            killed = True
+            workers[0].send_signal(signal.SIGKILL)
+            # A nanny-less worker that dies stays dead: start a third so the poison item can
+            # still find workers to kill until the scheduler gives up on it.
+            workers.append(subprocess.Popen(
+                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--host",
+                 "127.0.0.1", "--no-dashboard"], cwd=REPO, env=_env(),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    executor.shutdown()
+    assert errors == {POISON: "worker_crash"}
+    assert results == {x: x * x for x in range(40) if x != POISON}
+
+
+def _project(root: Path) -> Path:
+    generate_demo(root / "gen", seed=3, n_base=12, workers=2)
+    project = root / "project"
+    _run(["curate", "init", "--source", str(root / "gen" / "raw"), "--dir", str(project),
+          "--categories", "soles,pov", "--resolution", "128", "--no-git", "--no-dvc-add"], root)
+    set_key(project / "params.yaml", "workers", 2)
+    return project
+
+
+STAGES = [["ingest"], ["dedup"], ["quality"]]
+OUTPUTS = ["data/ingest/manifest.parquet", "data/ingest/rejects.parquet",
+           "data/dedup/manifest.parquet", "data/quality/manifest.parquet"]
+
+
+def test_a_local_dask_cluster_gives_the_local_pools_outputs(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    for stage in STAGES:
+        _run(["curate", *stage], project)
+    local = {rel: pd.read_parquet(project / rel) for rel in OUTPUTS}
+    for rel in ["data/ingest", "data/dedup", "data/quality", "data/store", ".cache"]:
+        shutil.rmtree(project / rel, ignore_errors=True)
+    set_key(project / "params.yaml", "compute.engine", "dask")
+    for stage in STAGES:
+        out = _run(["curate", *stage], project)
+        assert "Traceback" not in out
+    for rel, frame in local.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(project / rel), frame, obj=rel)
+
+
+def test_an_unreachable_scheduler_is_one_clear_line(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    set_key(project / "params.yaml", "compute.engine", "dask")
+    set_key(project / "params.yaml", "compute.address", f"tcp://127.0.0.1:{_free_port()}")
+    set_key(project / "params.yaml", "compute.connect_timeout_s", 2)
+    proc = subprocess.run(["curate", "ingest"], cwd=project, env=_env(), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 1
+    assert "cannot reach the Dask scheduler" in proc.stdout and "Traceback" not in proc.stdout
