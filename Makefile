@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.installed
 # dvc runs stage commands (`curate ...`) through the shell: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup models demo-data demo test test-all bench clean browser
+.PHONY: help setup models demo-data demo test test-all bench clean browser gpu
 
 help:
 	@echo "make demo      set up, provision models, generate demo data, run dvc repro"
 	@echo "make test      set up, provision models, run the test suite (CI runs this)"
 	@echo "make test-all  the test suite including tests marked slow"
 	@echo "make clean     remove generated data, caches and reports (keeps .venv and models)"
+	@echo "make gpu       on a CUDA machine: ONNX Runtime with the CUDA provider (mattes on the GPU)"
 
 # torch and torchvision first, pinned: they come from this machine's local wheel files; letting
 # another package's requirement pull torch would fetch a multi-GB build from the network.
@@ -28,6 +29,13 @@ $(STAMP): pyproject.toml
 	touch $@
 
 setup: $(STAMP)
+
+# onnxruntime and onnxruntime-gpu install the same module and conflict: swap one for the other,
+# at the installed version. torch's CUDA build already comes with the pinned wheel.
+gpu: setup
+	$(BIN)/python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()" 2>/dev/null || { \
+	  v=$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('onnxruntime'))"); \
+	  $(BIN)/pip uninstall -q -y onnxruntime && $(BIN)/pip install -q "onnxruntime-gpu==$$v"; }
 
 models: setup
 	$(BIN)/curate models provision

@@ -11,6 +11,7 @@ import typer
 
 from curate.config import ConfigError, Params, load_params
 from curate.console import console
+from curate.device import DeviceError
 from curate.parallel import ClusterError, use_engine
 
 app = typer.Typer(
@@ -40,7 +41,7 @@ def _explained(*errors: type[Exception], code: int = 1, label: str = "error") ->
     server) become one red line and an exit code instead of a traceback."""
     try:
         yield
-    except (*errors, ClusterError) as exc:
+    except (*errors, ClusterError, DeviceError) as exc:
         console.print(f"[red]{label}:[/] {exc}")
         raise typer.Exit(code) from exc
 

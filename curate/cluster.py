@@ -53,8 +53,18 @@ class DaskExecutor(Executor):
     """Tasks submitted to the cluster; `slots` (its worker threads) sizes the work in flight."""
 
     def __init__(self, client: Client, resources: dict[str, float] | None = None) -> None:
+        workers = client.scheduler_info()["workers"].values()
+        if resources:
+            able = [w for w in workers
+                    if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items())]
+            if not able:
+                raise ClusterError(
+                    f"these tasks need workers with resources {resources} and no worker of "
+                    "the cluster declares them: start GPU workers with `dask worker ADDRESS "
+                    "--resources GPU=1` (one per GPU), or set device: auto")
+            workers = able
         self._executor = client.get_executor(pure=False, resources=resources)
-        self.slots = max(1, sum(client.nthreads().values()))
+        self.slots = max(1, sum(w.get("nthreads", 1) for w in workers))
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
         return self._executor.submit(fn, *args, **kwargs)

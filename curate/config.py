@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from curate.device import Device
 from curate.prepare.augment import AugmentConfig
 
 # The train stage's section lives with the stage; train/config.py imports nothing from here
@@ -218,6 +219,7 @@ class EmbeddingsConfig:
     image_size: int = 224          # images are squashed to image_size x image_size
     batch_size: int = 32           # images per forward pass (and per worker task)
     threads_per_worker: int = 1    # torch CPU threads per worker process; 0 = cores / workers
+    device: Device = "auto"        # auto: a CUDA GPU where the worker has one, else the CPU
 
     def validate(self, key: str) -> None:
         if not 32 <= self.image_size <= 1024:
@@ -551,6 +553,7 @@ class MatteConfig:
     method: Literal["rembg", "border_key", "grabcut"] = "rembg"
     model: Literal["u2net", "u2netp"] = "u2net"  # rembg model (u2netp: ~4x faster, coarser)
     threads_per_worker: int = 1  # ONNX Runtime threads in each worker process
+    device: Device = "auto"  # U^2-Net and the subject model's features: auto | cpu | cuda
     post_process_mask: bool = False  # rembg's morphological clean-up of the mask
     alpha_matting: AlphaMattingConfig = field(default_factory=AlphaMattingConfig)
     border_key: BorderKeyConfig = field(default_factory=BorderKeyConfig)
@@ -675,6 +678,7 @@ class PrepareConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # see curate/prepare/augment.py
     png_compression: int = 3  # 0-9, lossless either way
     grid: int = 64  # images in the dataset card's sample grid
+    face_device: Device = "auto"  # MTCNN face detection (align: face): auto | cpu | cuda
 
     def validate(self, key: str) -> None:
         if self.resolution < 8 or self.resolution & (self.resolution - 1):

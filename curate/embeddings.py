@@ -39,7 +39,8 @@ import numpy as np
 
 from curate.cache import SqliteCache, op_key, select_keys
 from curate.console import progress_bar
-from curate.parallel import error_message, make_executor, stream_map
+from curate.device import Device, check, torch_device
+from curate.parallel import engine_is_local, error_message, make_executor, stream_map
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,17 +113,19 @@ class _Task:
     image_size: int
     background: tuple[int, int, int]
     threads: int
+    device: Device = "cpu"  # as params ask: resolved in the worker, which may have a GPU
 
 
-_MODELS: dict[tuple[str, str, int], Any] = {}
+_MODELS: dict[tuple[str, str, int, str], Any] = {}
 
 
-def load_model(model: str, weights: str, threads: int) -> torch.nn.Module:
-    """The feature extractor, loaded once per process (weights from the provisioned file)."""
+def load_model(model: str, weights: str, threads: int, device: str = "cpu") -> torch.nn.Module:
+    """The feature extractor on `device` ('cpu' or 'cuda'), loaded once per process (weights
+    from the provisioned file)."""
     import torch
     from torchvision.models import mobilenet_v2
 
-    key = (model, weights, threads)
+    key = (model, weights, threads, device)
     if key not in _MODELS:
         torch.set_num_threads(max(1, threads))
         try:
@@ -133,7 +136,7 @@ def load_model(model: str, weights: str, threads: int) -> torch.nn.Module:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         _MODELS.clear()
-        _MODELS[key] = net.features.eval()
+        _MODELS[key] = net.features.eval().to(device)
     return _MODELS[key]
 
 
@@ -169,7 +172,8 @@ def _embed_task(task: _Task) -> list[tuple[str, np.ndarray | None, str | None]]:
 
     from curate.imageio import ImageRejected
 
-    net = load_model(task.model, task.weights, task.threads)
+    device = torch_device(task.device, "embeddings")
+    net = load_model(task.model, task.weights, task.threads, device)
     arrays: list[np.ndarray] = []
     ok: list[str] = []
     out: list[tuple[str, np.ndarray | None, str | None]] = []
@@ -183,9 +187,9 @@ def _embed_task(task: _Task) -> list[tuple[str, np.ndarray | None, str | None]]:
             out.append((image_id, None, f"unreadable: {exc}"))
     if arrays:
         with torch.inference_mode():
-            feats = net(torch.from_numpy(np.stack(arrays))).mean(dim=(2, 3))
+            feats = net(torch.from_numpy(np.stack(arrays)).to(device)).mean(dim=(2, 3))
             feats = torch.nn.functional.normalize(feats, dim=1)
-        vectors = feats.numpy().astype(np.float16)
+        vectors = feats.cpu().numpy().astype(np.float16)
         out.extend((image_id, vectors[i], None) for i, image_id in enumerate(ok))
     return out
 
@@ -262,11 +266,13 @@ def _compute(params: Params, todo: list[tuple[str, tuple[str, Region | None]]], 
     tasks = [
         _Task(tuple((key, path, region) for key, (path, region) in todo[s : s + cfg.batch_size]),
               cfg.model, weights, cfg.image_size,
-              (bg[0], bg[1], bg[2]), threads)
+              (bg[0], bg[1], bg[2]), threads, cfg.device)
         for s in range(0, len(todo), cfg.batch_size)
     ]
     computed: dict[str, np.ndarray] = {}
-    executor = make_executor(n_workers)  # inline for one worker
+    if engine_is_local():
+        check(cfg.device, "embeddings")
+    executor = make_executor(n_workers, gpu=cfg.device == "cuda")  # inline for one worker
     try:
         with progress_bar(description, total=len(todo)) as advance:
             for task, out, error in stream_map(executor, _embed_task, tasks, split=_singles,

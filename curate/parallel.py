@@ -121,7 +121,12 @@ def use_engine(config: ComputeConfig) -> None:
     _engine = config if config.engine != "local" else None
 
 
-def make_executor(workers: int, work_s: float | None = None) -> Executor:
+def engine_is_local() -> bool:
+    """Whether the executors run on this machine (so its devices are the workers' devices)."""
+    return _engine is None
+
+
+def make_executor(workers: int, work_s: float | None = None, gpu: bool = False) -> Executor:
     """An executor on the configured engine: a restarting process pool of `workers`
     (0 = all cores), a Dask cluster, or inline execution.
 
@@ -129,7 +134,8 @@ def make_executor(workers: int, work_s: float | None = None) -> Executor:
     `POOL_START_S`: a rerun that finds a handful of new images would spend more time starting
     workers than working; and for 1 worker on the local engine. Local workers start with
     `forkserver` so they never inherit threads (an HTTP client's resolver, ONNX runtime pools)
-    from the coordinator.
+    from the coordinator. `gpu`: the tasks need a CUDA GPU; on Dask they go only to workers
+    that declare a `GPU` resource.
     """
     workers = workers or os.cpu_count() or 1
     if work_s is not None and work_s < POOL_START_S:
@@ -137,7 +143,7 @@ def make_executor(workers: int, work_s: float | None = None) -> Executor:
     if _engine is not None:
         from curate import cluster
 
-        return cluster.executor(_engine, workers)
+        return cluster.executor(_engine, workers, {"GPU": 1} if gpu else None)
     if workers == 1:
         return InlineExecutor()
     return RestartingPool(workers)

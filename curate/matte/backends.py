@@ -24,6 +24,7 @@ from PIL import Image
 
 from curate import models
 from curate.config import MatteConfig
+from curate.device import onnx_providers
 from curate.registry import name_registry
 
 
@@ -101,7 +102,8 @@ class RembgBackend(MatteBackend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         ort.set_default_logger_severity(3)
-        self.session = sessions[cfg.model](cfg.model, options)
+        self.session = sessions[cfg.model](cfg.model, options,
+                                           providers=onnx_providers(cfg.device, "matte"))
 
     @classmethod
     def settings(cls, cfg: MatteConfig) -> dict[str, Any]:

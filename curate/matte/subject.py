@@ -59,12 +59,13 @@ SECOND_PART = 0.25
 NEAR_CELLS = 1.5
 
 
-def load_network(models_dir: Path, threads: int) -> Any:
-    """MobileNetV2's feature blocks from the provisioned weights, once per process."""
+def load_network(models_dir: Path, threads: int, device: str = "cpu") -> Any:
+    """MobileNetV2's feature blocks from the provisioned weights on `device`, once per
+    process."""
     from curate import embeddings, models
 
     weights = models.require("mobilenet_v2", models_dir)
-    return embeddings.load_model("mobilenet_v2", str(weights), threads)
+    return embeddings.load_model("mobilenet_v2", str(weights), threads, device)
 
 
 def feature_grid(net: Any, rgb: np.ndarray) -> np.ndarray:
@@ -73,7 +74,8 @@ def feature_grid(net: Any, rgb: np.ndarray) -> np.ndarray:
 
     x = cv2.resize(rgb, (FEATURE_SIDE, FEATURE_SIDE), interpolation=cv2.INTER_AREA)
     x = (x.astype(np.float32) / 255.0 - _MEAN) / _STD
-    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    device = next(net.parameters()).device
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
     taken = []
     with torch.inference_mode():
         for index, block in enumerate(net):
@@ -86,7 +88,7 @@ def feature_grid(net: Any, rgb: np.ndarray) -> np.ndarray:
         coarse = torch.nn.functional.interpolate(taken[1], size=fine.shape[2:], mode="bilinear",
                                                  align_corners=False)
         grid = torch.cat([fine, coarse], dim=1)[0]
-    return grid.reshape(DIM, -1).T.numpy().astype(np.float32)
+    return grid.reshape(DIM, -1).T.cpu().numpy().astype(np.float32)
 
 
 # ------------------------------------------------------------------------------ the model

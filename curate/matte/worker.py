@@ -19,6 +19,7 @@ from PIL import Image
 
 from curate import atomic, imageio
 from curate.config import MatteConfig
+from curate.device import torch_device
 from curate.matte import subject
 from curate.matte.backends import cached_backend
 from curate.matte.stats import STATS_VERSION, mask_stats
@@ -147,11 +148,16 @@ def _select_subject(task: MatteTask, rgb: np.ndarray, mask: np.ndarray
     if task.model is not None:
         feats = task.feats
         if feats is None:
-            net = subject.load_network(task.models_dir, task.cfg.threads_per_worker)
-            feats = subject.TrainingImage.features(net, rgb)
+            feats = subject.TrainingImage.features(_network(task), rgb)
         prob = subject.SubjectModel.from_json(task.model).probability(feats)
     cleaned = subject.clean(rgb, mask, prob, _hints(task, rgb.shape[1]), cfg.work_side)
     return cleaned.alpha, cleaned.record
+
+
+def _network(task: MatteTask) -> Any:
+    """The subject model's feature network, on the device the params ask for."""
+    return subject.load_network(task.models_dir, task.cfg.threads_per_worker,
+                                torch_device(task.cfg.device, "matte"))
 
 
 def training_image(task: MatteTask) -> subject.TrainingImage | dict[str, Any]:
@@ -159,8 +165,7 @@ def training_image(task: MatteTask) -> subject.TrainingImage | dict[str, Any]:
     img = _decode(task)
     if isinstance(img, dict):
         return img
-    net = subject.load_network(task.models_dir, task.cfg.threads_per_worker)
-    return subject.TrainingImage.of(net, np.asarray(img), _raw_mask(task, img),
+    return subject.TrainingImage.of(_network(task), np.asarray(img), _raw_mask(task, img),
                                     task.cfg.subject.train_side)
 
 

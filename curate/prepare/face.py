@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from curate import imageio
+from curate.device import Device, torch_device
 from curate.prepare.align import Crop, NotApplicable, keypoint_crop
 
 if TYPE_CHECKING:
@@ -25,21 +26,22 @@ DETECT_SIDE = 640  # faces are found on a reduced copy; landmarks are scaled bac
 
 
 @lru_cache(maxsize=1)
-def _detector():  # one per worker process, reused for all its images
+def _detector(requested: Device):  # one per worker process, reused for all its images
     try:
         from facenet_pytorch import MTCNN
     except ImportError as exc:
         raise RuntimeError("face alignment needs facenet-pytorch: run `make setup` (it installs "
                            "facenet-pytorch==2.6.0 with --no-deps)") from exc
-    return MTCNN(device="cpu", keep_all=False, post_process=False)
+    return MTCNN(device=torch_device(requested, "prepare face detection"), keep_all=False,
+                 post_process=False)
 
 
-def eye_landmarks(task: Task) -> np.ndarray:
+def eye_landmarks(task: Task, device: Device = "cpu") -> np.ndarray:
     """(left eye, right eye) in pixels of the upright original image, or NotApplicable."""
     img = imageio.decode(task.image, min_side=DETECT_SIDE)
     factor = min(1.0, DETECT_SIDE / min(img.size))
     small = img.resize((max(1, round(img.width * factor)), max(1, round(img.height * factor))))
-    boxes, probs, marks = _detector().detect(small, landmarks=True)
+    boxes, probs, marks = _detector(device).detect(small, landmarks=True)
     if boxes is None or probs[0] is None or probs[0] < MIN_CONFIDENCE:
         raise NotApplicable("no confident face")
     eyes = np.asarray(marks[0][:2], dtype=np.float64)
@@ -49,5 +51,5 @@ def eye_landmarks(task: Task) -> np.ndarray:
 
 
 def face_crop(task: Task, settings: Settings) -> Crop:
-    crop = keypoint_crop(eye_landmarks(task), EYE_TARGETS)
+    crop = keypoint_crop(eye_landmarks(task, settings.device), EYE_TARGETS)
     return Crop(crop.cx, crop.cy, crop.side, crop.angle_deg, "face")

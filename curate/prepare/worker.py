@@ -14,8 +14,17 @@ import cv2
 import numpy as np
 
 from curate import imageio
-from curate.prepare.align import (Crop, Framing, NotApplicable, box_crop, center_crop,
-                                  keypoint_crop, mask_crop, reframe)
+from curate.device import Device
+from curate.prepare.align import (
+    Crop,
+    Framing,
+    NotApplicable,
+    box_crop,
+    center_crop,
+    keypoint_crop,
+    mask_crop,
+    reframe,
+)
 from curate.prepare.augment import AugmentConfig, apply_colour, variants
 from curate.prepare.warp import PadMode, warp
 
@@ -37,6 +46,7 @@ class Settings:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     #: Per fallback method ("box", "mask"), how to move its crops to frame like keypoints do.
     framing: tuple[tuple[str, Framing], ...] = ()
+    device: Device = "cpu"  # face detection's device (params prepare.face_device); not hashed
 
 
 @dataclass(frozen=True)

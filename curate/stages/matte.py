@@ -36,12 +36,13 @@ from curate import atomic, models
 from curate.cache import ResultCache, op_key
 from curate.config import Params
 from curate.console import StageSummary, console, progress_bar
+from curate.device import check
 from curate.manifest import read_table, write_table
 from curate.matte import subject
 from curate.matte.backends import backend_class
 from curate.matte.stats import STAT_COLUMNS, STATS_VERSION
 from curate.matte.worker import MatteTask, matte_image, training_image
-from curate.parallel import error_message, make_executor, stream_map
+from curate.parallel import engine_is_local, error_message, make_executor, stream_map
 from curate.quality.checks import evaluate_all, reasons_per_row
 from curate.quality.report import ExtraReason, ReportInput, write_report
 from curate.store import Store
@@ -137,7 +138,7 @@ def _matte_images(params: Params, live: pd.DataFrame, op: str, layout: _Layout,
     """Matte what the cache lacks (or re-measure stale statistics), committing in batches."""
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
         # One pool for learning and matting: each worker loads its networks once.
-        executor = make_executor(layout.workers)
+        executor = make_executor(layout.workers, gpu=params.matte.device == "cuda")
         try:
             return _matte_with(params, live, op, layout, hints, cache, executor)
         finally:
@@ -246,6 +247,11 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
     mdir = models.models_dir(params.paths.models)
     if params.matte.method == "rembg":
         models.require(params.matte.model, mdir)  # fail now, naming the provisioning command
+    if engine_is_local():
+        if params.matte.method == "rembg":
+            check(params.matte.device, "matte (U^2-Net)", onnx=True)
+        if params.matte.subject.enabled:
+            check(params.matte.device, "matte (subject features)")
     op, variant, raw_name = variant_key(params,
                                         backend_class(params.matte).settings(params.matte))
     root = options.out_dir / OUT_SUBDIR / variant

@@ -30,9 +30,10 @@ from curate import atomic
 from curate.cache import ResultCache, op_key
 from curate.config import DistributionConfig, Params
 from curate.console import StageSummary, console, progress_bar
+from curate.device import check
 from curate.manifest import read_table, write_table
 from curate.matte import subject
-from curate.parallel import error_message, make_executor, stream_map
+from curate.parallel import engine_is_local, error_message, make_executor, stream_map
 from curate.prepare.align import Framing, NotApplicable, framing_between
 from curate.prepare.export import archive_name, sample_grid, write_dataset_zip
 from curate.prepare.worker import Prepared, Settings, Task, method_crop, prepare_worker
@@ -66,7 +67,7 @@ def settings_for(params: Params, dist: DistributionConfig) -> Settings:
         keypoint_targets=((targets[0][0], targets[0][1]), (targets[1][0], targets[1][1])),
         box_margin=p.box_margin, mask_margin=p.mask_margin, pad=p.pad,
         background=tuple(params.background), max_upscale=p.max_upscale,
-        png_compression=p.png_compression, augment=p.augment)
+        png_compression=p.png_compression, augment=p.augment, device=p.face_device)
 
 
 #: Fewest images with keypoints and a box (or a mask) before the framing is matched.
@@ -111,7 +112,9 @@ def calibrate_framing(tasks: list[Task], settings: Settings) -> Settings:
 
 
 def _settings_hash(settings: Settings, source: str) -> str:
-    blob = json.dumps({"settings": dataclasses.asdict(settings), "source": source,
+    # The device changes how fast, not what: a GPU run reuses the CPU run's crops.
+    kept = {k: v for k, v in dataclasses.asdict(settings).items() if k != "device"}
+    blob = json.dumps({"settings": kept, "source": source,
                        "version": VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -201,9 +204,12 @@ def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache, w
     summary.cached = len(known)
     todo = [t for t in tasks if t.image_id not in known]
     errors: dict[str, str] = {}
+    face = "face" in settings.align
+    if todo and face and engine_is_local():
+        check(settings.device, "prepare face detection")
     if todo:
         with progress_bar("prepare: align, crop, resize", len(todo)) as advance, \
-                make_executor(workers) as pool:
+                make_executor(workers, gpu=face and settings.device == "cuda") as pool:
             try:
                 for (task, _), done, error in stream_map(pool, prepare_worker,
                                                          ((t, settings) for t in todo)):

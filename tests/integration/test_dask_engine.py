@@ -22,7 +22,8 @@ import pytest
 
 from curate.config import ComputeConfig
 from curate.demo import generate_demo
-from curate.parallel import error_reason, make_executor, stream_map, use_engine
+from curate.parallel import (ClusterError, error_reason, make_executor, stream_map,
+                             use_engine)
 from curate.project.edit import set_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -108,6 +109,8 @@ def test_a_lost_worker_moves_its_tasks_and_a_killer_image_is_a_worker_crash(sche
     executor.shutdown()
     assert errors == {POISON: "worker_crash"}
     assert results == {x: x * x for x in range(40) if x != POISON}
+    with pytest.raises(ClusterError, match="--resources GPU=1"):  # no worker declares a GPU
+        make_executor(2, gpu=True)
 
 
 def _project(root: Path) -> Path:
@@ -139,8 +142,17 @@ def test_a_local_dask_cluster_gives_the_local_pools_outputs(tmp_path: Path) -> N
         pd.testing.assert_frame_equal(pd.read_parquet(project / rel), frame, obj=rel)
 
 
-def test_an_unreachable_scheduler_is_one_clear_line(tmp_path: Path) -> None:
+def test_an_unreachable_scheduler_or_a_missing_gpu_is_one_clear_line(tmp_path: Path) -> None:
     project = _project(tmp_path)
+    _run(["curate", "ingest"], project)
+    set_key(project / "params.yaml", "embeddings.device", "cuda")
+    proc = subprocess.run(["curate", "dedup"], cwd=project, env=_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    if "on the CUDA GPU" not in proc.stdout:  # this machine has no GPU (CI): a clear stop
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "device is cuda, but torch sees no CUDA GPU" in proc.stdout
+        assert "Traceback" not in proc.stdout + proc.stderr
+    set_key(project / "params.yaml", "embeddings.device", "auto")
     set_key(project / "params.yaml", "compute.engine", "dask")
     set_key(project / "params.yaml", "compute.address", f"tcp://127.0.0.1:{_free_port()}")
     set_key(project / "params.yaml", "compute.connect_timeout_s", 2)

@@ -1,0 +1,81 @@
+"""Which device a model runs on: `device: auto | cpu | cuda` in the embeddings, matte and
+prepare sections of params.yaml.
+
+`cuda` where there is none stops the stage with a message saying how to get one; `auto` takes
+the GPU when the worker process has one and otherwise the CPU, and the coordinator says so
+once. Torch models (embeddings, the subject model's features, MTCNN) and ONNX Runtime sessions
+(the U^2-Net mattes) are checked separately: the stock `onnxruntime` wheel has no CUDA
+provider even on a GPU machine (`make gpu` installs `onnxruntime-gpu` in its place).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+Device = Literal["auto", "cpu", "cuda"]
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+class DeviceError(RuntimeError):
+    """`device: cuda` where this machine (or its ONNX Runtime) has no CUDA GPU."""
+
+
+@lru_cache(maxsize=1)
+def torch_has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@lru_cache(maxsize=1)
+def onnx_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return CUDA_PROVIDER in ort.get_available_providers()
+
+
+def torch_device(requested: Device, what: str) -> str:
+    """'cuda' or 'cpu' for a torch model, as `requested` allows on this machine."""
+    if requested == "cpu":
+        return "cpu"
+    if torch_has_cuda():
+        return "cuda"
+    if requested == "cuda":
+        raise DeviceError(f"{what}: device is cuda, but torch sees no CUDA GPU here; run on a "
+                          "machine with one (and a CUDA build of torch), or set device: auto "
+                          "or cpu")
+    return "cpu"
+
+
+def onnx_providers(requested: Device, what: str) -> list[str]:
+    """ONNX Runtime execution providers for `requested` on this machine."""
+    if requested != "cpu" and onnx_has_cuda():
+        return [CUDA_PROVIDER, "CPUExecutionProvider"]
+    if requested == "cuda":
+        raise DeviceError(f"{what}: device is cuda, but ONNX Runtime has no CUDA provider here "
+                          "(the stock onnxruntime wheel has none): run `make gpu` on a CUDA "
+                          "machine to install onnxruntime-gpu instead, or set device: auto or cpu")
+    return ["CPUExecutionProvider"]
+
+
+_announced: set[str] = set()
+
+
+def check(requested: Device, what: str, onnx: bool = False) -> None:
+    """On the coordinator of a local run, before the work: raise DeviceError for `cuda` where
+    there is none, and say once per process where `auto` put `what`.
+
+    (On a Dask cluster each worker resolves `auto` itself: the coordinator may have no GPU.)"""
+    if onnx:
+        used = "cuda" if onnx_providers(requested, what)[0] == CUDA_PROVIDER else "cpu"
+    else:
+        used = torch_device(requested, what)
+    line = (f"{what}: on the CUDA GPU" if used == "cuda" else
+            f"{what}: on the CPU (device: auto, no CUDA GPU here)" if requested == "auto" else "")
+    if line and line not in _announced:
+        from curate.console import console
+
+        _announced.add(line)
+        console.print(line)

@@ -1,0 +1,36 @@
+"""`device: auto | cpu | cuda`: auto falls back to the CPU, cuda without a GPU stops clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from curate import device
+from curate.device import DeviceError, onnx_providers, torch_device
+
+
+def test_cpu_is_always_the_cpu() -> None:
+    assert torch_device("cpu", "x") == "cpu"
+    assert onnx_providers("cpu", "x") == ["CPUExecutionProvider"]
+
+
+@pytest.mark.skipif(device.torch_has_cuda(), reason="this machine has a CUDA GPU")
+def test_without_a_gpu_auto_is_the_cpu_and_cuda_says_what_to_do() -> None:
+    assert torch_device("auto", "embeddings") == "cpu"
+    with pytest.raises(DeviceError, match="embeddings: device is cuda.*set device: auto or cpu"):
+        torch_device("cuda", "embeddings")
+
+
+@pytest.mark.skipif(device.onnx_has_cuda(), reason="ONNX Runtime here has the CUDA provider")
+def test_without_the_cuda_provider_matte_on_cuda_names_make_gpu() -> None:
+    assert onnx_providers("auto", "matte") == ["CPUExecutionProvider"]
+    with pytest.raises(DeviceError, match="make gpu"):
+        onnx_providers("cuda", "matte")
+
+
+def test_auto_on_the_cpu_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    if device.torch_has_cuda():
+        pytest.skip("this machine has a CUDA GPU")
+    device._announced.clear()
+    device.check("auto", "embeddings")
+    device.check("auto", "embeddings")
+    assert capsys.readouterr().out.count("embeddings: on the CPU (device: auto") == 1
