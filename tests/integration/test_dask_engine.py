@@ -43,8 +43,11 @@ def slow_square(x: int) -> int:
 
 
 def _env() -> dict[str, str]:
+    """Workers import this module's tasks; projects use this checkout's provisioned models."""
     return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]))
+                PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]),
+                CURATE_MODELS_DIR=os.environ.get("CURATE_MODELS_DIR")
+                or str(REPO / "models" / "pretrained"))
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -148,15 +151,17 @@ def test_an_unreachable_scheduler_or_a_missing_gpu_is_one_clear_line(tmp_path: P
     set_key(project / "params.yaml", "embeddings.device", "cuda")
     proc = subprocess.run(["curate", "dedup"], cwd=project, env=_env(), capture_output=True,
                           text=True, timeout=300, check=False)
-    if "on the CUDA GPU" not in proc.stdout:  # this machine has no GPU (CI): a clear stop
-        assert proc.returncode == 1, proc.stdout + proc.stderr
-        assert "device is cuda, but torch sees no CUDA GPU" in proc.stdout
-        assert "Traceback" not in proc.stdout + proc.stderr
+    said = proc.stdout + proc.stderr
+    if "on the CUDA GPU" not in said:  # this machine has no GPU (CI): a clear stop
+        assert proc.returncode == 1, said
+        assert "device is cuda, but torch sees no CUDA GPU" in said
+        assert "Traceback" not in said
     set_key(project / "params.yaml", "embeddings.device", "auto")
     set_key(project / "params.yaml", "compute.engine", "dask")
     set_key(project / "params.yaml", "compute.address", f"tcp://127.0.0.1:{_free_port()}")
     set_key(project / "params.yaml", "compute.connect_timeout_s", 2)
-    proc = subprocess.run(["curate", "ingest"], cwd=project, env=_env(), capture_output=True,
+    proc = subprocess.run(["curate", "dedup"], cwd=project, env=_env(), capture_output=True,
                           text=True, timeout=120, check=False)
-    assert proc.returncode == 1
-    assert "cannot reach the Dask scheduler" in proc.stdout and "Traceback" not in proc.stdout
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1, said
+    assert "cannot reach the Dask scheduler" in said and "Traceback" not in said

@@ -33,4 +33,5 @@ def test_auto_on_the_cpu_is_said_once(capsys: pytest.CaptureFixture[str]) -> Non
     device._announced.clear()
     device.check("auto", "embeddings")
     device.check("auto", "embeddings")
-    assert capsys.readouterr().out.count("embeddings: on the CPU (device: auto") == 1
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("embeddings: on the CPU (device: auto") == 1
