@@ -22,8 +22,7 @@ import pytest
 
 from curate.config import ComputeConfig
 from curate.demo import generate_demo
-from curate.parallel import (ClusterError, error_reason, make_executor, stream_map,
-                             use_engine)
+from curate.parallel import ClusterError, error_reason, make_executor, stream_map, use_engine
 from curate.project.edit import set_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
