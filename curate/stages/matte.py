@@ -47,9 +47,9 @@ from curate.quality.checks import evaluate_all, reasons_per_row
 from curate.quality.report import ExtraReason, ReportInput, write_report
 from curate.store import Store
 
-MATTE_VERSION = 2  # 2: subject selection on the backend's mask
+MATTE_VERSION = 3  # 2: subject selection on the backend's mask; 3: its cut spares the subject's edge
 #: Bump when the subject model's learning changes.
-SUBJECT_MODEL_VERSION = 1
+SUBJECT_MODEL_VERSION = 2  # 2: learned with the cut that spares the subject's edge
 CACHE_BATCH = 64
 OUT_SUBDIR = "out"
 COMPOSITE_OUTLIER = "matte_outlier"  # column of the composite's embedding outlier score
