@@ -52,15 +52,43 @@ def _knn_mean_distance(queries: np.ndarray, refs: np.ndarray, k: int,
     return out
 
 
+#: Fewest judged members for a tagged distribution to be a reference set of its own: a
+#: distance to the 5 nearest of a handful of tagged images (or their median colour) is noise.
+MIN_GROUP = 8
+
+
+def reference_sets(rows: np.ndarray, groups: Sequence[object] | None,
+                   min_group: int = MIN_GROUP) -> list[np.ndarray]:
+    """The row sets the judged `rows` are compared with.
+
+    Each tagged distribution (`groups[i]`; None/NaN/"" = untagged) with at least `min_group`
+    judged members, plus the whole judged set when there is no such distribution or when a
+    tagged one is too small to stand alone: its members, and the untagged images like them,
+    would otherwise be compared only with other distributions and all look like outliers.
+    """
+    if groups is None:
+        return [rows]
+    labels = np.array([g if isinstance(g, str) and g else "" for g in groups], dtype=object)
+    refs, too_small = [], False
+    for name in sorted(set(labels[rows]) - {""}):
+        members = rows[labels[rows] == name]
+        if members.size >= min_group:
+            refs.append(members)
+        else:
+            too_small = True
+    if too_small or not refs:
+        refs.append(rows)
+    return refs
+
+
 def knn_scores(embeddings: np.ndarray, judged: np.ndarray, k: int = 5,
                groups: Sequence[object] | None = None, max_refs: int = 20_000,
-               seed: int = 0) -> np.ndarray:
+               seed: int = 0, min_group: int = MIN_GROUP) -> np.ndarray:
     """kNN distance per row of `embeddings` (NaN for rows not judged).
 
-    `judged` (bool) selects the rows scored and, without groups, the reference set.
-    `groups[i]` is the distribution of row i when known (None/NaN otherwise); every distribution
-    with at least one judged member becomes a reference set and each row keeps its smallest
-    distance over them. A reference set larger than `max_refs` is replaced by a seeded random
+    `judged` (bool) selects the rows scored; `groups[i]` is the distribution of row i when
+    known (None/NaN otherwise). The reference sets are those of `reference_sets`, and each row
+    keeps its smallest distance over them. A reference set larger than `max_refs` is replaced by a seeded random
     sample of that size: exact search costs n x refs dot products, and the distance to the
     k nearest of 20,000 samples ranks outliers the same way as to the k nearest of all.
     """
@@ -70,16 +98,7 @@ def knn_scores(embeddings: np.ndarray, judged: np.ndarray, k: int = 5,
     rows = np.flatnonzero(judged)
     if rows.size == 0:
         return scores
-    labels = None
-    if groups is not None:
-        labels = np.array([g if isinstance(g, str) and g else None for g in groups], dtype=object)
-        if not any(labels[rows] != None):  # noqa: E711 (elementwise)
-            labels = None
-    ref_sets: list[np.ndarray]
-    if labels is None:
-        ref_sets = [rows]
-    else:
-        ref_sets = [rows[labels[rows] == name] for name in sorted(set(labels[rows]) - {None})]
+    ref_sets = reference_sets(rows, groups, min_group)
     rng = np.random.default_rng(seed)
     ref_sets = [np.sort(rng.choice(r, max_refs, replace=False)) if r.size > max_refs else r
                 for r in ref_sets]
@@ -125,27 +144,16 @@ def _robust_distance(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def colour_style_distance(style: np.ndarray, judged: np.ndarray,
                           groups: Sequence[object] | None = None,
-                          min_group: int = 8) -> np.ndarray:
-    """How far each judged row's colour style is from its closest distribution's median.
-
-    `style` is rows x STYLE_COLUMNS. Distributions come from `groups` (tagged categories with
-    at least `min_group` judged members); without them the whole judged set is the reference.
-    """
+                          min_group: int = MIN_GROUP) -> np.ndarray:
+    """How far each judged row's colour style is from its closest reference set's median
+    (`style` is rows x STYLE_COLUMNS; reference sets as in `reference_sets`)."""
     style = np.asarray(style, dtype=np.float64)
     judged = np.asarray(judged, dtype=bool)
     out = np.full(style.shape[0], np.nan)
     rows = np.flatnonzero(judged)
     if rows.size == 0:
         return out
-    refs: list[np.ndarray] = []
-    if groups is not None:
-        labels = np.array([g if isinstance(g, str) and g else "" for g in groups], dtype=object)
-        for name in sorted(set(labels[rows]) - {""}):
-            members = rows[labels[rows] == name]
-            if members.size >= min_group:
-                refs.append(members)
-    if not refs:
-        refs = [rows]
+    refs = reference_sets(rows, groups, min_group)
     dist = np.min(np.stack([_robust_distance(style[rows], style[r]) for r in refs]), axis=0)
     out[rows] = dist
     return out

@@ -208,6 +208,20 @@ def test_knn_scores_put_the_odd_one_out_on_top_with_and_without_tags() -> None:
         assert scores[-1] > 1.4 * scores[:-1].max()
 
 
+def test_a_handful_of_tags_does_not_make_outliers_of_their_category() -> None:
+    """Six tagged images of one category: the distance to the 5 nearest of them is noise, so
+    the whole set stays a reference and no member of either cluster stands out."""
+    emb, _ = _clusters()
+    groups = ["a"] * 6 + [None] * 34 + ["b"] * 6 + [None] * 35
+    rows = np.arange(len(emb))
+    refs = outliers.reference_sets(rows, groups)
+    assert any(len(r) == len(emb) for r in refs)
+    scores = outliers.knn_scores(emb, np.ones(len(emb), bool), k=5, groups=groups)
+    assert np.argmax(scores) == len(emb) - 1
+    assert scores[:-1].max() < 0.5 * scores[-1]
+    assert len(outliers.reference_sets(rows, ["a"] * 40 + ["b"] * 41)) == 2  # both big enough
+
+
 def test_knn_reference_sampling_keeps_the_ranking() -> None:
     emb, _ = _clusters()
     judged = np.ones(len(emb), bool)
