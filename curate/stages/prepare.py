@@ -361,7 +361,8 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
     zip_path = options.datasets_dir / f"{name}.zip"
     pngs = (outputs.png_path(i, v).read_bytes() for i, v in zip(live.image_id, live.variant))
     result = write_dataset_zip(zip_path, pngs)
-    cleaned = matte_cleaned(rows)
+    # Counted only when the dataset is made of the composites (prepare.source: matte).
+    cleaned = matte_cleaned(rows) if params.prepare.source == "matte" else set()
     card = _card(name, rows, manifest, table, settings_hash, params, result.resolution,
                  zip_path.name, settings, cleaned)
     plain = live[live.variant == 0].head(params.prepare.grid)  # one tile per source image

@@ -33,8 +33,9 @@ def _photo(seed: int, w: int = 160, h: int = 120) -> bytes:
 
 def _setup(tmp: Path, n: int) -> tuple[Params, PrepareOptions, pd.DataFrame]:
     params = Params(workers=1, paths=PathsConfig(store=tmp / "store", cache=tmp / "cache"),
+                    # source: matte, but no image has a matte: the originals are used
                     prepare=PrepareConfig(resolution=64, augment=AugmentConfig(mirror=True),
-                                          source="original"))
+                                          source="matte"))
     store = Store(params.paths.store)
     rows = []
     for k in range(n):
