@@ -67,10 +67,16 @@ def scheduler(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """A `dask scheduler` and 2 `dask worker` processes (no nanny: a killed worker stays dead,
     so its tasks must move to the other)."""
     address = f"tcp://127.0.0.1:{_free_port()}"
+    # A task is given up after killing 2 workers (allowed-failures 1), so the killer image
+    # cannot use up the workers the other tasks need; and each worker holds only the task it
+    # runs (saturation 1.0), so a death never counts against a task queued behind the killer.
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
                                address.rsplit(":", 1)[1], "--no-dashboard"],
-                              cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]
+                              cwd=REPO, env={**_env(),
+                                             "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
+                                             "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION":
+                                             "1.0"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     workers = [subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1",
                                  "--nworkers", "1", "--no-nanny", "--host", "127.0.0.1",
                                  "--no-dashboard"],
@@ -102,12 +108,12 @@ def test_a_lost_worker_moves_its_tasks_and_a_killer_image_is_a_worker_crash(sche
         if len(results) == 5 and not killed:
             killed = True
             workers[0].send_signal(signal.SIGKILL)
-            # A nanny-less worker that dies stays dead: start a third so the poison item can
-            # still find workers to kill until the scheduler gives up on it.
-            workers.append(subprocess.Popen(
-                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--host",
-                 "127.0.0.1", "--no-dashboard"], cwd=REPO, env=_env(),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            # A nanny-less worker that dies stays dead: start two more, so that one is left
+            # for the other tasks after the killer image has killed two.
+            workers.extend(subprocess.Popen(
+                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
+                 "--host", "127.0.0.1", "--no-dashboard"], cwd=REPO, env=_env(),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2))
     executor.shutdown()
     assert errors == {POISON: "worker_crash"}
     assert results == {x: x * x for x in range(40) if x != POISON}
