@@ -51,14 +51,19 @@ def _fast_params(path: Path) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("repo")
+def _fresh_clone(root: Path) -> Path:
+    """The project's files copied into `root` as a clean clone has them, with test params."""
     for rel in _project_files():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, root / rel)
     _run(["git", "init", "-q"], root)
     _fast_params(root / "params.yaml")
+    return root
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = _fresh_clone(tmp_path_factory.mktemp("repo"))
     _run(["curate", "demo-data", "--out", "data/demo", "--n-base", str(N_BASE)], root)
     _run(["dvc", "repro"], root)
     return root
@@ -187,12 +192,7 @@ def test_the_pipeline_on_a_dask_cluster_gives_the_same_outputs(
     (`m_matte_outlier`, ~1e-5 relative). Its MobileNetV2 vectors are computed in Dask workers
     that just ran the subject model's features at another input size, and in fresh pool
     processes locally; every flag, mask and dataset byte is the same."""
-    root = tmp_path_factory.mktemp("dask-repo")
-    for rel in _project_files():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, root / rel)
-    _run(["git", "init", "-q"], root)
-    _fast_params(root / "params.yaml")
+    root = _fresh_clone(tmp_path_factory.mktemp("dask-repo"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["compute"]["engine"] = "dask"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
