@@ -19,7 +19,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -153,3 +153,36 @@ class BlobCache(SqliteCache):
             self._db.executemany(
                 "INSERT OR REPLACE INTO blobs (op, key, value) VALUES (?, ?, ?)",
                 ((op, k, v) for k, v in items))
+
+
+class KeyValueCache(Protocol):
+    """What batched writers and `curate.imagemap.cached_map` need of a cache (`ResultCache`,
+    `BlobCache`, `curate.embeddings.EmbeddingCache`)."""
+
+    def get_many(self, op: str, keys: Iterable[str]) -> dict[str, Any]: ...
+
+    def put_many(self, op: str, items: Iterable[tuple[str, Any]]) -> None: ...
+
+
+class BatchWriter:
+    """Buffers a cache's writes so they are committed in transactions of `every` values:
+    one transaction per value would make SQLite's commit the bottleneck, and a killed run
+    loses at most one buffer."""
+
+    def __init__(self, cache: KeyValueCache, every: int = 256) -> None:
+        self.cache = cache
+        self.every = every
+        self.pending: dict[str, list[tuple[str, Any]]] = {}
+        self.size = 0
+
+    def put(self, op: str, key: str, value: Any) -> None:
+        self.pending.setdefault(op, []).append((key, value))
+        self.size += 1
+        if self.size >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        for op, items in self.pending.items():
+            self.cache.put_many(op, items)
+        self.pending.clear()
+        self.size = 0

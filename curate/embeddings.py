@@ -28,19 +28,20 @@ the cores. With one worker the model runs in-process on all cores.
 
 from __future__ import annotations
 
-import dataclasses
+import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from curate.cache import SqliteCache, op_key, select_keys
-from curate.console import progress_bar
 from curate.device import Device, check, torch_device
-from curate.parallel import engine_is_local, error_message, make_executor, stream_map
+from curate.imagemap import Failure, attempt, cached_map
+from curate.parallel import engine_is_local
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,16 +105,23 @@ def cache_path(params: Params) -> Path:
 
 
 @dataclass(frozen=True)
-class _Task:
-    """One batch of images and everything a worker needs to embed it."""
+class _Embedder:
+    """What a worker needs to embed a batch: the model, its input and where to run it."""
 
-    items: tuple[tuple[str, str, Region | None], ...]
     model: str
     weights: str
     image_size: int
     background: tuple[int, int, int]
-    threads: int
+    workers: int  # the pool's size: each worker takes its share of the cores
+    threads_per_worker: int  # 0: the cores divided among the workers
     device: Device = "cpu"  # as params ask: resolved in the worker, which may have a GPU
+
+    def threads(self) -> int:
+        """All cores inline (no pool), else the configured or fair share per worker."""
+        cores = os.cpu_count() or 1
+        if multiprocessing.parent_process() is None:
+            return cores
+        return self.threads_per_worker or max(1, cores // self.workers)
 
 
 _MODELS: dict[tuple[str, str, int, str], Any] = {}
@@ -161,36 +169,26 @@ def preprocess(path: Path | bytes, image_size: int, background: tuple[int, int, 
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def _singles(task: _Task) -> list[_Task]:
-    """A batch cut into one-image batches (to find the image that kills a worker)."""
-    return [dataclasses.replace(task, items=(item,)) for item in task.items]
-
-
-def _embed_task(task: _Task) -> list[tuple[str, np.ndarray | None, str | None]]:
-    """Embed one batch; an image that cannot be decoded gets its error instead of a vector."""
+def embed_batch(items: tuple[Item | RegionItem, ...], embedder: _Embedder
+                ) -> list[np.ndarray | Failure]:
+    """One float16 vector per item, in order; an image that cannot be decoded gets its
+    `Failure` instead."""
     import torch
 
-    from curate.imageio import ImageRejected
-
-    device = torch_device(task.device, "embeddings")
-    net = load_model(task.model, task.weights, task.threads, device)
-    arrays: list[np.ndarray] = []
-    ok: list[str] = []
-    out: list[tuple[str, np.ndarray | None, str | None]] = []
-    for image_id, path, region in task.items:
-        try:
-            arrays.append(preprocess(Path(path), task.image_size, task.background, region))
-            ok.append(image_id)
-        except ImageRejected as exc:
-            out.append((image_id, None, f"{exc.reason}: {exc.message}"))
-        except OSError as exc:
-            out.append((image_id, None, f"unreadable: {exc}"))
-    if arrays:
+    device = torch_device(embedder.device, "embeddings")
+    net = load_model(embedder.model, embedder.weights, embedder.threads(), device)
+    out: list[np.ndarray | Failure] = [
+        attempt(preprocess, Path(item[1]), embedder.image_size, embedder.background,
+                item[2] if len(item) > 2 else None)  # type: ignore[misc]
+        for item in items]
+    decoded = [k for k, value in enumerate(out) if not isinstance(value, Failure)]
+    if decoded:
         with torch.inference_mode():
-            feats = net(torch.from_numpy(np.stack(arrays)).to(device)).mean(dim=(2, 3))
-            feats = torch.nn.functional.normalize(feats, dim=1)
+            batch = torch.from_numpy(np.stack([out[k] for k in decoded])).to(device)
+            feats = torch.nn.functional.normalize(net(batch).mean(dim=(2, 3)), dim=1)
         vectors = feats.cpu().numpy().astype(np.float16)
-        out.extend((image_id, vectors[i], None) for i, image_id in enumerate(ok))
+        for row, k in enumerate(decoded):
+            out[k] = vectors[row]
     return out
 
 
@@ -213,13 +211,6 @@ class EmbedResult:
     cached: int = 0
 
 
-def _threads(cfg: EmbeddingsConfig, workers: int) -> int:
-    cores = os.cpu_count() or 1
-    if workers == 1:
-        return cores
-    return cfg.threads_per_worker or max(1, cores // workers)
-
-
 def embed_detailed(params: Params, items: Sequence[Item | RegionItem], *,
                    workers: int | None = None, description: str = "embed images"
                    ) -> EmbedResult:
@@ -232,63 +223,43 @@ def embed_detailed(params: Params, items: Sequence[Item | RegionItem], *,
     from curate import models
 
     cfg = params.embeddings
-    dim = DIM[cfg.model]
     spec = next(s for s in models.MODELS if s.name == cfg.model)
     op = model_key(cfg, spec.md5)
-    ids = [item[0] for item in items]
-    result = EmbedResult(np.full((len(items), dim), np.nan, dtype=np.float32))
-    with EmbeddingCache(cache_path(params)) as cache:
-        found = cache.get_many(op, set(ids))
-        todo = list({item[0]: (str(item[1]), item[2] if len(item) > 2 else None)  # type: ignore[misc]
-                     for item in items if item[0] not in found}.items())
-        result.cached = len(set(ids)) - len(todo)
-        if todo:
+    n_workers = workers or params.n_workers
+    bg = params.background
+    embedder: list[_Embedder] = []
+
+    def ready(_: tuple[Any, ...]) -> _Embedder:
+        """The embedder, made when the first batch must be computed: only then must the
+        weights exist and the device be usable."""
+        if not embedder:
             weights = models.require(cfg.model, models.models_dir(params.paths.models))
-            found.update(_compute(params, todo, str(weights), op, cache, workers, description,
-                                  result))
-    for row, image_id in enumerate(ids):
-        vec = found.get(image_id)
+            if engine_is_local():
+                check(cfg.device, "embeddings")
+            embedder.append(_Embedder(cfg.model, str(weights), cfg.image_size,
+                                      (bg[0], bg[1], bg[2]), n_workers,
+                                      cfg.threads_per_worker, cfg.device))
+        return embedder[0]
+
+    unique = list({item[0]: item for item in items}.values())
+    result = EmbedResult(np.full((len(items), DIM[cfg.model]), np.nan, dtype=np.float32))
+    found: dict[str, np.ndarray] = {}
+    with EmbeddingCache(cache_path(params)) as cache:
+        for outcome in cached_map(op, unique, embed_batch, cache, key=itemgetter(0),
+                                  workers=n_workers, batch=cfg.batch_size, batched=True,
+                                  context=ready, gpu=cfg.device == "cuda",
+                                  description=description):
+            if outcome.ok:
+                found[outcome.item[0]] = outcome.value
+                result.cached += outcome.cached
+                result.computed += not outcome.cached
+            else:
+                result.errors[outcome.item[0]] = outcome.failure.describe()
+    for row, item in enumerate(items):
+        vec = found.get(item[0])
         if vec is not None:
             result.vectors[row] = vec
     return result
-
-
-def _compute(params: Params, todo: list[tuple[str, tuple[str, Region | None]]], weights: str,
-             op: str,
-             cache: EmbeddingCache, workers: int | None, description: str,
-             result: EmbedResult) -> dict[str, np.ndarray]:
-    """Run the batches through the executor; commit each batch's vectors as it arrives."""
-    cfg = params.embeddings
-    n_workers = workers or params.n_workers
-    n_workers = min(n_workers, max(1, -(-len(todo) // cfg.batch_size)))
-    threads = _threads(cfg, n_workers)
-    bg = tuple(params.background)
-    tasks = [
-        _Task(tuple((key, path, region) for key, (path, region) in todo[s : s + cfg.batch_size]),
-              cfg.model, weights, cfg.image_size,
-              (bg[0], bg[1], bg[2]), threads, cfg.device)
-        for s in range(0, len(todo), cfg.batch_size)
-    ]
-    computed: dict[str, np.ndarray] = {}
-    if engine_is_local():
-        check(cfg.device, "embeddings")
-    executor = make_executor(n_workers, gpu=cfg.device == "cuda")  # inline for one worker
-    try:
-        with progress_bar(description, total=len(todo)) as advance:
-            for task, out, error in stream_map(executor, _embed_task, tasks, split=_singles,
-                                               max_in_flight=2 * n_workers):
-                if error is not None:  # the whole batch failed (e.g. worker killed)
-                    out = [(image_id, None, error_message(error))
-                           for image_id, _, _ in task.items]
-                good = [(image_id, vec) for image_id, vec, _ in out or [] if vec is not None]
-                cache.put_many(op, good)
-                computed.update(good)
-                result.computed += len(good)
-                result.errors.update((i, msg) for i, vec, msg in out or [] if vec is None and msg)
-                advance(len(task.items))
-    finally:
-        executor.shutdown(cancel_futures=True)
-    return computed
 
 
 def embed(params: Params, items: Sequence[Item], *, workers: int | None = None) -> np.ndarray:

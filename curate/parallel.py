@@ -66,16 +66,12 @@ class WorkerCrash(RuntimeError):
 
 
 def error_reason(error: BaseException) -> str:
-    """The reason code a stage records for an error `stream_map` yielded: a task that killed
-    its workers (the local pool's `WorkerCrash`, Dask's `KilledWorker`) is `worker_crash`."""
+    """The reason code of an error `stream_map` yielded: a task that killed its workers (the
+    local pool's `WorkerCrash`, Dask's `KilledWorker`) is `worker_crash`, anything else
+    `internal_error` (see `curate.imagemap.Failure`)."""
     if isinstance(error, WorkerCrash) or type(error).__name__ == "KilledWorker":
         return WorkerCrash.reason
     return "internal_error"
-
-
-def error_message(error: BaseException) -> str:
-    """`reason: what happened`, for the message columns of manifests and rejects."""
-    return f"{error_reason(error)}: {type(error).__name__}: {error}"
 
 
 class RestartingPool(Executor):

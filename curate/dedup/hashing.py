@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from curate.dedup.borders import FULL, Box, content_box
-from curate.imageio import ImageRejected, decode, orient
+from curate.imageio import decode, orient
 from curate.parallel import one_thread_per_worker
 
 #: The canonical image is the full image box-averaged by this factor (or less, see below).
@@ -242,23 +242,17 @@ def hash_image(source: Path | bytes, width: int, height: int, spec: HashSpec,
 
 # --------------------------------------------------------------------------- worker task
 
-Task = tuple[tuple[tuple[str, str, int, int, int], ...], HashSpec]  # id, path, w, h, orientation
-Outcome = tuple[str, dict[str, object] | None, str | None]  # id, cached value, error
+#: One image to hash: id, path, width, height (displayed) and EXIF orientation.
+HashItem = tuple[str, str, int, int, int]
 
 
-def hash_task(task: Task) -> list[Outcome]:
-    """Hash a batch of (image_id, path, width, height, orientation); failures carry a message."""
-    items, spec = task
+def hash_one(item: HashItem, spec: HashSpec) -> dict[str, object]:
+    """The cached record of one image: hash (hex), sharpness, contrast and content box.
+
+    Raises `ImageRejected` or `OSError` for an image that cannot be read (`curate.imagemap`
+    turns them into the image's failure)."""
     one_thread_per_worker()
-    out: list[Outcome] = []
-    for image_id, path, width, height, orientation in items:
-        try:
-            result = hash_image(Path(path), width, height, spec, orientation)
-            value = {"h": result.hex, "s": round(result.sharpness, 6),
-                     "c": round(result.contrast, 4), "b": list(result.content)}
-            out.append((image_id, value, None))
-        except ImageRejected as exc:
-            out.append((image_id, None, f"{exc.reason}: {exc.message}"))
-        except OSError as exc:
-            out.append((image_id, None, f"unreadable: {exc}"))
-    return out
+    _, path, width, height, orientation = item
+    result = hash_image(Path(path), width, height, spec, orientation)
+    return {"h": result.hex, "s": round(result.sharpness, 6), "c": round(result.contrast, 4),
+            "b": list(result.content)}

@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,7 @@ import pandas as pd
 from curate import atomic
 from curate.cache import ResultCache, op_key
 from curate.config import Params
-from curate.console import progress_bar
-from curate.parallel import make_executor, stream_map
+from curate.imagemap import cached_map
 
 KIND_LABEL = {"exact": "identical pixels", "hash": "perceptual hash",
               "verified": "verified repost", "embedding": "embedding"}
@@ -38,53 +39,32 @@ FRAMING_TEXT = {"cropped": "a crop of another copy", "framed": "adds a border, c
 MAX_URIS = 3
 
 
-def thumb_task(task: tuple[tuple[tuple[str, str], ...], int, tuple[int, int, int]]
-               ) -> list[tuple[str, str | None]]:
-    """Inline JPEG thumbnails (data URIs) of a batch of (image_id, path)."""
+def thumbnail(item: tuple[str, str], px: int, background: tuple[int, int, int]) -> str:
+    """An inline JPEG thumbnail (data URI) of one (image_id, path)."""
     from PIL import Image
 
-    from curate.imageio import ImageRejected, decode
+    from curate.imageio import decode
 
-    items, px, background = task
-    out: list[tuple[str, str | None]] = []
-    for image_id, path in items:
-        try:
-            img = decode(Path(path), background=background, min_side=px)
-        except (ImageRejected, OSError):
-            out.append((image_id, None))
-            continue
-        img.thumbnail((px, px), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=80, optimize=True)
-        data = base64.b64encode(buf.getvalue()).decode()
-        out.append((image_id, "data:image/jpeg;base64," + data))
-    return out
+    img = decode(Path(item[1]), background=background, min_side=px)
+    img.thumbnail((px, px), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=80, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def thumbnails(rows: pd.DataFrame, params: Params, cache: ResultCache, workers: int
                ) -> dict[str, str | None]:
-    """Thumbnails of `rows` (image_id, store_path), from the cache or made in the pool."""
+    """Thumbnails of `rows` (image_id, store_path), from the cache or made in the pool; None
+    for an image that cannot be decoded."""
     px = params.dedup.thumb_px
-    op = op_key("dedup.thumb", 1, {"px": px, "background": list(params.background)})
-    ids = list(dict.fromkeys(rows["image_id"]))
-    found: dict[str, str | None] = dict(cache.get_many(op, ids))
+    bg = params.background
+    op = op_key("dedup.thumb", 1, {"px": px, "background": list(bg)})
     paths = dict(zip(rows["image_id"], rows["store_path"]))
-    todo = [(i, str(Path(params.paths.store) / paths[i])) for i in ids if i not in found]
-    if not todo:
-        return found
-    bg = tuple(params.background)
-    tasks = [(tuple(todo[s : s + 32]), px, (bg[0], bg[1], bg[2])) for s in range(0, len(todo), 32)]
-    executor = make_executor(min(workers, len(tasks)))
-    try:
-        with progress_bar("report thumbnails", total=len(todo)) as advance:
-            for task, out, _error in stream_map(executor, thumb_task, tasks):
-                good = [(i, uri) for i, uri in out or [] if uri]
-                cache.put_many(op, good)
-                found.update(out or [])
-                advance(len(task[0]))
-    finally:
-        executor.shutdown(cancel_futures=True)
-    return found
+    items = [(i, str(Path(params.paths.store) / p)) for i, p in paths.items()]
+    make = partial(thumbnail, px=px, background=(bg[0], bg[1], bg[2]))
+    return {o.item[0]: o.value for o in cached_map(op, items, make, cache, key=itemgetter(0),
+                                                    workers=workers, batch=32,
+                                                    description="report thumbnails")}
 
 
 def _size(n: float) -> str:

@@ -19,15 +19,17 @@ verdicts of their new pairs.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 
 from curate.cache import BlobCache, ResultCache, op_key
 from curate.config import Params
-from curate.console import progress_bar
 from curate.dedup.borders import Box, box_area
 from curate.dedup.cosine import cosine_neighbours
 from curate.dedup.verify import (
@@ -35,10 +37,11 @@ from curate.dedup.verify import (
     VERIFY_VERSION,
     Verdict,
     VerifySpec,
-    features_task,
-    pairs_task,
+    packed_features,
+    verify_pairs,
 )
-from curate.parallel import batches, error_message, make_executor, stream_map
+from curate.imagemap import cached_map
+from curate.parallel import make_executor
 
 #: Content boxes smaller than this share of the image get their own embedding.
 FRAMED_AREA = 0.96
@@ -127,48 +130,37 @@ class RepostVerifier:
         result.seconds = time.perf_counter() - started
         return result
 
-    def _features(self, executor, blobs: BlobCache, images: list[Photo],
+    def _features(self, executor: Executor, blobs: BlobCache, images: list[Photo],
                   result: RepostResult) -> dict[str, str]:
         """Compute and cache the features the cache lacks; errors by image id."""
-        have = blobs.has(self.features_op, [im.image_id for im in images])
-        missing = [(im.image_id, str(im.path), im.width, im.content) for im in images
-                   if im.image_id not in have]
+        items = [(im.image_id, str(im.path), im.width, im.content) for im in images]
         errors: dict[str, str] = {}
-        if not missing:
-            return errors
-        tasks = ((batch, self.spec) for batch in batches(missing, _FEATURE_BATCH))
-        with progress_bar("repost features", total=len(missing)) as advance:
-            for task, out, error in stream_map(
-                    executor, features_task, tasks, max_in_flight=2 * self.workers + 2,
-                    split=lambda t: [((one,), t[1]) for one in t[0]]):
-                if error is not None:
-                    out = [(i, None, error_message(error)) for i, *_ in task[0]]
-                good = [(i, blob) for i, blob, _ in out or [] if blob is not None]
-                blobs.put_many(self.features_op, good)
-                result.features_computed += len(good)
-                errors.update((i, e) for i, blob, e in out or [] if blob is None and e)
-                advance(len(task[0]))
+        for outcome in cached_map(self.features_op, items,
+                                  partial(packed_features, spec=self.spec), blobs,
+                                  key=itemgetter(0), load_cached=False, workers=self.workers,
+                                  batch=_FEATURE_BATCH, executor=executor,
+                                  description="repost features"):
+            if not outcome.ok:
+                errors[outcome.item[0]] = outcome.failure.describe()
+            elif not outcome.cached:
+                result.features_computed += 1
         return errors
 
-    def _pairs(self, executor, blobs: BlobCache, todo: list[tuple[str, str]],
+    def _pairs(self, executor: Executor, blobs: BlobCache, todo: list[tuple[str, str]],
                result: RepostResult) -> None:
-        """Verify the uncached pairs; each batch carries the features it needs."""
+        """Verify the uncached pairs; each batch carries the features it needs (read here:
+        only the coordinator opens the caches)."""
 
-        def tasks() -> Iterator[tuple]:
-            for batch in batches(todo, _PAIR_BATCH):
-                ids = {x for pair in batch for x in pair}
-                yield batch, blobs.get_many(self.features_op, ids), self.spec
+        def features(batch: tuple[tuple[str, str], ...]) -> dict[str, bytes]:
+            return blobs.get_many(self.features_op, {x for pair in batch for x in pair})
 
-        with progress_bar("verify pairs", total=len(todo)) as advance:
-            for task, out, error in stream_map(
-                    executor, pairs_task, tasks(), max_in_flight=2 * self.workers + 2,
-                    split=lambda t: [((one,), t[1], t[2]) for one in t[0]]):
-                if error is not None:  # no verdict: the pair stays unlinked, retried next run
-                    for a, b in task[0]:
-                        result.errors.setdefault(f"{a}|{b}", error_message(error))
-                    advance(len(task[0]))
-                    continue
-                self.cache.put_many(self.pairs_op, [(f"{a}|{b}", v) for a, b, v in out])
-                result.verdicts.update(((a, b), Verdict.from_json(v)) for a, b, v in out)
-                result.pairs_computed += len(out)
-                advance(len(task[0]))
+        for outcome in cached_map(self.pairs_op, todo, partial(verify_pairs, spec=self.spec),
+                                  self.cache, key="|".join, workers=self.workers,
+                                  batch=_PAIR_BATCH, batched=True, context=features,
+                                  executor=executor, description="verify pairs"):
+            a, b = outcome.item
+            if outcome.ok:  # without a verdict the pair stays unlinked, retried next run
+                result.verdicts[(a, b)] = Verdict.from_json(outcome.value)
+                result.pairs_computed += 1
+            else:
+                result.errors.setdefault(f"{a}|{b}", outcome.failure.describe())

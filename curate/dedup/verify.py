@@ -482,32 +482,22 @@ def unpack(blob: bytes) -> Features:
 
 # --------------------------------------------------------------------------- worker tasks
 
-FeatureTask = tuple[tuple[tuple[str, str, int, Box], ...], VerifySpec]  # id, path, width, box
-FeatureOutcome = tuple[str, bytes | None, str | None]  # image id, packed features, error
-PairTask = tuple[tuple[tuple[str, str], ...], dict[str, bytes], VerifySpec]
-PairOutcome = tuple[str, str, dict[str, object]]
+#: One image whose features to compute: id, path, stored width, content box.
+FeatureItem = tuple[str, str, int, Box]
 
 
-def features_task(task: FeatureTask) -> list[FeatureOutcome]:
-    """Packed features of a batch of images; an undecodable image gets its error."""
-    from curate.imageio import ImageRejected
-
-    items, spec = task
+def packed_features(item: FeatureItem, spec: VerifySpec) -> bytes:
+    """The packed features of one image (raises `ImageRejected` or `OSError` when it cannot
+    be read)."""
     one_thread_per_worker()
-    out: list[FeatureOutcome] = []
-    for image_id, path, width, content in items:
-        try:
-            out.append((image_id, pack(features_of(Path(path), width, spec, content)), None))
-        except ImageRejected as exc:
-            out.append((image_id, None, f"{exc.reason}: {exc.message}"))
-        except OSError as exc:
-            out.append((image_id, None, f"unreadable: {exc}"))
-    return out
+    _, path, width, content = item
+    return pack(features_of(Path(path), width, spec, content))
 
 
-def pairs_task(task: PairTask) -> list[PairOutcome]:
-    """Verdicts of a batch of pairs, from the packed features of the images they involve."""
-    pairs, blobs, spec = task
+def verify_pairs(pairs: tuple[tuple[str, str], ...], blobs: dict[str, bytes], spec: VerifySpec
+                 ) -> list[dict[str, object]]:
+    """Verdicts (as JSON) of a batch of pairs, from the packed features of their images:
+    each image is unpacked once per batch."""
     one_thread_per_worker()
     feats = {image_id: unpack(blob) for image_id, blob in blobs.items()}
-    return [(a, b, verify(feats[a], feats[b], spec).to_json()) for a, b in pairs]
+    return [verify(feats[a], feats[b], spec).to_json() for a, b in pairs]

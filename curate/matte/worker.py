@@ -5,7 +5,9 @@ Decode at full resolution, ask the process's backend (created once per process) 
 model never runs U^2-Net again), clean it with the subject model (`curate.matte.subject`),
 composite on the background colour, write the composite and the mask as PNGs atomically, and
 measure the mask. `training_image` gives the subject model's learning what it needs of a
-sample image. Errors are returned, not raised, so one bad image never stops the stage.
+sample image. An image that cannot be read raises (`ImageRejected`, `OSError`) and a matte
+that cannot be made returns a `Failure`: `curate.imagemap` records either as the image's
+failure, so one bad image never stops the stage.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from PIL import Image
 from curate import atomic, imageio
 from curate.config import MatteConfig
 from curate.device import torch_device
+from curate.imagemap import Failure
 from curate.matte import subject
 from curate.matte.backends import cached_backend
 from curate.matte.stats import STATS_VERSION, mask_stats
@@ -43,6 +46,7 @@ class MatteTask:
     hints: subject.Hints = field(default_factory=subject.Hints)  # in stored-image pixels
     source_width: int = 0  # the stored image's width (the hints' scale)
     feats: np.ndarray | None = None  # the image's feature grid, when learning computed it
+    subject_record: dict[str, Any] | None = None  # with restat_only: what selection recorded
 
 
 #: Rows blended at a time: the 16-bit intermediates of a 4096-wide image stay near 50 MB.
@@ -72,15 +76,10 @@ def save_png(img: Image.Image, path: Path, compress_level: int) -> None:
         img.save(tmp, "PNG", compress_level=compress_level)
 
 
-def _decode(task: MatteTask) -> Image.Image | dict[str, str]:
-    """The image at most `max_side` long, or {'error', 'message'} when it cannot be read."""
-    try:
-        img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,
-                             min_side=task.cfg.max_side)  # a JPEG decodes reduced when huge
-    except imageio.ImageRejected as exc:
-        return {"error": exc.reason, "message": exc.message}
-    except OSError as exc:
-        return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
+def _decode(task: MatteTask) -> Image.Image:
+    """The image at most `max_side` long (raises `ImageRejected` or `OSError`)."""
+    img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,
+                         min_side=task.cfg.max_side)  # a JPEG decodes reduced when huge
     if max(img.size) > task.cfg.max_side:
         img.thumbnail((task.cfg.max_side, task.cfg.max_side), Image.Resampling.LANCZOS)
     return img
@@ -110,20 +109,17 @@ def _hints(task: MatteTask, width: int) -> subject.Hints:
     return task.hints.scaled(width / task.source_width)
 
 
-def matte_image(task: MatteTask) -> dict[str, Any]:
-    """Matte one image; {'stats', 'stats_version', 'thumb', 'subject'...} or {'error',
-    'message'}."""
+def matte_image(task: MatteTask) -> dict[str, Any] | Failure:
+    """Matte one image: {'stats', 'stats_version', 'thumb', 'subject'...}."""
     img = _decode(task)
-    if isinstance(img, dict):
-        return img
     rgb = np.asarray(img)
     mask, out = _saved(task) if task.restat_only else (None, None)
     record: dict[str, Any] | None = None
     if mask is None:
         mask = _raw_mask(task, img)
         if mask.shape != rgb.shape[:2]:
-            return {"error": "matte_failed",
-                    "message": f"mask shape {mask.shape} differs from image {rgb.shape[:2]}"}
+            return Failure("matte_failed",
+                           f"mask shape {mask.shape} differs from image {rgb.shape[:2]}")
         if task.raw_out is not None:  # subject selection is on
             mask, record = _select_subject(task, rgb, mask)
     if out is None:
@@ -135,6 +131,8 @@ def matte_image(task: MatteTask) -> dict[str, Any]:
               # Sizes as written: a reused entry's files are checked against them.
               "image_bytes": task.image_out.stat().st_size,
               "mask_bytes": task.mask_out.stat().st_size}
+    if record is None and task.restat_only:
+        record = task.subject_record  # the files were reused: so is what selection recorded
     if record is not None:
         result["subject"] = record
     return result
@@ -160,11 +158,9 @@ def _network(task: MatteTask) -> Any:
                                 torch_device(task.cfg.device, "matte"))
 
 
-def training_image(task: MatteTask) -> subject.TrainingImage | dict[str, Any]:
-    """What learning the subject model needs of one sample image, or {'error', 'message'}."""
+def training_image(task: MatteTask) -> subject.TrainingImage:
+    """What learning the subject model needs of one sample image."""
     img = _decode(task)
-    if isinstance(img, dict):
-        return img
     return subject.TrainingImage.of(_network(task), np.asarray(img), _raw_mask(task, img),
                                     task.cfg.subject.train_side)
 

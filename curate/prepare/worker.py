@@ -154,7 +154,3 @@ def prepare(task: Task, s: Settings) -> Prepared:
             out = apply_colour(out, v.colour)
         outputs.append(Output(v.index, v.description, encode_png(out, s.png_compression)))
     return Prepared(task.image_id, crop.method, crop.angle_deg, upscale, outputs)
-
-
-def prepare_worker(args: tuple[Task, Settings]) -> Prepared:
-    return prepare(*args)

@@ -21,12 +21,10 @@ from curate.quality.properties import WorkImage, measure
 
 @dataclass(frozen=True)
 class MeasureTask:
-    """What to compute for one image (only the parts missing from the cache)."""
+    """One image to measure, and how."""
 
     image_id: str
     path: Path
-    need_raw: bool
-    need_thumb: bool
     work_side: int
     thumb_px: int
     max_pixels: int
@@ -43,22 +41,12 @@ def thumbnail_data_uri(img: Image.Image, thumb_px: int) -> str:
 
 
 def measure_image(task: MeasureTask) -> dict[str, Any]:
-    """Decode once at reduced scale; return {'raw': {...}} and/or {'thumb': 'data:...'}.
+    """Decode once at reduced scale; return {'raw': {...}, 'thumb': 'data:...'}.
 
-    Decoding errors are returned as {'error': reason, 'message': text} rather than raised,
-    so the stage records a reason row and carries on.
+    Raises `ImageRejected` or `OSError` for an image that cannot be read (`curate.imagemap`
+    turns them into the image's failure, so the stage records a reason row and carries on).
     """
-    try:
-        img = imageio.decode(task.path, background=task.background,
-                             max_pixels=task.max_pixels,
-                             min_side=max(task.work_side, task.thumb_px))
-    except imageio.ImageRejected as exc:
-        return {"error": exc.reason, "message": exc.message}
-    except OSError as exc:
-        return {"error": "unreadable", "message": f"cannot read {task.path}: {exc}"}
-    out: dict[str, Any] = {}
-    if task.need_raw:
-        out["raw"] = measure(WorkImage.from_pil(img, task.work_side))
-    if task.need_thumb:
-        out["thumb"] = thumbnail_data_uri(img, task.thumb_px)
-    return out
+    img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,
+                         min_side=max(task.work_side, task.thumb_px))
+    return {"raw": measure(WorkImage.from_pil(img, task.work_side)),
+            "thumb": thumbnail_data_uri(img, task.thumb_px)}

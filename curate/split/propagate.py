@@ -24,16 +24,16 @@ class Prediction:
 def knn_predict(train: np.ndarray, train_labels: np.ndarray, query: np.ndarray, n_classes: int,
                 k: int = 10, exclude_self: bool = False) -> Prediction:
     """Similarity-weighted k-NN vote. ``exclude_self`` drops the best match (leave-one-out when
-    ``query`` is ``train``)."""
+    ``query`` is ``train``). The query may be float16 (the cache's vectors): it is converted
+    a block at a time, so a million queries never exist as float32 at once."""
     train = np.asarray(train, np.float32)
-    query = np.asarray(query, np.float32)
     k_eff = min(k, len(train) - int(exclude_self))
     if k_eff < 1:
         raise ValueError("need at least one tagged image (two for leave-one-out)")
     labels = np.empty(len(query), np.int64)
     confidence = np.empty(len(query), np.float32)
     for start in range(0, len(query), BLOCK):
-        sims = query[start:start + BLOCK] @ train.T
+        sims = np.asarray(query[start:start + BLOCK], np.float32) @ train.T
         take = k_eff + int(exclude_self)
         idx = np.argpartition(-sims, take - 1, axis=1)[:, :take]
         top = np.take_along_axis(sims, idx, axis=1)

@@ -30,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +41,15 @@ import pandas as pd
 from curate import atomic
 from curate.cache import ResultCache, op_key
 from curate.config import Params
-from curate.console import StageSummary, console, progress_bar
+from curate.console import StageSummary, console
 from curate.dedup import clusters as cl
 from curate.dedup.borders import FULL, Box
 from curate.dedup.cosine import cosine_pairs
 from curate.dedup.hamming import hamming_pairs
-from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_task
+from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_one
 from curate.dedup.reposts import Photo, RepostResult, RepostVerifier, candidate_pairs, framed_items
+from curate.imagemap import cached_map
 from curate.manifest import read_table, write_table
-from curate.parallel import batches, error_message, make_executor, stream_map
 
 PIXELS_OP = op_key("dedup.pixels", 1)
 #: Pairs this close (and of one size) get their decoded pixels compared: two decoders of
@@ -128,33 +130,23 @@ class DedupRun:
     def hash_images(self, cache: ResultCache, live: pd.DataFrame) -> tuple[dict[str, Any],
                                                                             dict[str, str]]:
         """Hash (and sharpness) of every live image: cached ones read, the rest computed."""
-        ids = list(live["image_id"])
-        found = cache.get_many(self.hash_op, ids)
         orientation = (live["exif_orientation"].fillna(1).astype(int) if "exif_orientation" in live
                        else pd.Series(1, index=live.index))
         todo = [(r.image_id, str(self.path(r.store_path)), int(r.width), int(r.height), int(o))
-                for r, o in zip(live.itertuples(), orientation) if r.image_id not in found]
-        self.result_counts["hashes_cached"] = len(ids) - len(todo)
+                for r, o in zip(live.itertuples(), orientation)]
         errors: dict[str, str] = {}
+        found: dict[str, Any] = {}
         computed = 0
-        if todo:
-            executor = make_executor(min(self.workers, max(1, len(todo) // BATCH + 1)))
-            try:
-                with progress_bar("hash images", total=len(todo)) as advance:
-                    tasks = ((batch, self.spec) for batch in batches(todo, BATCH))
-                    for task, out, error in stream_map(
-                            executor, hash_task, tasks, max_in_flight=2 * self.workers + 2,
-                            split=lambda t: [((one,), t[1]) for one in t[0]]):
-                        if error is not None:
-                            out = [(i, None, error_message(error)) for i, *_ in task[0]]
-                        good = [(i, value) for i, value, _ in out or [] if value]
-                        cache.put_many(self.hash_op, good)
-                        found.update(good)
-                        computed += len(good)
-                        errors.update((i, e) for i, value, e in out or [] if not value and e)
-                        advance(len(task[0]))
-            finally:
-                executor.shutdown(cancel_futures=True)
+        for outcome in cached_map(self.hash_op, todo, partial(hash_one, spec=self.spec), cache,
+                                  key=itemgetter(0), workers=self.workers, batch=BATCH,
+                                  description="hash images"):
+            image_id = outcome.item[0]
+            if outcome.ok:
+                found[image_id] = outcome.value
+                computed += not outcome.cached
+            else:
+                errors[image_id] = outcome.failure.describe()
+        self.result_counts["hashes_cached"] = len(found) - computed
         self.result_counts["hashes_computed"] = computed
         return found, errors
 

@@ -19,24 +19,25 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from curate.cache import ResultCache, op_key
+from curate.cache import BatchWriter, ResultCache, op_key
 from curate.config import IngestConfig, Params, SourceConfig
 from curate.console import StageSummary, console, progress_bar
+from curate.imagemap import map_items
 from curate.manifest import REJECT_COLUMNS, write_table
-from curate.parallel import error_message, error_reason, make_executor, stream_map
+from curate.parallel import make_executor
 from curate.sources.local import ArchiveLimits, is_archive, iter_archive, walk_folder
 from curate.sources.urls import read_url_list
 from curate.stages.ingest_worker import Limits, Record, accept, reject
 from curate.stages.scrape_worker import (
-    UrlBatch,
     UrlOutcome,
     close_clients,
-    fetch_batch,
+    fetch_urls,
     share_of_limits,
 )
 from curate.store import Store
@@ -44,7 +45,6 @@ from curate.store import Store
 FILE_OP = op_key("ingest.file", 1)
 #: Reasons not cached: the input is tried again on the next run (a crash may be transient).
 RETRIED = ("internal_error", "worker_crash")
-CACHE_BATCH = 256
 #: One local file's hash + probe + store on one core (a few ms for a typical JPEG): sizes the
 #: work to decide whether starting worker processes pays (`make_executor`).
 FILE_TASK_S = 0.004
@@ -72,24 +72,6 @@ def _uri(source: SourceConfig, rel: str) -> str:
     return f"{source.path.as_posix().rstrip('/')}/{rel}"
 
 
-class _CacheWriter:
-    """Buffers cache writes so the coordinator commits in batches."""
-
-    def __init__(self, cache: ResultCache) -> None:
-        self.cache = cache
-        self.pending: dict[str, list[tuple[str, Any]]] = {}
-
-    def put(self, op: str, key: str, value: Any) -> None:
-        self.pending.setdefault(op, []).append((key, value))
-        if sum(len(v) for v in self.pending.values()) >= CACHE_BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        for op, items in self.pending.items():
-            self.cache.put_many(op, items)
-        self.pending.clear()
-
-
 class IngestRun:
     """State of one ingest run: cache, store, records and the summary."""
 
@@ -109,7 +91,7 @@ class IngestRun:
             **limits_key, "archive": dataclasses.asdict(self.archive_limits)})
         self.url_op = op_key("ingest.url", 1, limits_key)
         self.cache = ResultCache(params.paths.cache / "cache.sqlite")
-        self.writer = _CacheWriter(self.cache)
+        self.writer = BatchWriter(self.cache)
         self.records: list[Record] = []
         self.summary = StageSummary("ingest")
         self.workers = options.workers or params.n_workers
@@ -230,13 +212,12 @@ class IngestRun:
                 for index, work, archives in plans:
                     tasks = itertools.chain(work, *(
                         self._archive_tasks(path, uri, index, advance) for path, uri in archives))
-                    for task, record, error in stream_map(
-                        executor, accept, tasks, max_in_flight=4 * self.workers + 8
-                    ):
-                        record = record or reject(task[1], task[2], error_reason(error),
-                                                  error_message(error))
+                    for outcome in map_items(accept, tasks, workers=self.workers, batch=4,
+                                             executor=executor, advance=advance):
+                        task = outcome.item
+                        record = outcome.value if outcome.failure is None else reject(
+                            task[1], task[2], outcome.failure.reason, outcome.failure.describe())
                         self._record_local(task, record, index, member_results)
-                        advance(1)
                     self._close_archives(member_results)
             finally:
                 self.writer.flush()
@@ -309,26 +290,18 @@ class IngestRun:
         """
         processes = 1 if self.workers == 1 else 2 * self.workers
         share = share_of_limits(self.cfg.scrape, processes)
-        batch_size = 2 * share.concurrency
         source_of = {url: index for index, url in todo}
-        urls = [url for _, url in todo]
-        batches = (UrlBatch(tuple(urls[i:i + batch_size]), share, self.limits)
-                   for i in range(0, len(urls), batch_size))
-        executor = make_executor(processes)
+        fetch = partial(fetch_urls, scrape=share, limits=self.limits)
         try:
-            with progress_bar("fetch URLs", total=len(todo)) as advance:
-                for batch, outcomes, error in stream_map(
-                        executor, fetch_batch, batches, max_in_flight=2 * processes,
-                        split=lambda b: [dataclasses.replace(b, urls=(u,)) for u in b.urls]):
-                    outcomes = outcomes or [UrlOutcome(reject(
-                        "url", url, error_reason(error), error_message(error)), True)
-                        for url in batch.urls]
-                    for outcome in outcomes:
-                        self._record_url(outcome, source_of[outcome.record["source_uri"]])
-                    advance(len(batch.urls))
+            for outcome in map_items(fetch, [url for _, url in todo], workers=processes,
+                                     batch=2 * share.concurrency, batched=True,
+                                     description="fetch URLs"):
+                url, failure = outcome.item, outcome.failure
+                result = outcome.value if failure is None else UrlOutcome(
+                    reject("url", url, failure.reason, failure.describe()), True)
+                self._record_url(result, source_of[url])
         finally:
             self.writer.flush()
-            executor.shutdown(cancel_futures=True)
             close_clients()
 
     def _record_url(self, outcome: UrlOutcome, index: int) -> None:

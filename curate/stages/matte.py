@@ -26,6 +26,7 @@ import dataclasses
 import json
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,15 @@ import pandas as pd
 from curate import atomic, models
 from curate.cache import ResultCache, op_key
 from curate.config import Params
-from curate.console import StageSummary, console, progress_bar
+from curate.console import StageSummary, console
 from curate.device import check
+from curate.imagemap import cached_map, map_items
 from curate.manifest import read_table, write_table
 from curate.matte import subject
 from curate.matte.backends import backend_class
 from curate.matte.stats import STAT_COLUMNS, STATS_VERSION
 from curate.matte.worker import MatteTask, matte_image, training_image
-from curate.parallel import engine_is_local, error_message, make_executor, stream_map
+from curate.parallel import engine_is_local, make_executor
 from curate.quality.checks import evaluate_all, reasons_per_row
 from curate.quality.report import ExtraReason, ReportInput, write_report
 from curate.store import Store
@@ -50,7 +52,6 @@ from curate.store import Store
 MATTE_VERSION = 3  # 2: subject selection on the backend's mask; 3: its cut spares the subject's edge
 #: Bump when the subject model's learning changes.
 SUBJECT_MODEL_VERSION = 2  # 2: learned with the cut that spares the subject's edge
-CACHE_BATCH = 64
 OUT_SUBDIR = "out"
 COMPOSITE_OUTLIER = "matte_outlier"  # column of the composite's embedding outlier score
 #: Manifest columns (m_<name>) of what subject selection changed.
@@ -121,7 +122,7 @@ class _Layout:
 
 
 def _task(params: Params, layout: _Layout, image_id: str, store_path: str, *,
-          restat: bool = False, model: dict[str, Any] | None = None,
+          model: dict[str, Any] | None = None,
           hints: subject.Hints = NO_HINTS, width: int = 0,
           feats: np.ndarray | None = None) -> MatteTask:
     images, masks = Store(layout.root / "images"), Store(layout.root / "masks")
@@ -129,7 +130,7 @@ def _task(params: Params, layout: _Layout, image_id: str, store_path: str, *,
     raw = None if layout.raw is None else Store(layout.raw).path(image_id, "png")
     return MatteTask(image_id, params.paths.store / store_path, images.path(image_id, "png"),
                      masks.path(image_id, "png"), params.matte, layout.models_dir, bg,
-                     params.ingest.max_pixels, params.quality.thumb_px, restat_only=restat,
+                     params.ingest.max_pixels, params.quality.thumb_px,
                      raw_out=raw, model=model, hints=hints, source_width=width, feats=feats)
 
 
@@ -155,43 +156,42 @@ def _matte_with(params: Params, live: pd.DataFrame, op: str, layout: _Layout,
     model, model_note = (_subject_model(params, live, layout, cache, executor, learned)
                          if layout.raw is not None else (None, ""))
     digest = None if model is None else model.digest()
-    # A reused entry's files must have the sizes recorded when they were written, and
-    # its mask must come from the current subject model.
-    known = {i: v for i, v in cache.get_many(op, live["image_id"]).items()
-             if images.has(i, "png", v.get("image_bytes"))
-             and masks.has(i, "png", v.get("mask_bytes")) and v.get("model") == digest}
-    stale = {i for i, v in known.items()
-             if v.get("stats_version") != STATS_VERSION or v.get("thumb_px") != thumb_px
-             or "image_bytes" not in v}
+
+    def revisit(task: MatteTask, kept: dict[str, Any]) -> MatteTask | None:
+        """A cached matte holds while its files have the sizes recorded when they were
+        written and its mask comes from the current subject model; outdated statistics are
+        only measured again."""
+        if not (images.has(task.image_id, "png", kept.get("image_bytes"))
+                and masks.has(task.image_id, "png", kept.get("mask_bytes"))
+                and kept.get("model") == digest):
+            return task
+        if (kept.get("stats_version") != STATS_VERSION or kept.get("thumb_px") != thumb_px
+                or "image_bytes" not in kept):
+            return dataclasses.replace(task, restat_only=True,
+                                       subject_record=kept.get("subject"))
+        return None
+
     model_json = None if model is None else model.to_json()
-    tasks = [_task(params, layout, i, p, restat=i in stale, model=model_json,
-                   hints=hints.get(i, NO_HINTS), width=int(w), feats=learned.pop(i, None))
+    tasks = [_task(params, layout, i, p, model=model_json, hints=hints.get(i, NO_HINTS),
+                   width=int(w), feats=learned.pop(i, None))
              for i, p, w in zip(live["image_id"], live["store_path"], live["width"],
-                                strict=True)
-             if i not in known or i in stale]
-    work = _Work({i: v for i, v in known.items() if i not in stale}, {},
-                 made=len(tasks) - len(stale), remeasured=len(stale),
-                 cached=len(live) - len(tasks), model_note=model_note)
-    pending: list[tuple[str, Any]] = []
-    try:
-        with progress_bar(f"matte ({layout.root.name})", total=len(tasks)) as advance:
-            for task, out, error in stream_map(executor, matte_image, tasks,
-                                               max_in_flight=2 * layout.workers + 2):
-                advance(1)
-                if error is not None or out is None or "error" in out:
-                    work.errors[task.image_id] = (error_message(error) if out is None
-                                                  else out.get("message", ""))
-                    continue
-                out["model"] = digest
-                if task.restat_only and "subject" in known.get(task.image_id, {}):
-                    out["subject"] = known[task.image_id]["subject"]
-                work.known[task.image_id] = out
-                pending.append((task.image_id, out))
-                if len(pending) >= CACHE_BATCH:
-                    cache.put_many(op, pending)
-                    pending.clear()
-    finally:
-        cache.put_many(op, pending)
+                                strict=True)]
+    work = _Work({}, {}, model_note=model_note)
+    for outcome in cached_map(op, tasks, matte_image, cache, key=attrgetter("image_id"),
+                              workers=layout.workers, revisit=revisit,
+                              record=lambda _, out: {**out, "model": digest},
+                              executor=executor, description=f"matte ({layout.root.name})"):
+        task = outcome.item
+        if outcome.cached:
+            work.cached += 1
+        elif task.restat_only:
+            work.remeasured += 1
+        else:
+            work.made += 1
+        if outcome.ok:
+            work.known[task.image_id] = outcome.value
+        else:
+            work.errors[task.image_id] = outcome.failure.describe()
     return work
 
 
@@ -224,13 +224,10 @@ def _subject_model(params: Params, live: pd.DataFrame, layout: _Layout, cache: R
             return subject.SubjectModel.from_json(kept["model"]), note
     tasks = [_task(params, layout, i, p) for i, p in zip(sample["image_id"],
                                                          sample["store_path"], strict=True)]
-    learned: dict[str, subject.TrainingImage] = {}
-    with progress_bar("matte: learn the subject", total=len(tasks)) as advance:
-        for task, out, _ in stream_map(executor, training_image, tasks,
-                                       max_in_flight=2 * layout.workers + 2):
-            advance(1)
-            if isinstance(out, subject.TrainingImage):
-                learned[task.image_id] = out
+    learned = {o.item.image_id: o.value
+               for o in map_items(training_image, tasks, workers=layout.workers,
+                                  executor=executor, description="matte: learn the subject")
+               if o.ok}
     features.update((i, t.feats) for i, t in learned.items())
     ids = sorted(learned)
     model = subject.self_train([learned[i] for i in ids], cfg.rounds) if ids else None

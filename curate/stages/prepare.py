@@ -21,6 +21,8 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +31,15 @@ import pandas as pd
 from curate import atomic
 from curate.cache import ResultCache, op_key
 from curate.config import DistributionConfig, Params
-from curate.console import StageSummary, console, progress_bar
+from curate.console import StageSummary, console
 from curate.device import check
+from curate.imagemap import cached_map
 from curate.manifest import read_table, write_table
 from curate.matte import subject
-from curate.parallel import engine_is_local, error_message, make_executor, stream_map
+from curate.parallel import engine_is_local
 from curate.prepare.align import Framing, NotApplicable, framing_between
 from curate.prepare.export import archive_name, sample_grid, write_dataset_zip
-from curate.prepare.worker import Prepared, Settings, Task, method_crop, prepare_worker
+from curate.prepare.worker import Prepared, Settings, Task, method_crop, prepare
 from curate.store import Store
 
 #: Bump when the code changes what an image's crop looks like (cached crops are then redone).
@@ -152,27 +155,25 @@ def build_tasks(rows: pd.DataFrame, tags: pd.DataFrame | None, params: Params,
 
 
 class _OutputCache:
-    """Prepared PNGs on disk (one folder per settings hash) plus their metadata in SQLite.
+    """Prepared PNGs on disk (one folder per settings hash); their metadata is cached per
+    image by `cached_map`.
 
     PNGs are not fsync'd (see `atomic.write_bytes`): the metadata records each one's size and a
-    PNG whose size does not match is made again. Metadata is committed in batches.
+    PNG whose size does not match is made again.
     """
 
-    BATCH = 64
-
-    def __init__(self, root: Path, cache: ResultCache, settings_hash: str) -> None:
+    def __init__(self, root: Path, settings_hash: str) -> None:
         self.root = root / settings_hash
-        self.cache = cache
         self.op = op_key("prepare.image", VERSION, {"settings": settings_hash})
-        self.pending: list[tuple[str, dict]] = []
 
     def png_path(self, image_id: str, variant: int) -> Path:
         return self.root / image_id[:2] / f"{image_id}-{variant}.png"
 
-    def known(self, ids: list[str]) -> dict[str, dict]:
-        meta = self.cache.get_many(self.op, ids)
-        return {i: m for i, m in meta.items()
-                if all(self._intact(i, o["variant"], o["bytes"]) for o in m["outputs"])}
+    def revisit(self, task: Task, meta: dict) -> Task | None:
+        """None while every PNG the metadata names is on disk with its recorded size."""
+        intact = all(self._intact(task.image_id, o["variant"], o["bytes"])
+                     for o in meta["outputs"])
+        return None if intact else task
 
     def _intact(self, image_id: str, variant: int, size: int) -> bool:
         try:
@@ -180,46 +181,35 @@ class _OutputCache:
         except FileNotFoundError:
             return False
 
-    def put(self, done: Prepared) -> dict:
-        for out in done.outputs:  # pixels first, then the record that points at them
+    def write(self, _task: Task, done: Prepared) -> dict:
+        """Write the PNGs, then return the metadata that points at them (cached after)."""
+        for out in done.outputs:
             atomic.write_bytes(self.png_path(done.image_id, out.variant), out.png,
                                durable=False)
-        meta = {"method": done.method, "angle_deg": done.angle_deg, "upscale": done.upscale,
+        return {"method": done.method, "angle_deg": done.angle_deg, "upscale": done.upscale,
                 "skipped": done.skipped,
                 "outputs": [{"variant": o.variant, "transform": o.description,
                              "bytes": len(o.png)} for o in done.outputs]}
-        self.pending.append((done.image_id, meta))
-        if len(self.pending) >= self.BATCH:
-            self.flush()
-        return meta
-
-    def flush(self) -> None:
-        self.cache.put_many(self.op, self.pending)
-        self.pending.clear()
 
 
-def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache, workers: int,
-                 summary: StageSummary) -> tuple[dict[str, dict], dict[str, str]]:
-    known = outputs.known([t.image_id for t in tasks])
-    summary.cached = len(known)
-    todo = [t for t in tasks if t.image_id not in known]
+def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache,
+                 cache: ResultCache, workers: int, summary: StageSummary
+                 ) -> tuple[dict[str, dict], dict[str, str]]:
+    known: dict[str, dict] = {}
     errors: dict[str, str] = {}
     face = "face" in settings.align
-    if todo and face and engine_is_local():
+    if face and engine_is_local():
         check(settings.device, "prepare face detection")
-    if todo:
-        with progress_bar("prepare: align, crop, resize", len(todo)) as advance, \
-                make_executor(workers, gpu=face and settings.device == "cuda") as pool:
-            try:
-                for (task, _), done, error in stream_map(pool, prepare_worker,
-                                                         ((t, settings) for t in todo)):
-                    if error is not None:
-                        errors[task.image_id] = error_message(error)
-                    else:
-                        known[task.image_id] = outputs.put(done)
-                    advance(1)
-            finally:
-                outputs.flush()
+    for outcome in cached_map(outputs.op, tasks, partial(prepare, s=settings), cache,
+                              key=attrgetter("image_id"), workers=workers,
+                              revisit=outputs.revisit, record=outputs.write,
+                              gpu=face and settings.device == "cuda",
+                              description="prepare: align, crop, resize"):
+        summary.cached += outcome.cached
+        if outcome.ok:
+            known[outcome.item.image_id] = outcome.value
+        else:
+            errors[outcome.item.image_id] = outcome.failure.describe()
     return known, errors
 
 
@@ -256,7 +246,7 @@ def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.
     parents = dist_rows[dist_rows.image_id.isin(live.image_id)]
     others = all_rows[(all_rows.get("distribution") == name) & (all_rows.status != "ok")]
     return {
-        "name": name, "file": zip_name, "images": int(len(live)),
+        "name": name, "file": zip_name, "images": len(live),
         "source_images": int(live.image_id.nunique()), "resolution": resolution,
         "settings_hash": settings_hash,
         "augmentation": dataclasses.asdict(params.prepare.augment),
@@ -346,9 +336,9 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
         settings = calibrate_framing(tasks, settings)
     settings_hash = _settings_hash(settings, params.prepare.source)
     with ResultCache(params.paths.cache / "results.sqlite") as cache:
-        outputs = _OutputCache(params.paths.cache / "prepare", cache, settings_hash)
-        meta, errors = _prepare_all(tasks, settings, outputs, options.workers or params.n_workers,
-                                    summary)
+        outputs = _OutputCache(params.paths.cache / "prepare", settings_hash)
+        meta, errors = _prepare_all(tasks, settings, outputs, cache,
+                                    options.workers or params.n_workers, summary)
     table = _rows(rows, meta, errors)
     write_table(table, options.out_dir / name / "manifest.parquet",
                 sort_by=["image_id", "variant"])

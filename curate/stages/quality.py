@@ -18,7 +18,9 @@ Three steps, each cheap to redo:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,9 @@ import pandas as pd
 from curate import atomic
 from curate.cache import ResultCache, op_key
 from curate.config import Params, QualityConfig
-from curate.console import StageSummary, console, progress_bar
+from curate.console import StageSummary, console
+from curate.imagemap import cached_map
 from curate.manifest import read_table, write_table
-from curate.parallel import error_message, make_executor, stream_map
 from curate.quality import outliers
 from curate.quality.checks import CheckResult, evaluate_all, reasons_per_row
 from curate.quality.properties import properties_key, property_columns
@@ -38,9 +40,8 @@ from curate.quality.report import ExtraReason, ReportInput, write_report
 from curate.quality.tags import load_tags
 from curate.quality.worker import MeasureTask, measure_image
 
-RAW_VERSION = 1
-THUMB_VERSION = 1
-CACHE_BATCH = 256
+#: Bump when the cached record of one image changes shape.
+MEASURE_VERSION = 2
 ANNOTATOR_REJECT = "annotator_reject"
 UNREADABLE = "unreadable"
 #: Sources of checks the quality stage applies (matte-fed checks run in the matte stage).
@@ -60,79 +61,69 @@ class QualityOptions:
 
 @dataclass
 class Measurements:
-    """Raw properties and thumbnails of the judged images, and how they were obtained."""
+    """Raw properties of the judged images, and how they were obtained. Thumbnails stay in
+    the cache (`op`) until the report reads the few it shows: at 100k images they would
+    hold hundreds of megabytes."""
 
     raw: pd.DataFrame                     # index image_id, property columns
-    thumbs: dict[str, str]
+    op: str
     errors: dict[str, str] = field(default_factory=dict)  # image id -> message
     decoded: int = 0
     cached: int = 0
 
 
-def raw_op(cfg: QualityConfig) -> str:
-    """Cache key of the raw properties: every property version and the working size."""
-    return op_key("quality.raw", RAW_VERSION, {"work_side": cfg.work_side,
-                                               "properties": properties_key()})
-
-
-def thumb_op(cfg: QualityConfig) -> str:
-    return op_key("quality.thumb", THUMB_VERSION, {"px": cfg.thumb_px})
+def measure_op(cfg: QualityConfig) -> str:
+    """Cache key of one image's raw properties and thumbnail: every property version, the
+    working size and the thumbnail size."""
+    return op_key("quality.measure", MEASURE_VERSION, {
+        "work_side": cfg.work_side, "properties": properties_key(), "thumb_px": cfg.thumb_px})
 
 
 def measure_images(params: Params, rows: pd.DataFrame, cache: ResultCache,
                    workers: int) -> Measurements:
-    """Raw properties and thumbnails for `rows` (image_id, store_path), from cache or decode."""
+    """Raw properties for `rows` (image_id, store_path), from cache or decode."""
     cfg = params.quality
-    ids = rows["image_id"].tolist()
-    r_op, t_op = raw_op(cfg), thumb_op(cfg)
-    raw = cache.get_many(r_op, ids)
-    thumbs = cache.get_many(t_op, ids)
-    tasks = [
-        MeasureTask(image_id=i, path=params.paths.store / p, need_raw=i not in raw,
-                    need_thumb=i not in thumbs, work_side=cfg.work_side, thumb_px=cfg.thumb_px,
-                    max_pixels=params.ingest.max_pixels,
-                    background=(params.background[0], params.background[1],
-                                params.background[2]))
-        for i, p in zip(rows["image_id"], rows["store_path"], strict=True)
-        if i not in raw or i not in thumbs
-    ]
-    result = Measurements(pd.DataFrame(), thumbs, cached=len(ids) - len(tasks))
-    pending_raw: list[tuple[str, Any]] = []
-    pending_thumb: list[tuple[str, Any]] = []
-
-    def flush() -> None:
-        cache.put_many(r_op, pending_raw)
-        cache.put_many(t_op, pending_thumb)
-        pending_raw.clear()
-        pending_thumb.clear()
-
-    if tasks:
-        executor = make_executor(workers)
-        try:
-            with progress_bar("quality: measure", total=len(tasks)) as advance:
-                for task, out, error in stream_map(executor, measure_image, tasks,
-                                                   max_in_flight=4 * workers + 8):
-                    advance(1)
-                    result.decoded += 1
-                    if error is not None or out is None or "error" in out:
-                        message = (error_message(error) if out is None
-                                   else out.get("message", ""))
-                        result.errors[task.image_id] = message
-                        continue
-                    if "raw" in out:
-                        raw[task.image_id] = out["raw"]
-                        pending_raw.append((task.image_id, out["raw"]))
-                    if "thumb" in out:
-                        thumbs[task.image_id] = out["thumb"]
-                        pending_thumb.append((task.image_id, out["thumb"]))
-                    if len(pending_raw) + len(pending_thumb) >= CACHE_BATCH:
-                        flush()
-        finally:
-            flush()
-            executor.shutdown(cancel_futures=True)
+    bg = params.background
+    tasks = [MeasureTask(image_id=i, path=params.paths.store / p, work_side=cfg.work_side,
+                         thumb_px=cfg.thumb_px, max_pixels=params.ingest.max_pixels,
+                         background=(bg[0], bg[1], bg[2]))
+             for i, p in zip(rows["image_id"], rows["store_path"], strict=True)]
+    result = Measurements(pd.DataFrame(), measure_op(cfg))
+    raw: dict[str, dict[str, Any]] = {}
+    for outcome in cached_map(result.op, tasks, measure_image, cache,
+                              key=attrgetter("image_id"), workers=workers, batch=8,
+                              description="quality: measure"):
+        image_id = outcome.item.image_id
+        if outcome.cached:
+            result.cached += 1
+        else:
+            result.decoded += 1
+        if outcome.ok:
+            raw[image_id] = outcome.value["raw"]
+        else:
+            result.errors[image_id] = outcome.failure.describe()
     columns = property_columns()
     result.raw = pd.DataFrame.from_dict(raw, orient="index").reindex(columns=columns)
     return result
+
+
+class _CachedThumbs(Mapping[str, str]):
+    """The report's thumbnails, read from the measure cache as the report asks for them."""
+
+    def __init__(self, cache: ResultCache, op: str) -> None:
+        self.cache, self.op = cache, op
+
+    def __getitem__(self, image_id: str) -> str:
+        value = self.cache.get(self.op, image_id)
+        if value is None:
+            raise KeyError(image_id)
+        return value["thumb"]
+
+    def __iter__(self) -> Iterator[str]:
+        return (image_id for image_id, _ in self.cache.items(self.op))
+
+    def __len__(self) -> int:
+        return self.cache.count(self.op)
 
 
 def embedding_outlier_scores(params: Params, frame: pd.DataFrame, judged: pd.Series,
@@ -258,14 +249,14 @@ def _summarise(summary: StageSummary, manifest: pd.DataFrame, out: pd.DataFrame,
     return summary
 
 
-def _report(params: Params, j: Judgement, meas: Measurements, manifest: pd.DataFrame,
+def _report(params: Params, j: Judgement, thumbs: Mapping[str, str], manifest: pd.DataFrame,
             path: Path) -> Path:
     cfg = params.quality.report
     task_ids = {i: int(t) for i, t in j.frame["task_id"].dropna().items()}
     n_live = int(manifest["status"].eq("ok").sum())
     inp = ReportInput(
         title="Quality outliers", frame=j.frame, results=j.results, reasons=j.reasons,
-        thumbs=meas.thumbs, judged=j.judged, extra_reasons=j.extra,
+        thumbs=thumbs, judged=j.judged, extra_reasons=j.extra,
         metric_columns=[*property_columns(), "min_side", "aspect", "embed_outlier",
                         "colour_distance", "category"],
         totals=[("images in the manifest", len(manifest)),
@@ -306,15 +297,15 @@ def run_quality(params: Params, options: QualityOptions = QualityOptions()) -> Q
     live = manifest[manifest["status"].eq("ok")]
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
         meas = measure_images(params, live[["image_id", "store_path"]], cache, workers)
-    frame = build_frame(manifest, meas, tags)
-    j = judge(params, frame, meas, use_tags=tags is not None, workers=workers)
-    out = output_manifest(manifest, j, meas)
-    write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
-    _summarise(summary, manifest, out, meas)
-    atomic.write_text(options.out_dir / "summary.json",
-                      json.dumps(_metrics(summary, j), indent=2, sort_keys=True) + "\n")
-    report = _report(params, j, meas, manifest,
-                     options.report or params.paths.reports / "outliers.html")
+        frame = build_frame(manifest, meas, tags)
+        j = judge(params, frame, meas, use_tags=tags is not None, workers=workers)
+        out = output_manifest(manifest, j, meas)
+        write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
+        _summarise(summary, manifest, out, meas)
+        atomic.write_text(options.out_dir / "summary.json",
+                          json.dumps(_metrics(summary, j), indent=2, sort_keys=True) + "\n")
+        report = _report(params, j, _CachedThumbs(cache, meas.op), manifest,
+                         options.report or params.paths.reports / "outliers.html")
     summary.print()
     console.print(f"quality: decoded {meas.decoded:,} images, {meas.cached:,} from cache; "
                   f"report: {report}")

@@ -25,15 +25,6 @@ from curate.stages.ingest_worker import Limits, Record, accept_bytes, reject
 
 
 @dataclass(frozen=True)
-class UrlBatch:
-    """URLs for one worker task, with the share of the limits each process may use."""
-
-    urls: tuple[str, ...]
-    scrape: ScrapeConfig
-    limits: Limits
-
-
-@dataclass(frozen=True)
 class UrlOutcome:
     """One URL's record; `fetch_failed` when no body arrived (cached by URL, not by hash)."""
 
@@ -55,14 +46,15 @@ _loop: asyncio.AbstractEventLoop | None = None
 _scrapers: dict[tuple[ScrapeConfig, int], Scraper] = {}
 
 
-def fetch_batch(batch: UrlBatch) -> list[UrlOutcome]:
-    """Fetch and accept every URL of `batch` (concurrently); one outcome per URL, in order."""
+def fetch_urls(urls: tuple[str, ...], scrape: ScrapeConfig, limits: Limits) -> list[UrlOutcome]:
+    """Fetch and accept every URL of a batch (concurrently, within `scrape`: this process's
+    share of the limits); one outcome per URL, in order."""
     global _loop
     if _loop is None:
         _loop = new_event_loop()
-    key = (batch.scrape, batch.limits.max_bytes)
+    key = (scrape, limits.max_bytes)
     if key not in _scrapers:
-        _scrapers[key] = Scraper(batch.scrape, batch.limits.max_bytes)
+        _scrapers[key] = Scraper(scrape, limits.max_bytes)
     scraper = _scrapers[key]
 
     async def one(url: str) -> UrlOutcome:
@@ -70,10 +62,10 @@ def fetch_batch(batch: UrlBatch) -> list[UrlOutcome]:
         if fetched.data is None:
             return UrlOutcome(reject("url", url, fetched.reason or "unreachable",
                                      fetched.message or ""), fetch_failed=True)
-        return UrlOutcome(accept_bytes(fetched.data, "url", url, batch.limits), False)
+        return UrlOutcome(accept_bytes(fetched.data, "url", url, limits), False)
 
     async def all_of_them() -> list[UrlOutcome]:
-        return list(await asyncio.gather(*(one(url) for url in batch.urls)))
+        return list(await asyncio.gather(*(one(url) for url in urls)))
 
     return _loop.run_until_complete(all_of_them())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 
 import imagehash
@@ -18,11 +19,12 @@ from curate.dedup.hashing import (
     canonical_image,
     dhash_bits,
     hash_image,
-    hash_task,
+    hash_one,
     pack_bits,
     phash_bits,
     to_hex,
 )
+from curate.imagemap import map_items
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina",
           "hubble_deep_field", "camera", "brick", "grass")
@@ -140,13 +142,13 @@ def test_hash_task_reports_bad_files_and_goes_on(tmp_path: Path, images) -> None
     good = images.write(tmp_path / "good.jpg", images.jpeg(200, 150))
     bad = images.write(tmp_path / "bad.jpg", images.truncated_jpeg())
     missing = tmp_path / "missing.jpg"
-    out = hash_task(((("g", str(good), 200, 150, 1), ("b", str(bad), 96, 64, 1),
-                      ("m", str(missing), 10, 10, 1)), HashSpec()))
-    by_id = {i: (value, error) for i, value, error in out}
-    assert by_id["g"][0] is not None and by_id["g"][1] is None
-    assert set(by_id["g"][0]) == {"h", "s", "c", "b"}
-    assert by_id["b"][0] is None and by_id["b"][1].startswith("truncated")
-    assert by_id["m"][0] is None and by_id["m"][1].startswith("unreadable")
+    items = [("g", str(good), 200, 150, 1), ("b", str(bad), 96, 64, 1),
+             ("m", str(missing), 10, 10, 1)]
+    out = map_items(partial(hash_one, spec=HashSpec()), items, workers=1, batch=3)
+    by_id = {o.item[0]: o for o in out}
+    assert by_id["g"].ok and set(by_id["g"].value) == {"h", "s", "c", "b"}
+    assert by_id["b"].failure.reason == "truncated"
+    assert by_id["m"].failure.reason == "unreadable"
 
 
 def test_exif_rotated_jpeg_hashes_like_its_upright_pixels(tmp_path: Path) -> None:
