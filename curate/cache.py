@@ -90,10 +90,13 @@ class ResultCache(SqliteCache):
 
     def get_many(self, op: str, keys: Iterable[str]) -> dict[str, Any]:
         """Cached values for those of `keys` that have one."""
-        found: dict[str, Any] = {}
+        return dict(self.iter_many(op, keys))
+
+    def iter_many(self, op: str, keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
+        """(key, value) for those of `keys` that have a value, one at a time: for callers
+        that keep only part of each value."""
         for k, v in select_keys(self._db, "SELECT key, value FROM results", op, keys):
-            found[k] = json.loads(v)
-        return found
+            yield k, json.loads(v)
 
     def get(self, op: str, key: str) -> Any | None:
         return self.get_many(op, [key]).get(key)

@@ -146,8 +146,8 @@ def map_items(
         return
     with ExitStack() as stack:
         if executor is None:
-            tasks = -(-total // batch) if total is not None else workers
-            executor = make_executor(min(workers, max(1, tasks)), work_s, gpu)
+            tasks = None if total is None else -(-total // batch)
+            executor = make_executor(workers, work_s, gpu, tasks)
             stack.callback(executor.shutdown, cancel_futures=True)
         if advance is None:
             advance = stack.enter_context(progress_bar(description or "work", total=total))

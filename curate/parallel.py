@@ -122,9 +122,12 @@ def engine_is_local() -> bool:
     return _engine is None
 
 
-def make_executor(workers: int, work_s: float | None = None, gpu: bool = False) -> Executor:
+def make_executor(workers: int, work_s: float | None = None, gpu: bool = False,
+                  tasks: int | None = None) -> Executor:
     """An executor on the configured engine: a restarting process pool of `workers`
-    (0 = all cores), a Dask cluster, or inline execution.
+    (0 = all cores; no more than `tasks`, the number of tasks when known), a Dask cluster
+    (started with `workers` when it is a LocalCluster, whatever this map's size: the cluster
+    serves the stage's later maps too), or inline execution.
 
     Inline when `work_s` (the caller's estimate of the whole work's time on one core) is below
     `POOL_START_S`: a rerun that finds a handful of new images would spend more time starting
@@ -140,6 +143,8 @@ def make_executor(workers: int, work_s: float | None = None, gpu: bool = False) 
         from curate import cluster
 
         return cluster.executor(_engine, workers, {"GPU": 1} if gpu else None)
+    if tasks is not None:
+        workers = min(workers, max(1, tasks))
     if workers == 1:
         return InlineExecutor()
     return RestartingPool(workers)

@@ -19,7 +19,7 @@ verdicts of their new pairs.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
@@ -61,11 +61,12 @@ class Photo:
 
 @dataclass
 class RepostResult:
-    """Verdicts of every candidate pair, keyed by (image id, image id) in id order (the
-    verdict maps the second image into the first), and what they cost."""
+    """Verdicts of the candidate pairs that linked or were wanted, keyed by (image id, image
+    id) in id order (the verdict maps the second image into the first), and what they cost."""
 
-    verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)
+    verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)  # linked or wanted
     candidates: int = 0
+    linked: int = 0
     pairs_computed: int = 0
     pairs_cached: int = 0
     features_computed: int = 0
@@ -104,16 +105,23 @@ class RepostVerifier:
                                {**self.spec.cache_params(), "features_version": FEATURES_VERSION})
         self.blobs_path = Path(params.paths.cache) / "features.sqlite"
 
-    def run(self, images: Sequence[Photo], pairs: Sequence[tuple[int, int]]) -> RepostResult:
+    def run(self, images: Sequence[Photo], pairs: Sequence[tuple[int, int]],
+            wanted: Collection[tuple[int, int]] = ()) -> RepostResult:
+        """Verdicts of `pairs` (indices into `images`). Every verdict is cached, but only the
+        linked ones and those of `wanted` pairs are returned: most candidates link nothing,
+        and a million verdicts (100k images) would hold a gigabyte."""
         started = time.perf_counter()
         result = RepostResult(candidates=len(pairs))
-        keyed = sorted({tuple(sorted((images[i].image_id, images[j].image_id)))
-                        for i, j in pairs})
-        found = self.cache.get_many(self.pairs_op, [f"{a}|{b}" for a, b in keyed])
+        keep = {self._key(images, i, j) for i, j in wanted}
+        keyed = sorted({self._key(images, i, j) for i, j in pairs})
+        found: set[str] = set()
+        for key, value in self.cache.iter_many(self.pairs_op, [f"{a}|{b}" for a, b in keyed]):
+            found.add(key)
+            a, b = key.split("|")
+            self._keep(result, (a, b), value, keep)
         result.pairs_cached = len(found)
-        result.verdicts = {(a, b): Verdict.from_json(found[f"{a}|{b}"]) for a, b in keyed
-                           if f"{a}|{b}" in found}
         todo = [(a, b) for a, b in keyed if f"{a}|{b}" not in found]
+        del found
         if todo:
             by_id = {im.image_id: im for im in images}
             executor = make_executor(self.workers)
@@ -124,7 +132,7 @@ class RepostVerifier:
                                                    result)
                     todo = [(a, b) for a, b in todo
                             if a not in result.errors and b not in result.errors]
-                    self._pairs(executor, blobs, todo, result)
+                    self._pairs(executor, blobs, todo, result, keep)
             finally:
                 executor.shutdown(cancel_futures=True)
         result.seconds = time.perf_counter() - started
@@ -146,8 +154,20 @@ class RepostVerifier:
                 result.features_computed += 1
         return errors
 
+    @staticmethod
+    def _key(images: Sequence[Photo], i: int, j: int) -> tuple[str, str]:
+        a, b = images[i].image_id, images[j].image_id
+        return (a, b) if a < b else (b, a)
+
+    @staticmethod
+    def _keep(result: RepostResult, pair: tuple[str, str], value: dict[str, object],
+              keep: set[tuple[str, str]]) -> None:
+        if value["linked"] or pair in keep:
+            result.verdicts[pair] = Verdict.from_json(value)
+        result.linked += bool(value["linked"])
+
     def _pairs(self, executor: Executor, blobs: BlobCache, todo: list[tuple[str, str]],
-               result: RepostResult) -> None:
+               result: RepostResult, keep: set[tuple[str, str]]) -> None:
         """Verify the uncached pairs; each batch carries the features it needs (read here:
         only the coordinator opens the caches)."""
 
@@ -160,7 +180,7 @@ class RepostVerifier:
                                   executor=executor, description="verify pairs"):
             a, b = outcome.item
             if outcome.ok:  # without a verdict the pair stays unlinked, retried next run
-                result.verdicts[(a, b)] = Verdict.from_json(outcome.value)
+                self._keep(result, (a, b), outcome.value, keep)
                 result.pairs_computed += 1
             else:
                 result.errors.setdefault(f"{a}|{b}", outcome.failure.describe())

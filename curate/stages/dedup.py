@@ -269,7 +269,8 @@ class DedupRun:
         pairs = sorted({p for p in near + hashed
                         if p not in exact and not feats.blank[p[0]] and not feats.blank[p[1]]})
         photos = self.photos(frame, feats.content)
-        result = RepostVerifier(self.params, cache, self.workers).run(photos, pairs)
+        linked = {p for p in pairs if p in edges}  # a verdict may veto these
+        result = RepostVerifier(self.params, cache, self.workers).run(photos, pairs, linked)
         self.reposts = result
         for key, message in sorted(result.errors.items())[:5]:
             console.print(f"[yellow]warning:[/] repost check skipped for {key}: {message} "
@@ -399,7 +400,7 @@ class DedupRun:
         if self.reposts is not None:  # counts only: summary.json must not change on a rerun
             self.extra.update(
                 repost_candidate_pairs=self.reposts.candidates,
-                repost_pairs_linked=sum(v.linked for v in self.reposts.verdicts.values()),
+                repost_pairs_linked=self.reposts.linked,
                 links_contradicted=self.vetoed,
                 framed_images=int(sum(1 for b in feats.content if b != FULL)))
 

@@ -388,6 +388,7 @@ def test_small_work_runs_inline_rather_than_starting_a_pool():
     pool = make_executor(2, work_s=POOL_START_S * 10)
     assert not isinstance(pool, InlineExecutor)
     pool.shutdown()
+    assert isinstance(make_executor(2, tasks=1), InlineExecutor)  # one task needs no pool
 
 
 def test_stream_map_reports_errors_per_item(executor):
