@@ -431,6 +431,30 @@ def million_step(step: str, rows: int) -> float:
                                                                      keepdims=True)
         started = time.perf_counter()
         knn_predict(train, labels, query, 2, 10)
+    elif step == "tags_merge":
+        from curate.config import TagsMergeConfig
+        from curate.tags.labelconfig import TagSchema
+        from curate.tags.merge import merge
+        from curate.tags.normalise import BBOX, keypoint_columns, tag_columns
+
+        schema = TagSchema(choices=("soles", "pov", "reject"), keypoint_labels=("heel", "toe"))
+        image = np.repeat(np.arange(rows // 2), 2)  # two annotators per image
+        n = len(image)
+        tags = pd.DataFrame({
+            "image_id": np.array([f"{k:064x}" for k in range(rows // 2)], object)[image],
+            "task_id": image + 1, "annotation_id": np.arange(n) + 1,
+            "annotator": np.tile([1, 2], rows // 2), "annotator_email": None,
+            "cancelled": False, "latest": True,
+            "category": rng.choice(np.array(["soles", "pov"], object), n),
+            "reject": rng.random(n) < 0.02, "note": None, "original_width": 1024,
+            "original_height": 768, "created_at": "2026-12-01T10:00:00Z",
+            "updated_at": "2026-12-01T10:00:00Z", "lead_time": 4.0, "n_regions": 3})
+        for column in [*BBOX, *keypoint_columns(schema.keypoint_labels)]:
+            tags[column] = rng.uniform(0, 100, n)
+        tags["problems"] = [[] for _ in range(n)]
+        tags = tags[tag_columns(schema)]
+        started = time.perf_counter()
+        merge(tags, schema, TagsMergeConfig())
     elif step == "manifest_write":
         from curate.manifest import write_table
 
@@ -451,7 +475,8 @@ def million_step(step: str, rows: int) -> float:
 
 def phase_million(rows: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for step in ("hash_search", "quality_rethreshold", "split_knn", "manifest_write"):
+    for step in ("hash_search", "quality_rethreshold", "split_knn", "tags_merge",
+                 "manifest_write"):
         proc = subprocess.Popen([sys.executable, __file__, "million-step", step,
                                  "--n", str(rows)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
