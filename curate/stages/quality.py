@@ -8,7 +8,8 @@ images), data/quality/summary.json and reports/outliers.html.
 Three steps, each cheap to redo:
 
 1. measure: raw properties and a report thumbnail per image, from one reduced-scale decode,
-   cached by (image id, metric versions, working size); a rerun decodes only new images;
+   cached by (image id, metric versions, working and thumbnail sizes); a rerun decodes only
+   new images;
 2. score: set-relative values (embedding kNN distance, colour-style distance) from cached
    embeddings and raw properties;
 3. judge: thresholds from params.yaml turn values into flags. Changing a threshold reruns
