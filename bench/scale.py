@@ -249,14 +249,13 @@ def correctness(proj: Path) -> dict[str, Any]:
     index = {i: int(Path(u).name[3:10]) for i, u in zip(ingest.image_id, ingest.source_uri)}
     dedup = pd.read_parquet(proj / "data/dedup/manifest.parquet")
     quality = pd.read_parquet(proj / "data/quality/manifest.parquet")
-    k = dedup.image_id.map(index)
     dup = dedup.status.eq("duplicate")
     cluster_of = dict(zip(dedup.image_id, dedup.cluster_id)) if "cluster_id" in dedup else {}
     planted_dups = [i for i, kk in index.items() if (planted(kk) or ("",))[0] == "dup"]
     by_k = {kk: i for i, kk in index.items()}
     found = sum(1 for i in planted_dups if cluster_of.get(i) is not None
                 and cluster_of.get(i) == cluster_of.get(by_k.get(index[i] - 1)))
-    true_dup = {i for i in planted_dups} | {by_k.get(index[i] - 1) for i in planted_dups}
+    true_dup = set(planted_dups) | {by_k.get(index[i] - 1) for i in planted_dups}
     false_links = int((dup & ~dedup.image_id.isin(true_dup)).sum())
     outliers = quality.status.eq("outlier")
     qk = quality.image_id.map(index)
@@ -269,7 +268,7 @@ def correctness(proj: Path) -> dict[str, Any]:
         "planted_outliers": int(planted_out.sum()),
         "other_images_flagged": int((outliers & ~planted_out).sum()),
         "other_images": int((~planted_out & quality.status.isin(["ok", "outlier"])).sum()),
-        "dup_rows": int(dup.sum()), "rows": len(k),
+        "dup_rows": int(dup.sum()), "rows": len(dedup),
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
@@ -168,20 +169,25 @@ class KeyValueCache(Protocol):
 
 
 class BatchWriter:
-    """Buffers a cache's writes so they are committed in transactions of `every` values:
-    one transaction per value would make SQLite's commit the bottleneck, and a killed run
-    loses at most one buffer."""
+    """Buffers a cache's writes so they are committed in transactions: when `every` values
+    are pending, or when the oldest has waited `max_age_s`. One transaction per value would
+    make SQLite's commit the bottleneck; the age bound keeps what a killed run loses small
+    where each value is slow to make (a matte takes most of a second)."""
 
-    def __init__(self, cache: KeyValueCache, every: int = 256) -> None:
+    def __init__(self, cache: KeyValueCache, every: int = 256, max_age_s: float = 10.0) -> None:
         self.cache = cache
         self.every = every
+        self.max_age_s = max_age_s
         self.pending: dict[str, list[tuple[str, Any]]] = {}
         self.size = 0
+        self.oldest = 0.0  # monotonic time of the first pending value
 
     def put(self, op: str, key: str, value: Any) -> None:
+        if not self.size:
+            self.oldest = time.monotonic()
         self.pending.setdefault(op, []).append((key, value))
         self.size += 1
-        if self.size >= self.every:
+        if self.size >= self.every or time.monotonic() - self.oldest >= self.max_age_s:
             self.flush()
 
     def flush(self) -> None:

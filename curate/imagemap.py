@@ -39,8 +39,10 @@ from curate.parallel import error_reason, make_executor, stream_map
 T = TypeVar("T")
 V = TypeVar("V")
 
-#: Computed results committed per transaction: a killed run loses at most this many.
+#: Computed results committed per transaction (or fewer, every `COMMIT_AGE_S`): a killed run
+#: loses at most this many, or that many seconds of work.
 COMMIT_EVERY = 256
+COMMIT_AGE_S = 10.0
 #: Cached results read per query while streaming them out.
 LOOKUP_CHUNK = 2048
 
@@ -183,7 +185,8 @@ def cached_map(
     """`map_items` over those of `items` whose result is not cached under `op`.
 
     Cached results are yielded first (`cached=True`), then the computed ones, each committed
-    to the cache (in transactions of `COMMIT_EVERY`) before the map ends. Failures are never
+    to the cache (in transactions of `COMMIT_EVERY`, or after `COMMIT_AGE_S`) before the map
+    ends. Failures are never
     cached: the item is tried again on the next run. Keys must be unique among `items`.
 
     `revisit(item, cached_value)` says whether a cached value still holds: None when it does,
@@ -209,7 +212,7 @@ def cached_map(
                 yield Outcome(item, found[k], cached=True)
             else:
                 todo.append(again)
-    writer = BatchWriter(cache, COMMIT_EVERY)
+    writer = BatchWriter(cache, COMMIT_EVERY, COMMIT_AGE_S)
     try:
         for outcome in map_items(fn, todo, workers=workers, **options):
             if outcome.ok:

@@ -119,6 +119,21 @@ def test_a_map_stopped_early_keeps_what_it_computed(tmp_path: Path) -> None:
         assert cache.count(OP) == COMMIT_EVERY + 11
 
 
+def test_slow_results_are_committed_by_age_not_only_by_count(tmp_path: Path) -> None:
+    """A killed matte run must not lose minutes of work waiting for 256 results."""
+    from curate.cache import BatchWriter
+
+    with ResultCache(tmp_path / "cache.sqlite") as cache:
+        writer = BatchWriter(cache, every=1000, max_age_s=0.0)
+        writer.put(OP, "1", 1)
+        assert cache.get(OP, "1") == 1  # committed at once: it is already max_age_s old
+        patient = BatchWriter(cache, every=1000, max_age_s=3600.0)
+        patient.put(OP, "2", 4)
+        assert cache.get(OP, "2") is None
+        patient.flush()
+        assert cache.get(OP, "2") == 4
+
+
 def test_load_cached_false_reads_only_which_keys_exist(tmp_path: Path) -> None:
     with BlobCache(tmp_path / "blobs.sqlite") as blobs:
         blobs.put_many(OP, [("1", b"x" * 1000)])
