@@ -129,13 +129,21 @@ _MODELS: dict[tuple[str, str, int, str], Any] = {}
 
 def load_model(model: str, weights: str, threads: int, device: str = "cpu") -> torch.nn.Module:
     """The feature extractor on `device` ('cpu' or 'cuda'), loaded once per process (weights
-    from the provisioned file)."""
+    from the provisioned file), with torch set to `threads` threads on every call.
+
+    Set on every call, not once: the thread count decides how convolutions split their sums,
+    so features differ in the last float16 bit between counts, and other libraries reset it
+    behind our back (importing rembg loads pymatting's numba OpenMP layer, which sets OpenMP's
+    count to the core count). Without this, a matte worker that had run U^2-Net computed other
+    features than one that had not, and a killed matte run, rerun, gave other masks.
+    """
     import torch
     from torchvision.models import mobilenet_v2
 
+    if torch.get_num_threads() != max(1, threads):
+        torch.set_num_threads(max(1, threads))
     key = (model, weights, threads, device)
     if key not in _MODELS:
-        torch.set_num_threads(max(1, threads))
         try:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # already set once in this process: harmless

@@ -198,7 +198,7 @@ def _matte_with(params: Params, live: pd.DataFrame, op: str, layout: _Layout,
 def _subject_model(params: Params, live: pd.DataFrame, layout: _Layout, cache: ResultCache,
                    executor: Executor, features: dict[str, np.ndarray]
                    ) -> tuple[subject.SubjectModel | None, str]:
-    """The subject model for this collection and a line saying where it came from.
+    """The subject model for this collection and the report's line describing it.
 
     Learned from a sample: the `sample` lowest image ids (ids are content hashes, so this is
     a fixed pseudo-random sample that new images join only rarely). The model is kept in the
@@ -219,9 +219,10 @@ def _subject_model(params: Params, live: pd.DataFrame, layout: _Layout, cache: R
     if kept is not None:
         overlap = len(set(kept["ids"]) & set(sample["image_id"])) / max(1, len(sample))
         if overlap >= cfg.refit_below:
-            note = (f"subject model: reused (learned on {len(kept['ids'])} images, "
-                    f"{overlap:.0%} of today's sample)")
-            return subject.SubjectModel.from_json(kept["model"]), note
+            console.print(f"matte: subject model reused from the cache ({overlap:.0%} of "
+                          "today's sample is among the images it was learned on)")
+            return (subject.SubjectModel.from_json(kept["model"]),
+                    _learned_note(len(kept["ids"]), cfg.rounds))
     tasks = [_task(params, layout, i, p) for i, p in zip(sample["image_id"],
                                                          sample["store_path"], strict=True)]
     learned = {o.item.image_id: o.value
@@ -234,7 +235,13 @@ def _subject_model(params: Params, live: pd.DataFrame, layout: _Layout, cache: R
     if model is None:
         return None, "subject model: nothing to learn from (no usable sample matte)"
     cache.put(key, "model", {"ids": ids, "model": model.to_json()})
-    return model, f"subject model: learned on {len(ids)} images, {cfg.rounds} rounds"
+    return model, _learned_note(len(ids), cfg.rounds)
+
+
+def _learned_note(images: int, rounds: int) -> str:
+    """The report's line on the model: the same whether it was learned now or reused, so a
+    rerun (after a kill, or with 1% more images) writes the same report."""
+    return f"subject model: learned on {images} images, {rounds} rounds"
 
 
 def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteResult:

@@ -125,3 +125,28 @@ def test_model_round_trips_and_fit_refuses_one_class() -> None:
     again = SubjectModel.from_json(fitted.to_json())
     assert again.digest() == fitted.digest()
     assert np.allclose(again.probability(feats[0]), fitted.probability(feats[0]))
+
+
+def test_features_do_not_depend_on_what_the_worker_imported_before() -> None:
+    """Importing rembg (pymatting's numba OpenMP layer) resets OpenMP's thread count, and
+    features computed with another count differ: a matte worker that had run U^2-Net gave
+    other masks than a fresh one, so a killed matte run, rerun, changed some mattes. Run in a
+    fresh interpreter, where the import really happens."""
+    script = """
+import sys, numpy as np
+from curate import models
+from curate.matte import subject
+rng = np.random.default_rng(0)
+rgb = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+path = models.default_models_dir()
+before = subject.TrainingImage.features(subject.load_network(path, 1), rgb)
+import rembg  # noqa: F401  (pymatting sets OpenMP's thread count to the core count)
+after = subject.TrainingImage.features(subject.load_network(path, 1), rgb)
+sys.exit(0 if np.array_equal(before, after) else 3)
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:] or "features changed after importing rembg"
