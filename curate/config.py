@@ -107,6 +107,9 @@ def from_mapping(cls: type, data: Any, key: str) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{key or 'top level'}: expected a mapping, got {data!r}")
+    resolve = getattr(cls, "resolve_mapping", None)  # e.g. the train section's presets
+    if resolve is not None:
+        data = resolve(data, key)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names), key=str)

@@ -116,8 +116,10 @@ class CheckpointManager:
             old.path.unlink(missing_ok=True)
         return target
 
-    def load(self, path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-        """Read and check one checkpoint; raise CheckpointError when it cannot be used."""
+    def load(self, path: Path, map_location: torch.device | str = "cpu",
+             any_dataset: bool = False) -> dict[str, Any]:
+        """Read and check one checkpoint; raise CheckpointError when it cannot be used
+        (`any_dataset`: one of another dataset may be, see `load_latest_other_data`)."""
         try:
             payload = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling/IO failure means unusable
@@ -127,9 +129,23 @@ class CheckpointManager:
                                   f"{FORMAT_VERSION}")
         if payload["config_hash"] != self.config_hash:
             raise CheckpointError(f"{path}: written with other training settings")
-        if payload["dataset_hash"] != self.dataset_hash:
+        if payload["dataset_hash"] != self.dataset_hash and not any_dataset:
             raise CheckpointError(f"{path}: written for another dataset")
         return payload
+
+    def load_latest_other_data(self, map_location: torch.device | str = "cpu",
+                               warn: Any = None) -> dict[str, Any] | None:
+        """The newest usable checkpoint of these settings on another dataset (an earlier
+        version of this one, before images were added or removed), or None."""
+        others = [f for f in self._all() if f.config_hash == self.config_hash[:12]
+                  and f.dataset_hash != self.dataset_hash[:12]]
+        for f in sorted(others, key=lambda f: (f.images, f.path.stat().st_mtime), reverse=True):
+            try:
+                return self.load(f.path, map_location, any_dataset=True)
+            except CheckpointError as exc:
+                if warn is not None:
+                    warn(f"skipping {exc}")
+        return None
 
     def load_latest(self, map_location: torch.device | str = "cpu", warn: Any = None,
                     sweep: bool = True) -> dict[str, Any] | None:

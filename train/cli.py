@@ -95,6 +95,7 @@ def fit(
     from train.data import DatasetError
     from train.dist import LaunchError
     from train.loop import TrainingDiverged
+    from train.models.base import ArchitectureError
     from train.sampler import BatchPlanError
     from train.stage import run_fit
 
@@ -123,6 +124,8 @@ def fit(
         with exclusive(out.parent / ".locks", out) if first_rank else contextlib.nullcontext():
             code = run_fit(cfg, data, out, device=device,
                            log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    except ArchitectureError as exc:
+        raise _fail(f"in params: {exc}", 2) from exc
     except (DatasetError, TrainingDiverged, BatchPlanError, LaunchError,
             ModelMissingError, RunLocked) as exc:
         raise _fail(str(exc)) from exc
@@ -139,7 +142,13 @@ def sample(
     model: ModelOption,
     out: Annotated[Path, typer.Option(help="PNG grid to write.")],
     seeds: SeedsOption = "0-15",
-    psi: Annotated[float, typer.Option(help="Truncation (StyleGAN2 only): 1 = none.")] = 1.0,
+    psi: Annotated[float, typer.Option(help="Truncation in W (StyleGAN2): 1 = none.")] = 1.0,
+    z_bound: Annotated[float, typer.Option(
+        "--z-bound", help="Truncation in z (DCGAN, WGAN, BigGAN): resample |z| above it; "
+                          "0 = none.")] = 0.0,
+    classes: Annotated[str | None, typer.Option(
+        "--class", help="Conditional models: class index for every image, or one per seed "
+                        "(e.g. 0,0,1,1); default: row r in class r mod C.")] = None,
     cols: Annotated[int, typer.Option(help="Grid columns.")] = 8,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
@@ -150,12 +159,22 @@ def sample(
     try:
         G, spec = load_generator(model, device)
         chosen = parse_seeds(seeds)
+        wanted = None if classes is None else parse_seeds(classes)
+        if wanted is not None and len(wanted) not in (1, len(chosen)):
+            raise ValueError(f"--class gives {len(wanted)} classes for {len(chosen)} seeds: "
+                             f"give one, or one per seed")
+        if wanted is not None and not G.classes:
+            raise ValueError(f"--class needs a class-conditional generator; this "
+                             f"{spec['architecture']} has no classes")
+        if psi != 1.0 and not G.supports_truncation:
+            raise ValueError(f"--psi needs a generator with a mapping network; this one is "
+                             f"{spec['architecture']}: use --z-bound")
+        if z_bound < 0:
+            raise ValueError("--z-bound must be >= 0 (0: no truncation)")
+        grid = seed_grid(G, chosen, cols, psi, z_bound, wanted)
     except (ExportError, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    if psi != 1.0 and not G.supports_truncation:
-        raise _fail(f"--psi needs a generator with a mapping network; this one is "
-                    f"{spec['architecture']}")
-    save_image(upscale(seed_grid(G, chosen, cols, psi)), out)
+    save_image(upscale(grid), out)
     console.print(f"{len(chosen)} image(s) at {G.resolution} px -> {out}")
 
 
@@ -166,31 +185,44 @@ def interpolate(
     seeds: SeedsOption = "0-3,0",
     frames: Annotated[int, typer.Option(help="Frames per leg between two seeds.")] = 12,
     gif: Annotated[Path | None, typer.Option(help="Also write an animated GIF.")] = None,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="Class-wise interpolation (conditional models): z held still per "
+                          "seed while the class moves through these classes, e.g. 0,1,2.")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Walk through latent space between seeds (in W for StyleGAN2, spherically in Z else)."""
+    """Walk through latent space between seeds (in W for StyleGAN2, spherically in Z else),
+    or with --classes between classes at fixed z (one row per seed)."""
     from train.export import ExportError, load_generator
     from train.visuals import (
+        class_interpolation,
         grid_image,
         interpolation_frames,
         parse_seeds,
         save_gif,
         save_image,
+        steps_side_by_side,
         upscale,
     )
 
     try:
         G, _spec = load_generator(model, device)
         chosen = parse_seeds(seeds)
+        if classes is not None:
+            walk = class_interpolation(G, chosen, parse_seeds(classes), frames)
+            grid = grid_image(walk.flatten(0, 1), walk.shape[1])
+            gif_frames = steps_side_by_side(walk)
+        else:
+            if len(chosen) < 2 or frames < 1:
+                raise ValueError("interpolation needs at least two seeds and --frames >= 1")
+            gif_frames = interpolation_frames(G, chosen, frames)
+            grid = grid_image(gif_frames, frames)
     except (ExportError, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    if len(chosen) < 2 or frames < 1:
-        raise _fail("interpolation needs at least two seeds and --frames >= 1")
-    images = interpolation_frames(G, chosen, frames)
-    save_image(upscale(grid_image(images, frames)), out)
+    save_image(upscale(grid), out)
     if gif is not None:
-        save_gif(images, gif)
-    console.print(f"{images.shape[0]} frame(s) -> {out}{f' and {gif}' if gif else ''}")
+        save_gif(gif_frames, gif)
+    console.print(f"{gif_frames.shape[0]} frame(s) -> {out}{f' and {gif}' if gif else ''}")
 
 
 @app.command("toy-data")
@@ -199,12 +231,55 @@ def toy_data(
     images: Annotated[int, typer.Option(help="How many images.")] = 512,
     resolution: Annotated[int, typer.Option(help="Side in pixels (power of two).")] = 32,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    classes: Annotated[int, typer.Option(
+        help="Labelled classes (0: unlabelled); each class has its own shape and colours.")
+    ] = 0,
 ) -> None:
     """Write a toy StyleGAN-format dataset (coloured blobs) to try `train fit` quickly."""
-    from train.synthetic import make_blob_dataset
+    from train.synthetic import CLASS_SHAPES, make_blob_dataset
 
-    make_blob_dataset(out, images, resolution, seed)
-    console.print(f"{images} image(s) at {resolution} px -> {out}")
+    if classes < 0 or classes == 1 or classes > len(CLASS_SHAPES):
+        raise _fail(f"--classes {classes}: expected 0 (unlabelled) or 2-{len(CLASS_SHAPES)}", 2)
+    make_blob_dataset(out, images, resolution, seed, classes)
+    console.print(f"{images} image(s) at {resolution} px"
+                  f"{f' in {classes} classes' if classes else ''} -> {out}")
+
+
+@app.command("presets")
+def presets(
+    name: Annotated[str | None, typer.Argument(help="A preset: print every setting.")] = None,
+) -> None:
+    """List the training recipes (`train.preset`), or print one's resolved settings."""
+    import dataclasses
+
+    import yaml
+
+    from curate.config import ConfigError
+    from train.config import train_config_from_mapping
+    from train.presets import PRESETS
+
+    if name is None:
+        table = Table(title="train.preset", show_lines=True)
+        for column in ("preset", "source", "what it sets"):
+            table.add_column(column)
+        for key, preset in PRESETS.items():
+            table.add_row(key, preset.source, preset.changes)
+        console.print(table)
+        return
+    try:
+        cfg = train_config_from_mapping({"preset": name})
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from exc
+    typer.echo(yaml.safe_dump({"train": _plain(dataclasses.asdict(cfg))}, sort_keys=False))
+
+
+def _plain(value: object) -> object:
+    """Tuples as lists, so the YAML reads like params.yaml."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @app.callback()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ModelName = Literal["dcgan", "wgan_gp", "stylegan2"]
+ModelName = Literal["dcgan", "wgan_gp", "stylegan2", "biggan"]
 Precision = Literal["auto", "fp32", "bf16"]
 AugmentOp = Literal["xflip", "rotate90", "translate", "scale", "rotate", "color", "cutout"]
 
@@ -49,50 +49,106 @@ def _betas(key: str, betas: tuple[float, ...]) -> None:
         raise _error(f"{key}.betas: got {list(betas)}, expected [beta1, beta2] in [0, 1)")
 
 
-@dataclass(frozen=True)
-class DCGANConfig:
-    """Radford et al. 2016 with the classic tricks (Salimans et al. 2016 label smoothing)."""
+def _label_range(key: str, name: str, pair: tuple[float, ...]) -> None:
+    if len(pair) != 2 or pair[0] > pair[1]:
+        raise _error(f"{key}.{name}: got {list(pair)}, expected [low, high] with low <= high")
 
-    z_dim: int = 100
+
+@dataclass(frozen=True)
+class ConvNetConfig:
+    """The DCGAN-family networks (DCGAN's G and D; the same D without batch norm is the WGAN
+    critic): sizes shared by both objectives."""
+
     channels: int = 64            # feature maps at the output resolution (ngf/ndf)
     max_channels: int = 512
     kernel_size: Literal[4, 5] = 4  # 5x5 as in the DCGAN paper's figure, 4x4 avoids checkerboards
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, ...] = (0.5, 0.999)
-    label_smoothing: float = 0.0  # one-sided: real target 1 - s (0.1 in Salimans et al.)
-    label_noise: float = 0.0      # targets jittered uniformly by up to this much
-    label_flip: float = 0.0       # probability that a sample's real/fake target is swapped
+    d_stages: int | None = None   # D's stride-2 convolutions; null: down to 4x4 (log2(R) - 2)
+    embed_dim: int = 32           # class embedding in G (conditional runs; concatenated to z)
 
-    def validate(self, key: str) -> None:
-        _positive(key, z_dim=self.z_dim, channels=self.channels, max_channels=self.max_channels,
-                  lr_g=self.lr_g, lr_d=self.lr_d)
-        _betas(key, self.betas)
-        _probability(key, label_smoothing=self.label_smoothing, label_noise=self.label_noise,
-                     label_flip=self.label_flip)
+    def validate_net(self, key: str) -> None:
+        _positive(key, channels=self.channels, max_channels=self.max_channels,
+                  d_stages=self.d_stages, embed_dim=self.embed_dim)
 
 
 @dataclass(frozen=True)
-class WGANGPConfig:
-    """Gulrajani et al. 2017: critic without batch norm, gradient penalty, n_critic steps."""
+class DCGANConfig(ConvNetConfig):
+    """Radford et al. 2016 with the label tricks of Salimans et al. 2016 and ganhacks.
+
+    Targets of D's binary cross-entropy are drawn per sample from `real_label` and `fake_label`
+    (equal ends: a constant; [0.9, 0.9] is one-sided smoothing; [0.7, 1.2] the noisy soft
+    labels some DCGAN recipes use: a target above 1 still has a gradient toward "more real"),
+    then swapped with probability `label_flip`. `inverted_labels` trains D with real = 0 and
+    fake = 1 (every target t becomes 1 - t, and G aims at 0).
+    """
+
+    z_dim: int = 100
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, ...] = (0.5, 0.999)
+    real_label: tuple[float, ...] = (1.0, 1.0)
+    fake_label: tuple[float, ...] = (0.0, 0.0)
+    label_flip: float = 0.0       # probability that a sample's real/fake target is swapped
+    inverted_labels: bool = False
+
+    def validate(self, key: str) -> None:
+        self.validate_net(key)
+        _positive(key, z_dim=self.z_dim, lr_g=self.lr_g, lr_d=self.lr_d)
+        _betas(key, self.betas)
+        _probability(key, label_flip=self.label_flip)
+        _label_range(key, "real_label", self.real_label)
+        _label_range(key, "fake_label", self.fake_label)
+
+
+@dataclass(frozen=True)
+class WGANGPConfig(ConvNetConfig):
+    """Gulrajani et al. 2017: critic without batch norm, gradient penalty, n_critic steps; with
+    `gp_lambda: 0`, `clip: 0.01` and `optimizer: rmsprop` it is the original WGAN of Arjovsky
+    et al. 2017."""
 
     z_dim: int = 128
-    channels: int = 64
-    max_channels: int = 512
-    kernel_size: Literal[4, 5] = 4
     lr: float = 1e-4
-    betas: tuple[float, ...] = (0.0, 0.9)
+    betas: tuple[float, ...] = (0.0, 0.9)  # Adam's; RMSProp has no betas
+    optimizer: Literal["adam", "rmsprop"] = "adam"
     gp_lambda: float = 10.0       # 0 disables the penalty (use with clip for the original WGAN)
     n_critic: int = 5
     clip: float | None = None     # weight clipping of Arjovsky et al. 2017, e.g. 0.01
     drift: float = 0.0            # epsilon * D(real)^2 keeps the critic near 0 (Karras 2018)
 
     def validate(self, key: str) -> None:
-        _positive(key, z_dim=self.z_dim, channels=self.channels, max_channels=self.max_channels,
-                  lr=self.lr, n_critic=self.n_critic, clip=self.clip)
+        self.validate_net(key)
+        _positive(key, z_dim=self.z_dim, lr=self.lr, n_critic=self.n_critic, clip=self.clip)
         _betas(key, self.betas)
         if self.gp_lambda < 0 or self.drift < 0:
             raise _error(f"{key}: gp_lambda and drift must be >= 0")
+
+
+@dataclass(frozen=True)
+class BigGANConfig:
+    """Brock et al. 2019 at a configurable size: shared class embedding feeding conditional
+    batch norm, hierarchical latent, self-attention at one resolution, hinge loss, spectral
+    norm in G and D, orthogonal regularisation of G; the trainer keeps the EMA of G."""
+
+    z_dim: int = 120
+    shared_dim: int = 128         # the class embedding shared by every G block
+    channels: int = 96            # ch: a block at resolution r has ch * min(16, R / r) maps
+    attention: int | None = 64    # self-attention at this resolution (capped at R / 2); null: none
+    hierarchical: bool = True     # z split into chunks, one per block (and one for the 4x4 input)
+    lr_g: float = 5e-5
+    lr_d: float = 2e-4
+    betas: tuple[float, ...] = (0.0, 0.999)
+    n_critic: int = 2             # D steps per G step
+    ortho: float = 1e-4           # BigGAN's orthogonal regularisation weight (0: off)
+
+    def validate(self, key: str) -> None:
+        _positive(key, z_dim=self.z_dim, shared_dim=self.shared_dim, channels=self.channels,
+                  lr_g=self.lr_g, lr_d=self.lr_d, n_critic=self.n_critic)
+        _betas(key, self.betas)
+        if self.attention is not None and (self.attention < 8
+                                           or self.attention & (self.attention - 1)):
+            raise _error(f"{key}.attention: got {self.attention}, expected a power of two "
+                         f">= 8 or null")
+        if self.ortho < 0:
+            raise _error(f"{key}.ortho: got {self.ortho}, expected >= 0")
 
 
 @dataclass(frozen=True)
@@ -112,12 +168,18 @@ class StyleGAN2Config:
     style_mixing: float = 0.9
     mbstd_group: int = 4
     w_avg_beta: float = 0.995      # tracking of the mean w, the centre of truncation
+    pl_weight: float = 2.0         # path length regularisation (0: off)
+    pl_interval: int = 4           # lazy: every N generator steps
+    pl_decay: float = 0.01         # the running mean path length's update rate
 
     def validate(self, key: str) -> None:
         _positive(key, z_dim=self.z_dim, w_dim=self.w_dim, mapping_layers=self.mapping_layers,
                   mapping_lr_mult=self.mapping_lr_mult, channel_base=self.channel_base,
                   channel_max=self.channel_max, lr=self.lr, r1_interval=self.r1_interval,
-                  mbstd_group=self.mbstd_group)
+                  mbstd_group=self.mbstd_group, pl_interval=self.pl_interval)
+        _probability(key, pl_decay=self.pl_decay)
+        if self.pl_weight < 0:
+            raise _error(f"{key}.pl_weight: got {self.pl_weight}, expected >= 0")
         _betas(key, self.betas)
         _probability(key, style_mixing=self.style_mixing, w_avg_beta=self.w_avg_beta)
         if self.r1_gamma is not None and self.r1_gamma < 0:
@@ -170,7 +232,8 @@ class ReportConfig:
 
     grid: tuple[int, ...] = (8, 4)      # columns x rows of the fixed-seed sample grids
     grid_seed: int = 1234
-    truncation: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+    truncation: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)  # psi in W (StyleGAN2)
+    z_truncation: tuple[float, ...] = (0.0, 2.0, 1.5, 1.0, 0.5)  # |z| bounds; 0: none (others)
     interpolation_seeds: tuple[int, ...] = (0, 1, 2, 3, 0)
     interpolation_frames: int = 12      # frames between two seeds
     memorisation_samples: int = 64      # generated images compared with the training set
@@ -188,6 +251,9 @@ class ReportConfig:
         for psi in self.truncation:
             if not 0.0 <= psi <= 1.0:
                 raise _error(f"{key}.truncation: got {psi}, expected values in [0, 1]")
+        if any(t < 0 for t in self.z_truncation):
+            raise _error(f"{key}.z_truncation: got {list(self.z_truncation)}, expected bounds "
+                         f">= 0 (0: no truncation)")
 
 
 @dataclass(frozen=True)
@@ -207,12 +273,15 @@ class MetricsConfig:
 class TrainConfig:
     """Everything `train fit` needs besides the dataset path and the output folder."""
 
+    preset: str | None = None       # a named recipe (train/presets.py); keys given here win
     model: ModelName = "stylegan2"
+    conditional: bool = False       # use the dataset's class labels (dataset.json)
+    on_new_data: Literal["continue", "fresh"] = "continue"  # a changed dataset: resume or restart
     resolution: int | None = None   # null: the dataset's; smaller: downsampled while loading
-    kimg: float = 1000.0            # thousands of real images shown to the discriminator
+    kimg: float = 5000.0            # thousands of real images shown to the discriminator
     batch: int = 32                 # global batch: the same whatever the number of devices
     batch_per_device: int | None = None  # null: batch / devices; smaller: gradient accumulation
-    mirror: bool = False            # add x-flipped copies of the dataset
+    mirror: bool = True             # add x-flipped copies (skipped when the zip has mirrors)
     seed: int = 0
     precision: Precision = "auto"   # auto: bf16 autocast on GPU, fp32 on CPU
     loader_workers: int = 2
@@ -225,6 +294,7 @@ class TrainConfig:
     dcgan: DCGANConfig = field(default_factory=DCGANConfig)
     wgan_gp: WGANGPConfig = field(default_factory=WGANGPConfig)
     stylegan2: StyleGAN2Config = field(default_factory=StyleGAN2Config)
+    biggan: BigGANConfig = field(default_factory=BigGANConfig)
     ada: ADAConfig = field(default_factory=ADAConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -243,8 +313,16 @@ class TrainConfig:
         if self.loader_workers < 0 or self.max_rollbacks < 0:
             raise _error(f"{key}: loader_workers and max_rollbacks must be >= 0")
 
+    @classmethod
+    def resolve_mapping(cls, data: dict[str, Any], key: str) -> dict[str, Any]:
+        """The mapping with its `preset` expanded underneath: the preset's values are the
+        defaults, the keys given explicitly override them (nested sections key by key)."""
+        from train.presets import expand
+
+        return expand(data, key)
+
     @property
-    def model_config(self) -> DCGANConfig | WGANGPConfig | StyleGAN2Config:
+    def model_config(self) -> DCGANConfig | WGANGPConfig | StyleGAN2Config | BigGANConfig:
         """The hyper-parameters of the chosen model."""
         return getattr(self, self.model)
 
@@ -252,6 +330,7 @@ class TrainConfig:
         """The settings that shape the training trajectory (what a resume must not change)."""
         return {
             "model": self.model,
+            "conditional": self.conditional,
             "model_config": dataclasses.asdict(self.model_config),
             "resolution": self.resolution,
             "batch": self.batch,

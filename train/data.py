@@ -55,6 +55,19 @@ class DatasetInfo:
     def size(self) -> int:
         return len(self.names)
 
+    def classes(self) -> int:
+        """Number of classes of integer labels (0 when unlabelled); raises DatasetError for
+        labels a class-conditional model cannot use (vectors, negative numbers)."""
+        if self.labels is None:
+            return 0
+        if self.labels.ndim != 1 or self.labels.dtype.kind not in "iu":
+            raise DatasetError(f"{self.path}: its labels are vectors ({self.labels.dtype}, "
+                               f"shape {self.labels.shape}); class-conditional training needs "
+                               f"one class index per image")
+        if self.labels.min() < 0:
+            raise DatasetError(f"{self.path}: a class label is negative ({self.labels.min()})")
+        return int(self.labels.max()) + 1
+
 
 def _safe_member(name: str) -> bool:
     path = PurePosixPath(name)
@@ -160,7 +173,8 @@ def inspect_zip(path: Path) -> DatasetInfo:
 
 
 class ZipImageDataset(torch.utils.data.Dataset):
-    """Images of a validated zip as uint8 CHW RGB tensors, optionally downsampled and mirrored.
+    """Images of a validated zip as uint8 CHW RGB tensors, optionally downsampled and mirrored,
+    and with `labels` as (image, class index) pairs.
 
     The zip is opened lazily in each process (DataLoader workers fork after construction, and
     a shared file handle would be read concurrently). `resolution` below the native size
@@ -169,7 +183,7 @@ class ZipImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, info: DatasetInfo, resolution: int | None = None,
-                 mirror: bool = False) -> None:
+                 mirror: bool = False, labels: bool = False) -> None:
         self.info = info
         self.resolution = resolution or info.resolution
         if self.resolution > info.resolution or info.resolution % self.resolution:
@@ -177,6 +191,12 @@ class ZipImageDataset(torch.utils.data.Dataset):
                                f"{info.resolution} px images (only downsampling by powers of 2)")
         self.factor = info.resolution // self.resolution
         self.mirror = mirror
+        self.classes = info.classes() if labels else 0
+        if labels and not self.classes:
+            raise DatasetError(f"{info.path} has no class labels (dataset.json labels: null), "
+                               f"but train.conditional is true: export a labelled dataset with "
+                               f"`curate prepare --combined NAME --dist A --dist B ...`, or set "
+                               f"train.conditional: false")
         self._zip: zipfile.ZipFile | None = None
         self._pid = -1
 
@@ -209,14 +229,45 @@ class ZipImageDataset(torch.utils.data.Dataset):
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return np.asarray(img)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def label(self, index: int) -> int:
+        """Class index of image `index` (its mirrored copy has the same)."""
+        assert self.info.labels is not None
+        return int(self.info.labels[index % self.info.size])
+
+    def class_frequencies(self) -> np.ndarray:
+        """Share of each class among the images (what fakes' classes are drawn from)."""
+        assert self.info.labels is not None
+        counts = np.bincount(self.info.labels.astype(np.int64), minlength=self.classes)
+        return counts / counts.sum()
+
+    def pixels(self, index: int) -> torch.Tensor:
+        """Image `index` as a uint8 CHW tensor."""
         return torch.from_numpy(np.ascontiguousarray(self.image(index).transpose(2, 0, 1)))
 
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, int]:
+        if self.classes:
+            return self.pixels(index), self.label(index)
+        return self.pixels(index)
 
-def open_dataset(path: Path, resolution: int | None = None,
-                 mirror: bool = False) -> ZipImageDataset:
+
+def open_dataset(path: Path, resolution: int | None = None, mirror: bool = False,
+                 labels: bool = False) -> ZipImageDataset:
     """Validate the zip at `path` and return its dataset (raises DatasetError)."""
-    return ZipImageDataset(inspect_zip(path), resolution=resolution, mirror=mirror)
+    return ZipImageDataset(inspect_zip(path), resolution=resolution, mirror=mirror,
+                           labels=labels)
+
+
+def includes_mirrors(path: Path) -> bool:
+    """True when the dataset card next to the zip (NAME.json, written by `curate prepare`)
+    says prepare already added a mirrored copy of every image: `train.mirror` would then
+    count every image's mirror twice."""
+    card = Path(path).with_suffix(".json")
+    try:
+        meta = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    augmentation = meta.get("augmentation") if isinstance(meta, dict) else None
+    return isinstance(augmentation, dict) and augmentation.get("mirror") is True
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -211,7 +211,7 @@ def fid_kid_for_generator(G: Generator, dataset: ZipImageDataset, cfg: MetricsCo
     extract = InceptionFeatures(device)
     n_real = min(cfg.num_real or dataset.info.size, dataset.info.size)
     step = dataset.info.size / n_real
-    real = extract(torch.stack([dataset[int(i * step)] for i in range(s.start, s.stop)])
+    real = extract(torch.stack([dataset.pixels(int(i * step)) for i in range(s.start, s.stop)])
                    for s in _chunks(n_real, extract.batch))
     fake = extract(generate(G, latents(range(FID_SEED + s.start, FID_SEED + s.stop), G.z_dim,
                                        device))

@@ -1,7 +1,8 @@
 """The training loop: phases, accumulation, EMA, ADA, cadence, checkpoints, stop and rollback.
 
 One iteration = `n_critic` discriminator steps (each on a fresh global batch, each followed
-every `reg_interval` steps by a lazy R1 step) and one generator step. Every step is computed
+every `reg_interval` steps by a lazy R1 step) and one generator step (followed every
+`g_reg_interval` iterations by a lazy path length step). Every step is computed
 in `accum` micro-batches per device; the per-sample random numbers of a step are replayed for
 each micro-batch (see train/rng.py), gradients are summed over devices in one all-reduce, and
 only then does the optimiser step. So the same config trains the same model on 1 CPU, 1 GPU
@@ -13,6 +14,12 @@ gradients are not finite is skipped (all ranks agree: the check follows the all-
 after `max_bad_steps` such iterations in a row the run goes back to its last checkpoint with
 a fresh random stream (replaying the same numbers would diverge again), at most
 `max_rollbacks` times.
+
+A changed dataset (`train.on_new_data: continue`, the default): when no checkpoint belongs to
+this dataset but one with the same settings belongs to an earlier version of it, the run
+continues from that one (networks, optimisers, EMA, ADA, counters) on the new data with a
+fresh sampler (its epoch order starts over at the position where the new data arrived), and
+records the switch in its lineage: which dataset each kimg range trained on.
 """
 
 from __future__ import annotations
@@ -47,8 +54,9 @@ from train.dist import (
 )
 from train.ema import ema_beta, update_ema
 from train.live import Metrics
-from train.losses import StepInputs, make_objective
+from train.losses import Reals, StepInputs, make_objective
 from train.models import build_models
+from train.models.base import one_hot
 from train.rng import BatchRandom, capture_rng, make_generator, restore_rng
 from train.sampler import BatchPlan, PositionSampler
 from train.signals import StopFlag, StopRequested
@@ -70,6 +78,7 @@ class Progress:
     d_steps: int = 0       # discriminator steps (lazy R1 cadence)
     tick: int = 0          # metric ticks logged (the dvclive step)
     rollbacks: int = 0
+    data_from: int = 0     # images seen when the current dataset arrived (its sampler origin)
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,8 @@ class RunPaths:
 #: What a tick line shows, in order: (metric, label, format).
 _SHOWN = (("perf/img_per_s", "img/s", ".1f"), ("perf/s_per_kimg", "s/kimg", ".1f"),
           ("loss/G", "G", ".3f"), ("loss/D", "D", ".3f"), ("loss/R1", "R1", ".3g"),
-          ("loss/GP", "GP", ".3g"), ("D/real", "D(x)", ".3f"), ("D/fake", "D(G(z))", ".3f"),
+          ("loss/GP", "GP", ".3g"), ("loss/PL", "PL", ".3g"), ("D/real", "D(x)", ".3f"),
+          ("D/fake", "D(G(z))", ".3f"),
           ("ada/p", "p", ".3f"), ("ada/rt", "rt", ".2f"))
 
 
@@ -134,7 +144,12 @@ class Trainer:
         # run's checkpoints are byte-identical to an uninterrupted run's.
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
-        self.G, self.D = (m.to(self.device) for m in build_models(cfg, self.resolution))
+        self.classes = dataset.classes
+        self.G, self.D = (m.to(self.device)
+                          for m in build_models(cfg, self.resolution, self.classes))
+        self.class_cdf = (torch.tensor(np.cumsum(dataset.class_frequencies()),
+                                       dtype=torch.float32, device=self.device)
+                          if self.classes else None)
         broadcast_module(self.G, env)
         broadcast_module(self.D, env)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -147,6 +162,7 @@ class Trainer:
         self.ada_acc = torch.zeros(2, dtype=torch.float64, device=self.device)  # sign sum, n
         self.gen = make_generator(cfg.seed, self.device)
         self.progress = Progress()
+        self.lineage: list[dict[str, Any]] = []  # earlier datasets: hash, path, kimg range
         self.bad_steps = 0
         self.checkpoints = CheckpointManager(paths.checkpoints, cfg.dynamics_hash(),
                                              dataset.info.hash, cfg.keep_checkpoints)
@@ -167,6 +183,8 @@ class Trainer:
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "ada": {**self.ada.state_dict(), "acc": ada_acc.cpu()},
+            "objective": self.objective.state_dict(),
+            "lineage": self.lineage,
             "rng": capture_rng(self.gen),
             "sampler": {"position": self.progress.images, "seed": self.cfg.seed,
                         "length": len(self.dataset)},
@@ -176,8 +194,12 @@ class Trainer:
             "scaler": None,  # bf16 needs no loss scaling (fp32's exponent range); fp16 unused
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], new_data: bool = False) -> None:
+        """Continue from `state`; with `new_data` it was written on an earlier version of the
+        dataset, whose sampler position no longer applies (see the module doc)."""
         self.progress = Progress(**state["progress"])
+        self.lineage = list(state["lineage"])
+        self.objective.load_state_dict(state["objective"])
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
@@ -189,7 +211,14 @@ class Trainer:
         acc = state["ada"]["acc"].to(self.device, torch.float64)
         self.ada_acc = acc if self.env.is_main else torch.zeros_like(acc)
         restore_rng(state["rng"], self.gen)
-        if state["sampler"]["length"] != len(self.dataset):
+        if new_data:
+            self.lineage.append({"dataset": state["dataset_hash"],
+                                 "path": state["dataset"]["path"],
+                                 "images": state["dataset"]["size"],
+                                 "from_kimg": self.progress.data_from / 1000,
+                                 "to_kimg": self.progress.images / 1000})
+            self.progress.data_from = self.progress.images
+        elif state["sampler"]["length"] != len(self.dataset):
             raise RuntimeError("checkpoint sampler length differs from the dataset's")
 
     def save_checkpoint(self) -> Path | None:
@@ -210,23 +239,30 @@ class Trainer:
                 sweep_temp_files(folder)
         state = self.checkpoints.load_latest(self.device, warn=self.log,
                                              sweep=self.env.is_main)
-        images = torch.tensor([float(state["images"]) if state else -1.0], device=self.device)
         if self.env.world > 1:  # every rank must resume from the same place
-            lo, hi = images.clone(), images.clone()
-            torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
-            torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
-            if lo.item() != hi.item():
-                raise LaunchError("ranks see different checkpoints: the output folder must be "
-                                  "on storage that every node reads (a shared file system)")
+            _same_on_every_rank(float(state["images"]) if state else -1.0, self.env)
+        new_data = False
+        if state is None and self.cfg.on_new_data == "continue":
+            state = self.checkpoints.load_latest_other_data(self.device, warn=self.log)
+            new_data = state is not None
+        if self.env.world > 1:  # every rank must take the same decision (it reads the disk)
+            _same_on_every_rank(float(new_data), self.env)
         if state is None:
             others = self.checkpoints.foreign()
             if others and self.env.is_main:
                 self.log(f"{len(others)} checkpoint(s) in {self.paths.checkpoints} belong to "
-                         f"other settings or another dataset; starting fresh (they are kept)")
+                         f"other settings{'' if self.cfg.on_new_data == 'continue' else ' or another dataset'}"
+                         f"; starting fresh (they are kept)")
             return False
-        self.load_state_dict(state)
-        self.log(f"resumed from {self.progress.images / 1000:.1f} kimg (iteration "
-                 f"{self.progress.iteration}, ADA p {self.ada.p:.3f})")
+        self.load_state_dict(state, new_data)
+        if new_data:
+            self.log(f"the dataset changed ({state['dataset']['size']} -> "
+                     f"{self.dataset.info.size} images): continuing from "
+                     f"{self.progress.images / 1000:.1f} kimg of the earlier version "
+                     f"(train.on_new_data: continue; `fresh` starts over)")
+        else:
+            self.log(f"resumed from {self.progress.images / 1000:.1f} kimg (iteration "
+                     f"{self.progress.iteration}, ADA p {self.ada.p:.3f})")
         return True
 
     # ------------------------------------------------------------------ data
@@ -234,7 +270,7 @@ class Trainer:
     def start_loader(self) -> None:
         """(Re)start the loader at the current position (resume, rollback)."""
         sampler = PositionSampler(len(self.dataset), self.plan, self.cfg.seed,
-                                  start=self.progress.images)
+                                  start=self.progress.images - self.progress.data_from)
         workers = self.cfg.loader_workers
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=sampler, num_workers=workers,
@@ -245,10 +281,19 @@ class Trainer:
             worker_init_fn=_loader_worker_init)
         self._loader = iter(loader)
 
-    def _next_reals(self) -> list[torch.Tensor]:
-        """This device's micro-batches of the next global batch, float [-1, 1]."""
-        return [to_float(next(self._loader).to(self.device, non_blocking=True))
-                for _ in range(self.plan.accum)]
+    def _next_reals(self) -> list[Reals]:
+        """This device's micro-batches of the next global batch: images as float [-1, 1] and
+        their one-hot classes (None when unconditional)."""
+        out: list[Reals] = []
+        for _ in range(self.plan.accum):
+            batch = next(self._loader)
+            if self.classes:
+                images, labels = batch
+                out.append((to_float(images.to(self.device, non_blocking=True)),
+                            one_hot(labels, self.classes).to(self.device)))
+            else:
+                out.append((to_float(batch.to(self.device, non_blocking=True)), None))
+        return out
 
     # ------------------------------------------------------------------ steps
 
@@ -267,9 +312,10 @@ class Trainer:
                                 torch.tensor(float(n), device=value.device)])
             self._stats[name] = self._stats[name] + pair if name in self._stats else pair
 
-    def _phase(self, kind: str, reals: list[torch.Tensor] | None) -> bool:
-        """One optimiser step of G ("G"), D ("D") or D's lazy regulariser ("Dreg")."""
-        train_g = kind == "G"
+    def _phase(self, kind: str, reals: list[Reals] | None) -> bool:
+        """One optimiser step of G ("G"), D ("D") or their lazy regularisers ("Greg",
+        "Dreg")."""
+        train_g = kind in ("G", "Greg")
         module, other = (self.G, self.D) if train_g else (self.D, self.G)
         opt = self.opt_G if train_g else self.opt_D
         module.requires_grad_(True)
@@ -280,9 +326,12 @@ class Trainer:
         for round_ in range(self.plan.accum):
             self.gen.set_state(start)  # same numbers for the same rows, whatever the split
             rand = BatchRandom(self.gen, batch, self.plan.rows(round_), self.device)
-            step = StepInputs(self.G, self.D, rand, self.augmenter, self._autocast)
+            step = StepInputs(self.G, self.D, rand, self.augmenter, self._autocast,
+                              self.class_cdf)
             if kind == "G":
                 loss, stats = self.objective.g_loss(step)
+            elif kind == "Greg":
+                loss, stats = self.objective.g_reg(step)
             elif kind == "D":
                 loss, stats = self.objective.d_loss(step, reals[round_])  # type: ignore[index]
             else:
@@ -311,6 +360,10 @@ class Trainer:
             self.progress.images += self.plan.global_batch
         ok &= self._phase("G", None)
         self.G.update_statistics(lambda t: all_reduce_sum(t, self.env))
+        g_interval = self.objective.g_reg_interval
+        if g_interval and (self.progress.iteration + 1) % g_interval == 0:
+            ok &= self._phase("Greg", None)
+            self.objective.after_g_reg(lambda t: all_reduce_sum(t, self.env))
         beta = ema_beta(self.cfg.ema, self.progress.images - images_before, self.progress.images)
         update_ema(self.G_ema, self.G, beta)
         self.progress.iteration += 1
@@ -398,7 +451,7 @@ class Trainer:
     def _preview_reals(self, n: int = 8) -> torch.Tensor:
         step = max(1, len(self.dataset) // n)
         idx = [i * step % len(self.dataset) for i in range(n)]
-        return to_float(torch.stack([self.dataset[i] for i in idx]).to(self.device))
+        return to_float(torch.stack([self.dataset.pixels(i) for i in idx]).to(self.device))
 
     def write_reals_grid(self) -> None:
         if not self.env.is_main:
@@ -406,7 +459,7 @@ class Trainer:
         cols, rows = self.cfg.report.grid
         n = min(cols * rows, len(self.dataset))
         step = max(1, len(self.dataset) // n)
-        images = torch.stack([self.dataset[i * step % len(self.dataset)] for i in range(n)])
+        images = torch.stack([self.dataset.pixels(i * step % len(self.dataset)) for i in range(n)])
         save_image(upscale(grid_image(images, cols)), self.paths.samples / "reals.png")
 
     # ------------------------------------------------------------------ the loop
@@ -472,6 +525,17 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+
+
+def _same_on_every_rank(value: float, env: DistEnv) -> None:
+    """Raise LaunchError unless every rank holds the same `value` (what it read from disk)."""
+    tensor = torch.tensor([value], device=env.device)
+    lo, hi = tensor.clone(), tensor.clone()
+    torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+    torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
+    if lo.item() != hi.item():
+        raise LaunchError("ranks see different checkpoints: the output folder must be on "
+                          "storage that every node reads (a shared file system)")
 
 
 def total_images(kimg: float) -> int:

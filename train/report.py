@@ -15,6 +15,11 @@ collapses produces samples close to each other. The report gives:
   mode collapse);
 - a side-by-side page (report/memorisation.html), closest pairs first, to look at.
 
+Mirrors are compared explicitly: the training images are the zip's own (never the mirrored
+copies `train.mirror` adds), and each sample is compared with every training image and with
+its mirror, so a sample that copies a flipped training image is found and shown as such. A
+real image's leave-one-out yardstick leaves out both itself and its mirror.
+
 Pixel distance is crude (a shifted copy is far, a different shoe on the same background is
 near) but needs no model and no network; it catches verbatim copies and collapse, the failures
 small datasets produce.
@@ -52,7 +57,7 @@ table{border-collapse:collapse}td,th{padding:4px 8px;border-bottom:1px solid #dd
 .pair div{font-size:12px}
 </style></head><body>
 <h1>Memorisation and collapse: {{ title }}</h1>
-<p>{{ n_samples }} generated samples compared with {{ n_reals }} training images at
+<p>{{ n_samples }} generated samples compared with {{ n_reals }} training images and their mirrors at
 {{ size }}x{{ size }} px (L2 distance per pixel, RGB in [0, 1]).
 Real images' yardstick: distance of each to its nearest <em>other</em> training image.</p>
 <table>
@@ -65,12 +70,13 @@ Real images' yardstick: distance of each to its nearest <em>other</em> training 
 <tr><th>diversity: mean pairwise distance samples / reals (well below 1: collapse)</th>
 <td class="v {{ 'warn' if s.diversity_ratio < 0.5 else 'ok' }}">{{ "%.3f"|format(s.diversity_ratio) }}</td></tr>
 <tr><th>distinct nearest training images / samples</th><td class="v">{{ s.distinct_neighbours }} / {{ n_samples }}</td></tr>
+<tr><th>samples nearest to a training image's mirror</th><td class="v">{{ "%.1f"|format(100 * s.nearest_is_mirror_share) }}%</td></tr>
 </table>
 <h2>Samples and their nearest training image, closest first</h2>
 <div class="pairs">
 {% for p in pairs %}<div class="pair"><img src="data:image/png;base64,{{ p.fake }}" alt="sample">
 <img src="data:image/png;base64,{{ p.real }}" alt="nearest training image">
-<div>seed {{ p.seed }} &middot; {{ p.name }} &middot; d={{ "%.4f"|format(p.distance) }}</div></div>
+<div>seed {{ p.seed }} &middot; {{ p.name }}{{ " (mirrored)" if p.mirrored }} &middot; d={{ "%.4f"|format(p.distance) }}</div></div>
 {% endfor %}</div></body></html>
 """)
 
@@ -102,17 +108,21 @@ def memorisation_report(G: Generator, dataset: ZipImageDataset, cfg: ReportConfi
     n_reals = min(cfg.memorisation_reals, dataset.info.size)
     step = dataset.info.size / n_reals
     idx = [int(i * step) for i in range(n_reals)]
-    real_u8 = torch.stack([dataset[i] for i in idx])
+    real_u8 = torch.stack([dataset.pixels(i) for i in idx])
     reals = _small(real_u8, cfg.distance_size)
     seeds = list(range(REPORT_SEED, REPORT_SEED + cfg.memorisation_samples))
+    mirrors = _small(real_u8.flip(-1), cfg.distance_size)
     fake_u8 = generate(G, latents(seeds, G.z_dim, device))
     fakes = _small(fake_u8, cfg.distance_size)
     scale = 1.0 / reals.shape[1] ** 0.5  # per-pixel RMS distance: comparable across sizes
 
-    d_fake = torch.cdist(fakes, reals) * scale
-    nn_fake, nn_idx = d_fake.min(dim=1)
-    d_real = torch.cdist(reals, reals) * scale
-    d_real.fill_diagonal_(float("inf"))
+    both = torch.cat([reals, mirrors])  # row i + n_reals is the mirror of row i
+    nn_fake, nn_both = (torch.cdist(fakes, both) * scale).min(dim=1)
+    nn_idx, mirrored = nn_both % n_reals, nn_both >= n_reals
+    d_real = torch.cdist(reals, both) * scale
+    own = torch.arange(n_reals)
+    d_real[own, own] = float("inf")
+    d_real[own, own + n_reals] = float("inf")
     nn_real = d_real.min(dim=1).values if n_reals > 1 else torch.zeros(1)
     p5 = float(torch.quantile(nn_real, 0.05)) if n_reals > 1 else 0.0
     m = min(len(seeds), n_reals)
@@ -127,11 +137,14 @@ def memorisation_report(G: Generator, dataset: ZipImageDataset, cfg: ReportConfi
         "near_copy_share": float((nn_fake < p5).float().mean()),
         "diversity_ratio": (_mean_pairwise(fakes) * scale) / max(real_div, 1e-12),
         "distinct_neighbours": int(nn_idx.unique().numel()),
+        "nearest_is_mirror_share": float(mirrored.float().mean()),
     }
     order = torch.argsort(nn_fake).tolist()
-    pairs = [{"fake": _png_b64(fake_u8[i]), "real": _png_b64(real_u8[int(nn_idx[i])]),
-              "seed": seeds[i], "name": dataset.info.names[idx[int(nn_idx[i])] % dataset.info.size],
-              "distance": float(nn_fake[i])} for i in order]
+    pairs = [{"fake": _png_b64(fake_u8[i]),
+              "real": _png_b64(real_u8[int(nn_idx[i])].flip(-1) if mirrored[i]
+                               else real_u8[int(nn_idx[i])]),
+              "seed": seeds[i], "name": dataset.info.names[idx[int(nn_idx[i])]],
+              "mirrored": bool(mirrored[i]), "distance": float(nn_fake[i])} for i in order]
     thumb = max(64, min(160, dataset.resolution * 2))
     html = _TEMPLATE.render(title=title, s=stats, pairs=pairs, n_samples=len(seeds),
                             n_reals=n_reals, size=cfg.distance_size, thumb=thumb)

@@ -20,7 +20,7 @@ import numpy as np
 class AugmentConfig:
     """How many extra images per source image, and how strong each transform may be."""
 
-    mirror: bool = True  # add a horizontally mirrored copy of every image
+    mirror: bool = False  # add a mirrored copy of every image (train.mirror does it by default)
     copies: int = 0  # extra randomly jittered copies per image (mirror may apply to them too)
     rotate_deg: float = 5.0  # uniform in [-rotate_deg, +rotate_deg]
     scale: float = 0.05  # zoom factor uniform in [1 - scale, 1 + scale]

@@ -73,9 +73,9 @@ def _assert_same(a: Any, b: Any, path: str = "") -> None:
 
 
 def test_dcgan_trains_and_writes_every_output(dataset: Path, tmp_path: Path) -> None:
-    cfg = train_config_from_mapping(tiny_config("dcgan", dcgan={"label_smoothing": 0.1,
+    cfg = train_config_from_mapping(tiny_config("dcgan", dcgan={"real_label": [0.85, 0.95],
                                                                 "label_flip": 0.05,
-                                                                "label_noise": 0.05}))
+                                                                "fake_label": [0.0, 0.05]}))
     out = tmp_path / "run"
     code, lines = _fit(cfg, dataset, out, metrics=True)
     assert code == 0, lines
@@ -91,7 +91,8 @@ def test_dcgan_trains_and_writes_every_output(dataset: Path, tmp_path: Path) -> 
             assert min(img.size) >= 64, name
     with Image.open(out / "samples" / "interpolation.gif") as gif:
         assert gif.n_frames == 2 * 3 + 1
-    assert not (out / "samples" / "truncation.png").exists()  # DCGAN has no mapping network
+    with Image.open(out / "samples" / "truncation.png") as sweep:  # |z| bounds (no W)
+        assert sweep.width > sweep.height
     report = json.loads((out / "report" / "memorisation.json").read_text())
     assert report["samples"] == 8 and 0 <= report["near_copy_share"] <= 1
     assert "nearest training image" in (out / "report" / "memorisation.html").read_text()
@@ -101,8 +102,11 @@ def test_dcgan_trains_and_writes_every_output(dataset: Path, tmp_path: Path) -> 
     # The export serves `train sample` and `train interpolate`.
     runner = CliRunner()
     res = runner.invoke(app, ["sample", "--model", str(out / "export"), "--seeds", "0-5",
-                              "--cols", "3", "--out", str(tmp_path / "s.png")])
+                              "--cols", "3", "--z-bound", "1.0", "--out", str(tmp_path / "s.png")])
     assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["sample", "--model", str(out / "export"), "--psi", "0.5",
+                              "--out", str(tmp_path / "s.png")])
+    assert res.exit_code == 1 and "--z-bound" in res.output
     res = runner.invoke(app, ["interpolate", "--model", str(out / "export"), "--seeds", "1,2",
                               "--frames", "4", "--out", str(tmp_path / "i.png"),
                               "--gif", str(tmp_path / "i.gif")])
@@ -144,7 +148,8 @@ def test_resume_after_a_kill_is_bit_exact(model: str, ada: dict[str, Any], datas
     resumed = _checkpoint(tmp_path / "split", cfg, dataset)
     assert resumed["images"] == straight["images"] == 128
     assert straight["ada"]["p"] > 0  # augmenting, and for StyleGAN2 the controller moved
-    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "ada", "rng", "progress", "sampler"):
+    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "ada", "objective", "lineage", "rng",
+                "progress", "sampler"):
         _assert_same(straight[key], resumed[key], key)
     a, _ = load_generator(tmp_path / "straight" / "export")
     b, _ = load_generator(tmp_path / "split" / "export")

@@ -92,7 +92,7 @@ def test_naming_proposals_edits_params_and_keeps_comments(tmp_path: Path) -> Non
         ("all", (), ()), ("soles", ("soles",), ("cluster_0",))]
     text = path.read_text()
     assert "# decompression-bomb guard" in text and "snapshot: null" in text
-    assert "batch_per_device: null" in text  # nulls stay written as null
+    assert "num_real: null" in text  # nulls stay written as null
     done = name_proposals(path, {"cluster_1": "pov", "cluster_0": "feet"})
     params = load_params(path)
     assert [(d.name, d.proposals) for d in params.split.distributions] == [

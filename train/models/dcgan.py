@@ -13,7 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.models.base import Discriminator, Generator, log2_resolution
+from train.models.base import (
+    ArchitectureError,
+    ClassProjection,
+    Discriminator,
+    Generator,
+    log2_resolution,
+    require_classes,
+)
 from train.rng import BatchRandom
 
 
@@ -40,19 +47,24 @@ def _init(module: nn.Module) -> None:
 
 
 class DCGANGenerator(Generator):
-    """z (N, z_dim) -> image (N, 3, R, R) in [-1, 1]."""
+    """z (N, z_dim) [+ class c] -> image (N, 3, R, R) in [-1, 1]; a conditional generator
+    concatenates the class embedding to z."""
 
     name = "dcgan"
 
     def __init__(self, resolution: int, z_dim: int = 100, channels: int = 64,
-                 max_channels: int = 512, kernel_size: int = 4) -> None:
+                 max_channels: int = 512, kernel_size: int = 4, classes: int = 0,
+                 embed_dim: int = 32) -> None:
         super().__init__()
         self.init_kwargs = dict(resolution=resolution, z_dim=z_dim, channels=channels,
-                                max_channels=max_channels, kernel_size=kernel_size)
-        self.resolution, self.z_dim = resolution, z_dim
+                                max_channels=max_channels, kernel_size=kernel_size,
+                                classes=classes, embed_dim=embed_dim)
+        self.resolution, self.z_dim, self.classes = resolution, z_dim, classes
+        self.embed = nn.Linear(classes, embed_dim, bias=False) if classes else None
         pad, out_pad = _padding(kernel_size)
         ch = _channels(4, resolution, channels, max_channels)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False),
+        z_in = z_dim + (embed_dim if classes else 0)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_in, ch, 4, 1, 0, bias=False),
                                    nn.BatchNorm2d(ch), nn.ReLU(True)]
         res = 4
         for _ in range(log2_resolution(resolution) - 3):
@@ -65,35 +77,59 @@ class DCGANGenerator(Generator):
         self.net = nn.Sequential(*layers)
         _init(self)
 
-    def forward(self, z: torch.Tensor, rand: BatchRandom | None = None,
-                psi: float = 1.0) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, rand: BatchRandom | None = None, psi: float = 1.0,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+        require_classes(self, c)
+        if self.embed is not None and c is not None:
+            z = torch.cat([z, self.embed(c.to(z.dtype))], dim=1)
         return self.net(z[:, :, None, None])
 
 
+def default_stages(resolution: int) -> int:
+    """Stride-2 stages that bring `resolution` down to 4x4 (the DCGAN paper's depth)."""
+    return log2_resolution(resolution) - 2
+
+
 class DCGANDiscriminator(Discriminator):
-    """image (N, 3, R, R) -> logit (N,); `batch_norm=False` gives the WGAN-GP critic."""
+    """image (N, 3, R, R) -> logit (N,); `batch_norm=False` gives the WGAN-GP critic.
+
+    `stages` stride-2 convolutions (default: down to 4x4), then one convolution whose kernel
+    covers what is left: 5 stages on 64 px end at 2x2 with a 2x2 kernel. A conditional D adds
+    the projection of its features summed over that last map.
+    """
 
     name = "dcgan"
 
     def __init__(self, resolution: int, channels: int = 64, max_channels: int = 512,
-                 kernel_size: int = 4, batch_norm: bool = True) -> None:
+                 kernel_size: int = 4, batch_norm: bool = True, stages: int | None = None,
+                 classes: int = 0) -> None:
         super().__init__()
+        stages = default_stages(resolution) if stages is None else stages
+        if not 1 <= stages <= log2_resolution(resolution):
+            raise ArchitectureError(f"d_stages {stages} does not fit {resolution} px: between 1 and "
+                             f"{log2_resolution(resolution)} stride-2 stages")
+        self.classes = classes
         pad, _ = _padding(kernel_size)
-        res = resolution // 2
-        ch = _channels(res, resolution // 2, channels, max_channels)
-        layers: list[nn.Module] = [nn.Conv2d(3, ch, kernel_size, 2, pad),
-                                   nn.LeakyReLU(0.2, True)]
-        while res > 4:
+        res, ch = resolution, 3
+        layers: list[nn.Module] = []
+        for stage in range(stages):
             res //= 2
             nxt = _channels(res, resolution // 2, channels, max_channels)
-            layers += [nn.Conv2d(ch, nxt, kernel_size, 2, pad, bias=not batch_norm)]
-            if batch_norm:
+            norm = batch_norm and stage > 0
+            layers.append(nn.Conv2d(ch, nxt, kernel_size, 2, pad, bias=not norm))
+            if norm:
                 layers.append(nn.BatchNorm2d(nxt))
             layers.append(nn.LeakyReLU(0.2, True))
             ch = nxt
-        layers.append(nn.Conv2d(ch, 1, 4, 1, 0))
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)
+        self.final = nn.Conv2d(ch, 1, res, 1, 0)
+        self.project = ClassProjection(classes, ch) if classes else None
         _init(self)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).reshape(-1)
+    def forward(self, images: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        require_classes(self, c)
+        h = self.features(images)
+        logits = self.final(h).reshape(-1)
+        if self.project is not None and c is not None:
+            logits = logits + self.project(h.mean(dim=(2, 3)), c)
+        return logits

@@ -12,6 +12,10 @@ a 1x1 "toRGB" output to the upsampled image so far (skip architecture). The mean
 for the truncation trick. Discriminator: residual blocks (two 3x3 convolutions plus a 1x1
 skip, summed and scaled by 1/sqrt(2)), minibatch standard deviation at 4x4, two dense layers.
 
+Conditional (StyleGAN2-ADA's way): the class embedding, normalised like z, is concatenated to
+z at the mapping network's input; the discriminator's last layer outputs a vector whose inner
+product with the (normalised) class embedding is the logit (projection).
+
 All layers use the equalised learning rate: weights are stored N(0, 1) and scaled at run time
 by 1/sqrt(fan_in), so Adam's per-parameter step is the same for every layer. Resampling uses
 bilinear interpolation (which is the [1, 3, 3, 1] filter for 2x upsampling) and 2x2 average
@@ -28,7 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.models.base import Discriminator, Generator, channels_at, log2_resolution
+from train.models.base import (
+    Discriminator,
+    Generator,
+    channels_at,
+    log2_resolution,
+    require_classes,
+)
 from train.rng import BatchRandom
 
 SQRT2 = math.sqrt(2.0)
@@ -101,18 +111,26 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return out.reshape(n, out_ch, h, w)
 
 
-class MappingNetwork(nn.Module):
-    """z -> w: normalise z, then `layers` dense layers at a reduced learning rate."""
+def normalize_2nd_moment(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
 
-    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_mult: float) -> None:
+
+class MappingNetwork(nn.Module):
+    """z [+ class embedding] -> w: normalise, then `layers` dense layers at a reduced rate."""
+
+    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_mult: float,
+                 classes: int = 0) -> None:
         super().__init__()
-        dims = [z_dim] + [w_dim] * layers
+        self.embed = EqualLinear(classes, w_dim) if classes else None
+        dims = [z_dim + (w_dim if classes else 0)] + [w_dim] * layers
         self.net = nn.Sequential(*[EqualLinear(a, b, lr_mult=lr_mult, activate=True)
                                    for a, b in zip(dims[:-1], dims[1:], strict=True)])
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
-        return self.net(z)
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = normalize_2nd_moment(z)
+        if self.embed is not None and c is not None:
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c.to(z.dtype)))], dim=1)
+        return self.net(x)
 
 
 class SynthesisLayer(nn.Module):
@@ -192,15 +210,18 @@ class StyleGAN2Generator(Generator):
     def __init__(self, resolution: int, z_dim: int = 512, w_dim: int = 512,
                  mapping_layers: int = 8, mapping_lr_mult: float = 0.01,
                  channel_base: int = 16384, channel_max: int = 512,
-                 style_mixing: float = 0.9, w_avg_beta: float = 0.995) -> None:
+                 style_mixing: float = 0.9, w_avg_beta: float = 0.995,
+                 classes: int = 0) -> None:
         super().__init__()
         self.init_kwargs = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim,
                                 mapping_layers=mapping_layers, mapping_lr_mult=mapping_lr_mult,
                                 channel_base=channel_base, channel_max=channel_max,
-                                style_mixing=style_mixing, w_avg_beta=w_avg_beta)
+                                style_mixing=style_mixing, w_avg_beta=w_avg_beta,
+                                classes=classes)
         self.resolution, self.z_dim, self.w_dim = resolution, z_dim, w_dim
+        self.classes = classes
         self.style_mixing, self.w_avg_beta = style_mixing, w_avg_beta
-        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_mult)
+        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_mult, classes)
         blocks, in_ch = [], 0
         for level in range(2, log2_resolution(resolution) + 1):
             res = 2**level
@@ -217,12 +238,28 @@ class StyleGAN2Generator(Generator):
     def supports_truncation(self) -> bool:
         return True
 
-    def map(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
-        """z -> w (N, w_dim), pulled toward the mean w by truncation `psi` < 1."""
-        w = self.mapping(z)
+    def map(self, z: torch.Tensor, psi: float = 1.0,
+            c: torch.Tensor | None = None) -> torch.Tensor:
+        """z [, c] -> w (N, w_dim), pulled toward the mean w by truncation `psi` < 1."""
+        require_classes(self, c)
+        w = self.mapping(z, c)
         if psi != 1.0:
             w = self.w_avg.to(w.dtype).lerp(w, psi)
         return w
+
+    def styles(self, z: torch.Tensor, rand: BatchRandom | None = None,
+               c: torch.Tensor | None = None, psi: float = 1.0,
+               track: bool = True) -> torch.Tensor:
+        """The per-layer latents ws (N, num_ws, w_dim) of z: w repeated, style-mixed while
+        training (and the mean w tracked then, unless `track` is off: regularisation steps
+        must not move it)."""
+        w = self.map(z, psi, c)
+        if self.training and rand is not None and track:
+            self._track(w)
+        ws = w[:, None].repeat(1, self.num_ws, 1)
+        if self.training and rand is not None and self.style_mixing > 0:
+            ws = self._mix(ws, rand, c)
+        return ws
 
     def synthesis(self, ws: torch.Tensor, rand: BatchRandom | None = None) -> torch.Tensor:
         """ws (N, num_ws, w_dim) -> images; noise from `rand`, else the fixed buffers."""
@@ -234,17 +271,12 @@ class StyleGAN2Generator(Generator):
         assert img is not None
         return img
 
-    def forward(self, z: torch.Tensor, rand: BatchRandom | None = None,
-                psi: float = 1.0) -> torch.Tensor:
-        w = self.map(z, psi)
-        if self.training and rand is not None:
-            self._track(w)
-        ws = w[:, None].repeat(1, self.num_ws, 1)
-        if self.training and rand is not None and self.style_mixing > 0:
-            ws = self._mix(ws, rand)
-        return self.synthesis(ws, rand)
+    def forward(self, z: torch.Tensor, rand: BatchRandom | None = None, psi: float = 1.0,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(self.styles(z, rand, c, psi), rand)
 
-    def _mix(self, ws: torch.Tensor, rand: BatchRandom) -> torch.Tensor:
+    def _mix(self, ws: torch.Tensor, rand: BatchRandom,
+             c: torch.Tensor | None) -> torch.Tensor:
         """Style mixing regularisation: from a random layer on, use a second latent's w.
 
         The decision and the cut-off are drawn per sample (not per batch, as StyleGAN2-ADA
@@ -254,7 +286,7 @@ class StyleGAN2Generator(Generator):
         mix = rand.rand(1) < self.style_mixing
         cutoff = (rand.rand(1) * (self.num_ws - 1)).floor() + 1
         cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, self.num_ws))
-        w2 = self.mapping(z2)[:, None]
+        w2 = self.mapping(z2, c)[:, None]
         layer = torch.arange(self.num_ws, device=ws.device)[None]
         return torch.where((layer >= cutoff)[..., None], w2.to(ws.dtype), ws)
 
@@ -309,10 +341,11 @@ class StyleGAN2Discriminator(Discriminator):
     name = "stylegan2"
 
     def __init__(self, resolution: int, channel_base: int = 16384, channel_max: int = 512,
-                 mbstd_group: int = 4) -> None:
+                 mbstd_group: int = 4, classes: int = 0) -> None:
         super().__init__()
         top = log2_resolution(resolution)
         self.mbstd_group = mbstd_group
+        self.classes = classes
         self.fromrgb = EqualConv2d(3, channels_at(resolution, channel_base, channel_max), 1)
         self.blocks = nn.Sequential(*[
             DiscriminatorBlock(channels_at(2**level, channel_base, channel_max),
@@ -321,9 +354,15 @@ class StyleGAN2Discriminator(Discriminator):
         ch = channels_at(4, channel_base, channel_max)
         self.conv = EqualConv2d(ch + 1, ch, 3)
         self.fc = EqualLinear(ch * 16, ch, activate=True)
-        self.out = EqualLinear(ch, 1)
+        self.out = EqualLinear(ch, ch if classes else 1)
+        self.cmap = EqualLinear(classes, ch) if classes else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        require_classes(self, c)
         x = self.blocks(self.fromrgb(images))
         x = self.conv(minibatch_stddev(x, self.mbstd_group))
-        return self.out(self.fc(x.flatten(1))).reshape(-1)
+        x = self.out(self.fc(x.flatten(1)))
+        if self.cmap is None or c is None:
+            return x.reshape(-1)
+        cmap = normalize_2nd_moment(self.cmap(c.to(x.dtype)))
+        return (x * cmap).sum(dim=1) / math.sqrt(x.shape[1])
