@@ -468,7 +468,12 @@ def _name_proposals(params: Path, pairs: list[str]) -> None:
 
 @app.command()
 def prepare(
-    dist: Annotated[str, typer.Option("--dist", help="Distribution name from split.distributions.")],
+    dist: Annotated[list[str], typer.Option(
+        "--dist", metavar="NAME", help="Distribution name from split.distributions (several with --combined).")],
+    combined: Annotated[str | None, typer.Option(
+        "--combined", metavar="NAME",
+        help="Export the --dist distributions as one class-labelled dataset NAME (class index "
+             "= the order they are given).")] = None,
     params: ParamsOption = Path("params.yaml"),
     workers: WorkersOption = None,
 ) -> None:
@@ -478,14 +483,30 @@ def prepare(
     on: an uncompressed zip of PNGs named 00000/img00000000.png (1000 per folder) and a
     dataset.json with "labels": null. Next to it: NAME.json and NAME.md (the dataset card) and
     NAME_grid.png (sample grid). Per-image details in data/prepare/NAME/manifest.parquet.
+
+    With --combined NAME --dist A --dist B: one dataset NAME of A's and B's images, each
+    prepared as --dist would, and dataset.json "labels": [["00000/img00000000.png", 0], ...]
+    (class 0 = A, 1 = B) for class-conditional training; the card lists the classes.
     """
-    from curate.stages.prepare import PrepareError, PrepareOptions, run_prepare
+    from curate.stages.prepare import (
+        PrepareError,
+        PrepareOptions,
+        run_prepare,
+        run_prepare_combined,
+    )
 
     loaded = _params(params)
     options = PrepareOptions(workers=workers)
-    with _one_run(loaded, options.out_dir / dist, options.datasets_dir / dist), \
+    name = combined or dist[0]
+    with _one_run(loaded, options.out_dir / name, options.datasets_dir / name), \
             _explained(PrepareError, code=2, label="prepare"):
-        run_prepare(loaded, dist, options)
+        if combined is not None:
+            run_prepare_combined(loaded, combined, dist, options)
+        elif len(dist) > 1:
+            raise PrepareError(f"{len(dist)} distributions given: add --combined NAME to "
+                               "export them as one class-labelled dataset")
+        else:
+            run_prepare(loaded, dist[0], options)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ writes:
 
 Per-image outputs are cached as PNG files keyed by (image id, hash of every setting that changes
 pixels), so adding 1% of images prepares 1% and re-zips; changing a setting re-prepares all.
+
+A combined dataset (`run_prepare_combined`, `curate prepare --combined NAME --dist A --dist B`)
+is several distributions, each prepared as above, in one zip whose dataset.json labels every
+image with its class index (A = 0, B = 1, ...) for class-conditional training; its manifest adds
+`class_index` and `class_name`, its card lists the classes.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import pandas as pd
 
 from curate import atomic
 from curate.cache import ResultCache, op_key
-from curate.config import DistributionConfig, Params
+from curate.config import ConfigError, DistributionConfig, Params
 from curate.console import StageSummary, console
 from curate.device import check
 from curate.imagemap import cached_map
@@ -214,9 +219,9 @@ def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache,
 
 
 def _rows(rows: pd.DataFrame, meta: dict[str, dict], errors: dict[str, str]) -> pd.DataFrame:
-    """One row per dataset image (in archive order) and one per image left out."""
+    """One row per dataset image and one per image left out, in image id order (archive names
+    are given by `_numbered`, once the rows of every class are in one table)."""
     records = []
-    index = 0
     for image_id in sorted(rows.image_id):
         if image_id in errors or meta[image_id]["skipped"]:
             records.append({"image_id": image_id, "archive_name": None, "variant": None,
@@ -229,13 +234,20 @@ def _rows(rows: pd.DataFrame, meta: dict[str, dict], errors: dict[str, str]) -> 
             continue
         m = meta[image_id]
         for out in m["outputs"]:
-            records.append({"image_id": image_id, "archive_name": archive_name(index),
+            records.append({"image_id": image_id, "archive_name": None,
                             "variant": out["variant"], "transform": out["transform"],
                             "status": "ok", "reason": None, "message": None,
                             "method": m["method"], "angle_deg": m["angle_deg"],
                             "upscale": m["upscale"]})
-            index += 1
-    return pd.DataFrame(records).astype({"variant": "Int64"})
+    return pd.DataFrame(records).astype({"variant": "Int64", "archive_name": "object"})
+
+
+def _numbered(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with archive names given to its dataset images in row order (the zip's order)."""
+    ok = table.status == "ok"
+    table = table.copy()
+    table.loc[ok, "archive_name"] = [archive_name(i) for i in range(int(ok.sum()))]
+    return table
 
 
 def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.DataFrame,
@@ -261,20 +273,70 @@ def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.
 
 
 def _card_markdown(card: dict) -> str:
+    labelled = "class-labelled " if "classes" in card else ""
     lines = [f"# Dataset `{card['name']}`", "",
-             f"`{card['file']}`: {card['images']} images at {card['resolution']}x"
-             f"{card['resolution']} from {card['source_images']} source images "
-             f"(StyleGAN2-ADA / StyleGAN3 / EDM2 zip format). Settings hash "
-             f"`{card['settings_hash']}`.", "", f"![sample grid]({card['name']}_grid.png)", ""]
+             (f"`{card['file']}`: {card['images']} images at {card['resolution']}x"
+              f"{card['resolution']} from {card['source_images']} source images "
+              f"({labelled}StyleGAN2-ADA / StyleGAN3 / EDM2 zip format). Settings hash "
+              f"`{card['settings_hash']}`."), "", f"![sample grid]({card['name']}_grid.png)", ""]
+    lines += _classes_markdown(card.get("classes", []))
     for title, key in (("Per source", "per_source"), ("Alignment method", "per_alignment_method"),
                        ("Left out by prepare", "excluded_here"),
                        ("Removed by earlier stages", "removed_upstream")):
         lines += [f"## {title}", "", "| | count |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in card[key].items()] or ["| (none) | 0 |"]
         lines.append("")
-    lines += ["## Framing", "", _framing_text(card["framing_matched_to_keypoints"]), ""]
+    lines += ["## Framing", "", *_framing_lines(card), ""]
     lines += ["## Mattes", "", _cleaned_text(card) + ".", ""]
     return "\n".join(lines)
+
+
+def _classes_markdown(classes: list[dict]) -> list[str]:
+    """The class table of a combined dataset (a trainer's class index -> what it holds)."""
+    if not classes:
+        return []
+    return ["## Classes", "", ("`dataset.json` labels every image with the index of its "
+                               "class: the distribution it comes from."), "",
+            "| class index | name | images | source images |", "|---:|---|---:|---:|",
+            *(f"| {c['index']} | {c['name']} | {c['images']} | {c['source_images']} |"
+              for c in classes), ""]
+
+
+def _framing_lines(card: dict) -> list[str]:
+    """One line for a distribution's dataset; one per class for a combined one (each class is
+    framed as its own distribution's dataset is)."""
+    if "classes" not in card:
+        return [_framing_text(card["framing_matched_to_keypoints"])]
+    return [f"- `{c['name']}`: {_framing_text(c['framing_matched_to_keypoints'])}"
+            for c in card["classes"]]
+
+
+def _combined_card(name: str, zip_name: str, cards: list[dict]) -> dict:
+    """The card of a combined dataset from its classes' cards (index = position in `cards`).
+
+    Counts are summed; what differs per class (settings hash, framing) stays with the class.
+    """
+    def summed(key: str) -> dict[str, int]:
+        return dict(sorted(sum((Counter(c[key]) for c in cards), Counter()).items()))
+
+    hashes = [c["settings_hash"] for c in cards]
+    return {
+        "name": name, "file": zip_name, "images": sum(c["images"] for c in cards),
+        "source_images": sum(c["source_images"] for c in cards),
+        "resolution": cards[0]["resolution"],
+        "settings_hash": hashlib.sha256(json.dumps(hashes).encode()).hexdigest()[:16],
+        "labels": "class index per image in dataset.json; see classes",
+        "classes": [{"index": k, "name": c["name"], "images": c["images"],
+                     "source_images": c["source_images"], "settings_hash": c["settings_hash"],
+                     "framing_matched_to_keypoints": c["framing_matched_to_keypoints"]}
+                    for k, c in enumerate(cards)],
+        "augmentation": cards[0]["augmentation"],
+        "per_source": summed("per_source"),
+        "per_alignment_method": summed("per_alignment_method"),
+        "matte_clutter_removed": sum(c["matte_clutter_removed"] for c in cards),
+        "excluded_here": summed("excluded_here"),
+        "removed_upstream": summed("removed_upstream"),
+    }
 
 
 def matte_cleaned(rows: pd.DataFrame) -> set[str]:
@@ -317,49 +379,144 @@ def why_empty(name: str, manifest: pd.DataFrame, split_manifest: Path) -> str:
             f"(`curate split --name cluster_N={name}`), or remove it from split.distributions")
 
 
-def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOptions()
-                ) -> StageSummary:
-    """Prepare and export the dataset of distribution ``name``."""
+@dataclass(frozen=True)
+class _Prepared:
+    """One distribution's images prepared (PNGs in the cache), before anything is exported."""
+
+    name: str
+    rows: pd.DataFrame  # its live rows of the split manifest
+    table: pd.DataFrame  # its per-image manifest rows, not yet numbered
+    settings: Settings
+    settings_hash: str
+    outputs: _OutputCache
+    cleaned: set[str]  # images whose matte lost clutter (counted with prepare.source: matte)
+
+
+def _distributions(params: Params, names: list[str]) -> list[DistributionConfig]:
     dists = {d.name: d for d in params.split.distributions}
-    if name not in dists:
-        raise PrepareError(f"unknown distribution {name!r}; params.yaml split.distributions "
-                           f"has {', '.join(dists)}")
-    summary = StageSummary(f"prepare {name}")
-    manifest = read_table(options.split_manifest)
-    rows = manifest[(manifest.status == "ok") & (manifest.distribution == name)]
+    for name in names:
+        if name not in dists:
+            raise PrepareError(f"unknown distribution {name!r}; params.yaml "
+                               f"split.distributions has {', '.join(dists)}")
+    return [dists[n] for n in names]
+
+
+def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd.DataFrame,
+                          tags: pd.DataFrame | None, options: PrepareOptions,
+                          cache: ResultCache, summary: StageSummary) -> _Prepared:
+    """Prepare one distribution's live images with its own settings (framing calibrated on
+    its own images), so that its PNGs are the cache entries `--dist` makes and reuses."""
+    rows = manifest[(manifest.status == "ok") & (manifest.distribution == dist.name)]
     if rows.empty:
-        raise PrepareError(why_empty(name, manifest, options.split_manifest))
-    tags = read_table(options.tags) if options.tags.exists() else None
-    settings = settings_for(params, dists[name])
+        raise PrepareError(why_empty(dist.name, manifest, options.split_manifest))
+    settings = settings_for(params, dist)
     tasks = build_tasks(rows, tags, params, settings, options.matte_dir)
     if params.prepare.match_keypoint_framing:
         settings = calibrate_framing(tasks, settings)
     settings_hash = _settings_hash(settings, params.prepare.source)
-    with ResultCache(params.paths.cache / "results.sqlite") as cache:
-        outputs = _OutputCache(params.paths.cache / "prepare", settings_hash)
-        meta, errors = _prepare_all(tasks, settings, outputs, cache,
-                                    options.workers or params.n_workers, summary)
-    table = _rows(rows, meta, errors)
-    write_table(table, options.out_dir / name / "manifest.parquet",
-                sort_by=["image_id", "variant"])
-    live = table[table.status == "ok"]
-    if live.empty:
-        why = ", ".join(f"{k}: {v}" for k, v in Counter(table.reason).items())
-        raise PrepareError(f"every image of {name!r} was left out ({why}); see "
-                           f"{options.out_dir / name / 'manifest.parquet'} (for upscale: lower "
-                           "prepare.resolution or raise prepare.max_upscale)")
-    zip_path = options.datasets_dir / f"{name}.zip"
-    pngs = (outputs.png_path(i, v).read_bytes() for i, v in zip(live.image_id, live.variant))
-    result = write_dataset_zip(zip_path, pngs)
+    outputs = _OutputCache(params.paths.cache / "prepare", settings_hash)
+    meta, errors = _prepare_all(tasks, settings, outputs, cache,
+                                options.workers or params.n_workers, summary)
     # Counted only when the dataset is made of the composites (prepare.source: matte).
     cleaned = matte_cleaned(rows) if params.prepare.source == "matte" else set()
-    card = _card(name, rows, manifest, table, settings_hash, params, result.resolution,
-                 zip_path.name, settings, cleaned)
-    plain = live[live.variant == 0].head(params.prepare.grid)  # one tile per source image
-    grid_pngs = [outputs.png_path(i, 0).read_bytes() for i in plain.image_id]
-    atomic.write_bytes(options.datasets_dir / f"{name}_grid.png", sample_grid(
-        grid_pngs, marked=[i in cleaned for i in plain.image_id],
-        caption=_cleaned_text(card) + " (orange corner)" if cleaned else ""))
+    return _Prepared(dist.name, rows, _rows(rows, meta, errors), settings, settings_hash,
+                     outputs, cleaned)
+
+
+def _prepare_each(params: Params, dists: list[DistributionConfig], options: PrepareOptions,
+                  summary: StageSummary) -> tuple[list[_Prepared], pd.DataFrame]:
+    """Every distribution of `dists` prepared, and the split manifest they came from."""
+    manifest = read_table(options.split_manifest)
+    _check_disjoint(manifest, [d.name for d in dists])
+    tags = read_table(options.tags) if options.tags.exists() else None
+    with ResultCache(params.paths.cache / "results.sqlite") as cache:
+        parts = [_prepare_distribution(params, d, manifest, tags, options, cache, summary)
+                 for d in dists]
+    return parts, manifest
+
+
+def _check_disjoint(manifest: pd.DataFrame, names: list[str]) -> None:
+    """Refuse an image that two of `names` both hold: it would get two labels (the split gives
+    one distribution an image, so this means a hand-edited or broken manifest)."""
+    live = manifest[(manifest.status == "ok") & manifest.distribution.isin(names)]
+    held = live.groupby("image_id").distribution.agg(lambda d: sorted(set(d)))
+    twice = held[held.map(len) > 1]
+    if not twice.empty:
+        raise PrepareError(f"image {twice.index[0]} is assigned to "
+                           f"{' and '.join(twice.iloc[0])} in the split manifest "
+                           f"({len(twice)} such images); an image belongs to one "
+                           "distribution: rerun `curate split`")
+
+
+def _check_combination(params: Params, name: str, members: list[str]
+                       ) -> list[DistributionConfig]:
+    """The distributions a combined dataset `name` is made of, or why it cannot be made."""
+    if len(members) < 2:
+        raise PrepareError(f"--combined {name} needs at least two distributions "
+                           f"(--dist A --dist B), got {len(members)}")
+    repeated = sorted({m for m in members if members.count(m) > 1})
+    if repeated:
+        raise PrepareError(f"--combined {name}: {', '.join(repeated)} given more than once "
+                           "(each distribution is one class)")
+    try:
+        DistributionConfig(name).validate("--combined")
+    except ConfigError as exc:
+        raise PrepareError(str(exc)) from None
+    dists = _distributions(params, members)
+    if name in {d.name for d in params.split.distributions}:
+        raise PrepareError(f"--combined {name}: {name!r} is a distribution's name; its "
+                           f"dataset would overwrite data/datasets/{name}.zip: choose another")
+    resolutions = {d.name: settings_for(params, d).resolution for d in dists}
+    if len(set(resolutions.values())) > 1:
+        given = ", ".join(f"{n} {r}px" for n, r in resolutions.items())
+        raise PrepareError(f"--combined {name}: the distributions' resolutions differ "
+                           f"({given}); one dataset holds images of one size")
+    return dists
+
+
+def _labelled_table(parts: list[_Prepared]) -> pd.DataFrame:
+    """Every part's rows, part by part (class index = position), numbered in that order."""
+    return _numbered(pd.concat(
+        [p.table.assign(class_index=k, class_name=p.name) for k, p in enumerate(parts)],
+        ignore_index=True))
+
+
+def _grid_png(live: pd.DataFrame, parts: list[_Prepared], card: dict, cleaned: set[str],
+              size: int) -> bytes:
+    """The sample grid: one tile per source image, every class in equal share (a combined
+    dataset's first class alone would fill it), clutter-cleaned mattes marked."""
+    plain = live[live.variant == 0]
+    per_class = -(-size // plain.class_index.nunique())
+    tiles = plain.groupby("class_index", sort=True).head(per_class).head(size)
+    return sample_grid(
+        [parts[k].outputs.png_path(i, 0).read_bytes()
+         for k, i in zip(tiles.class_index, tiles.image_id)],
+        marked=[i in cleaned for i in tiles.image_id],
+        caption=_cleaned_text(card) + " (orange corner)" if cleaned else "")
+
+
+def _export(name: str, parts: list[_Prepared], manifest: pd.DataFrame, params: Params,
+            options: PrepareOptions, summary: StageSummary, labelled: bool) -> dict:
+    """Write the zip, manifest, card and grid of dataset `name` made of `parts`; the zip
+    carries class labels (the index of each image's part) when `labelled`."""
+    table = _labelled_table(parts)
+    classes = ["class_index", "class_name"]
+    write_table(table if labelled else table.drop(columns=classes),
+                options.out_dir / name / "manifest.parquet", sort_by=["image_id", "variant"])
+    for k, part in enumerate(parts):
+        _refuse_empty(part.name, table[table.class_index == k], options.out_dir / name)
+    live = table[table.status == "ok"]
+    zip_path = options.datasets_dir / f"{name}.zip"
+    result = write_dataset_zip(
+        zip_path, (parts[k].outputs.png_path(i, v).read_bytes()
+                   for k, i, v in zip(live.class_index, live.image_id, live.variant)),
+        labels=live.class_index.tolist() if labelled else None)
+    cards = [_card(p.name, p.rows, manifest, p.table, p.settings_hash, params,
+                   result.resolution, zip_path.name, p.settings, p.cleaned) for p in parts]
+    card = _combined_card(name, zip_path.name, cards) if labelled else cards[0]
+    cleaned = set().union(*(p.cleaned for p in parts))
+    atomic.write_bytes(options.datasets_dir / f"{name}_grid.png",
+                       _grid_png(live, parts, card, cleaned, params.prepare.grid))
     atomic.write_text(options.datasets_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     atomic.write_text(options.datasets_dir / f"{name}.md", _card_markdown(card) + "\n")
     for row in table.itertuples():
@@ -367,9 +524,51 @@ def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOpti
                       None if row.status == "ok" else row.reason)
     summary.save(options.out_dir / name / "summary.json")
     summary.print()
+    console.print(f"prepare {name}: {result.count} images {result.resolution}x"
+                  f"{result.resolution} -> {zip_path}: {_contents_text(card)}")
+    return card
+
+
+def _refuse_empty(name: str, table: pd.DataFrame, out_dir: Path) -> None:
+    """Stop when prepare left out every image of distribution `name` (no dataset, or an empty
+    class), saying where the per-image reasons are."""
+    if (table.status == "ok").any():
+        return
+    why = ", ".join(f"{k}: {v}" for k, v in Counter(table.reason).items())
+    raise PrepareError(f"every image of {name!r} was left out ({why}); see "
+                       f"{out_dir / 'manifest.parquet'} (for upscale: lower "
+                       "prepare.resolution or raise prepare.max_upscale)")
+
+
+def _contents_text(card: dict) -> str:
+    """What the end-of-run line says the dataset holds: its classes, or how it was aligned."""
+    if "classes" in card:
+        return "classes " + ", ".join(f"{c['index']} {c['name']} ({c['images']})"
+                                      for c in card["classes"])
     methods = ", ".join(f"{k} {v}" for k, v in card["per_alignment_method"].items())
-    console.print(f"prepare {name}: {result.count} images {result.resolution}x{result.resolution}"
-                  f" -> {zip_path} (aligned by {methods}). "
-                  f"{_framing_text(card['framing_matched_to_keypoints'])}")
+    return f"aligned by {methods}. {_framing_text(card['framing_matched_to_keypoints'])}"
+
+
+def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOptions()
+                ) -> StageSummary:
+    """Prepare and export the dataset of distribution ``name``."""
+    dists = _distributions(params, [name])
+    summary = StageSummary(f"prepare {name}")
+    parts, manifest = _prepare_each(params, dists, options, summary)
+    _export(name, parts, manifest, params, options, summary, labelled=False)
     return summary
 
+
+def run_prepare_combined(params: Params, name: str, members: list[str],
+                         options: PrepareOptions = PrepareOptions()) -> StageSummary:
+    """Export distributions ``members`` as one class-labelled dataset ``name``.
+
+    Class k is ``members[k]``: its images are prepared exactly as ``run_prepare`` prepares
+    them (its own alignment and framing), so after the single datasets this is mostly cache
+    hits and a re-zip. For class-conditional training (BigGAN-style, StyleGAN's ``--cond``).
+    """
+    dists = _check_combination(params, name, members)
+    summary = StageSummary(f"prepare {name}")
+    parts, manifest = _prepare_each(params, dists, options, summary)
+    _export(name, parts, manifest, params, options, summary, labelled=True)
+    return summary
