@@ -261,8 +261,7 @@ def queue_status(
     queue: QueueOption = DEFAULT_QUEUE,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON list on stdout.")] = False,
 ) -> None:
-    """Each request: state, kimg done (from its checkpoints) / target, restarts, manager, last
-    error."""
+    """Each request's state, kimg done / target, restarts, manager host and last error."""
     import json
 
     from train.queue import Queue
@@ -323,9 +322,12 @@ def manage(
         help="Another manager takes a request over when this one's heartbeat is older.")
     ] = 60.0,
 ) -> None:
-    """Run queued training requests one at a time, restarting dead or stalled jobs from their
-    last checkpoint. Start one per machine (or per GPU set: CUDA_VISIBLE_DEVICES); SIGTERM
-    stops the job with a checkpoint and hands its request back to the queue."""
+    """Run queued training requests, restarting dead or stalled jobs from their checkpoints.
+
+    One request at a time: start one manager per machine, or per GPU set
+    (CUDA_VISIBLE_DEVICES=0,1 train manage). SIGTERM stops the job with a checkpoint and hands
+    its request back to the queue.
+    """
     from train.manage import Policy, Supervisor
     from train.queue import Queue
 
