@@ -11,6 +11,10 @@ and checked on load.
 Writes go to a temporary file in the same folder, are fsync'd and renamed, so a kill at any
 instant leaves the previous checkpoints intact. Loading uses `weights_only=True`: a checkpoint
 is data, never code.
+
+torch is imported only where a checkpoint is written or read: `newest_images` (file names only)
+serves `train queue status` and `train manage`, which poll progress and should not pay seconds
+of torch import for it.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from curate.atomic import atomic_path, sweep_temp_files
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^state-([0-9a-f]{12})-([0-9a-f]{12})-(\d{12})\.pt$")
@@ -46,6 +51,18 @@ class CheckpointFile:
 def _parse(path: Path) -> CheckpointFile | None:
     m = _NAME.match(path.name)
     return CheckpointFile(path, m.group(1), m.group(2), int(m.group(3))) if m else None
+
+
+def newest_images(folder: Path, config_hash: str) -> int | None:
+    """Images seen at the newest checkpoint in `folder` written with the training settings of
+    `config_hash` (on any dataset), or None; reads file names only."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    found = [f.images for f in map(_parse, map(Path, names))
+             if f is not None and f.config_hash == config_hash[:12]]
+    return max(found, default=None)
 
 
 def canonical(obj: Any) -> Any:
@@ -103,6 +120,8 @@ class CheckpointManager:
 
     def save(self, state: dict[str, Any], images: int) -> Path:
         """Write `state` atomically, then delete this run's checkpoints beyond the last K."""
+        import torch
+
         self.folder.mkdir(parents=True, exist_ok=True)
         payload = canonical({"format": FORMAT_VERSION, "config_hash": self.config_hash,
                              "dataset_hash": self.dataset_hash, "images": images, **state})
@@ -120,6 +139,8 @@ class CheckpointManager:
              any_dataset: bool = False) -> dict[str, Any]:
         """Read and check one checkpoint; raise CheckpointError when it cannot be used
         (`any_dataset`: one of another dataset may be, see `load_latest_other_data`)."""
+        import torch
+
         try:
             payload = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling/IO failure means unusable

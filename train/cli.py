@@ -1,5 +1,5 @@
-"""The `train` command line: parses options and calls train/stage.py, train/export.py and
-train/visuals.py, nothing more. `train env` answers the first question of anyone about to
+"""The `train` command line: parses options and calls train/stage.py, train/export.py,
+train/visuals.py, train/queue.py and train/manage.py, nothing more. `train env` answers the first question of anyone about to
 launch a multi-GPU run: what will torch see here?"""
 
 from __future__ import annotations
@@ -280,6 +280,140 @@ def _plain(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+queue_app = typer.Typer(
+    help="A persistent queue of training requests (a folder; share it between machines), run "
+         "by `train manage`.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+
+QueueOption = Annotated[Path, typer.Option(
+    "--queue", envvar="TRAIN_QUEUE", help="Queue folder (on a shared file system for several "
+    "machines).")]
+DEFAULT_QUEUE = Path("models/queue")
+
+
+@queue_app.command("add")
+def queue_add(
+    data: Annotated[Path | None, typer.Option(help="Dataset zip (StyleGAN format).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder of the run.")] = None,
+    dist: Annotated[str | None, typer.Option(
+        "--dist", help="Distribution name: --data data/datasets/NAME.zip --out models/NAME.")
+    ] = None,
+    params: Annotated[Path, typer.Option("--params", help="Path of params.yaml.")] = Path(
+        "params.yaml"),
+    kimg: Annotated[float | None, typer.Option(help="Target kimg (train.kimg).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a setting, e.g. --set train.batch=64 (repeatable; the value is "
+        "YAML).")] = None,
+    name: Annotated[str | None, typer.Option(help="Label in `queue status`.")] = None,
+    gpus: Annotated[int, typer.Option(
+        help="GPUs for the run (torchrun when over 1 and that many are visible).")] = 1,
+    device: Annotated[str | None, typer.Option(
+        help="cpu or cuda (default: cuda when available).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per process.")] = None,
+    queue: QueueOption = DEFAULT_QUEUE,
+) -> None:
+    """Queue a training request; its params are frozen and validated now. Prints its id."""
+    from curate.config import ConfigError
+    from train.queue import Queue, QueueError
+
+    if device not in (None, "cpu", "cuda"):
+        raise _fail(f"--device {device!r}: expected cpu or cuda", 2)
+    try:
+        request = Queue(queue).add(params=params, overrides=overrides or [], data=data,
+                                   out=out, dist=dist, name=name, kimg=kimg, gpus=gpus,
+                                   device=device, threads=threads)
+    except (ConfigError, QueueError) as exc:
+        raise _fail(str(exc), 2) from exc
+    console.print(f"queued {request.id} {request.name}: {request.kimg:g} kimg into "
+                  f"{request.out}; `train manage --queue {queue}` runs it")
+    typer.echo(request.id)
+
+
+@queue_app.command("status")
+def queue_status(
+    queue: QueueOption = DEFAULT_QUEUE,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list on stdout.")] = False,
+) -> None:
+    """Each request's state, kimg done / target, restarts, manager host and last error."""
+    import json
+
+    from train.queue import Queue
+
+    views = Queue(queue).views()
+    if as_json:
+        typer.echo(json.dumps([v.as_json() for v in views], indent=1))
+        return
+    colour = {"pending": "yellow", "running": "cyan", "done": "green", "failed": "red",
+              "cancelled": "dim"}
+    table = Table(title=f"training queue {queue}")
+    for column in ("id", "name", "state", "kimg", "restarts", "manager", "last error"):
+        table.add_column(column, overflow="fold")
+    for view in views:
+        rec = view.record
+        table.add_row(view.request.id, view.request.name,
+                      f"[{colour[view.state]}]{view.state}[/]",
+                      f"{view.kimg_done:g} / {view.request.kimg:g}",
+                      str(rec.restarts if rec else 0),
+                      rec.host if rec and view.state == "running" else "",
+                      (rec.last_error or "") if rec else "")
+    Console().print(table if views else f"no requests in {queue}")
+
+
+@queue_app.command("cancel")
+def queue_cancel(
+    request_id: Annotated[str, typer.Argument(help="Request id (or a unique prefix).")],
+    queue: QueueOption = DEFAULT_QUEUE,
+) -> None:
+    """Cancel a request: its manager stops the job (a checkpoint is written); never run again."""
+    from train.queue import Queue, QueueError, UnknownRequest
+
+    try:
+        request, before = Queue(queue).cancel(request_id)
+    except QueueError as exc:
+        raise _fail(str(exc), 2 if isinstance(exc, UnknownRequest) else 1) from exc
+    console.print(f"cancelled {request.id} {request.name}"
+                  + (": its manager stops the job at its next poll" if before == "running"
+                     else ""))
+
+
+@app.command("manage")
+def manage(
+    queue: QueueOption = DEFAULT_QUEUE,
+    once: Annotated[bool, typer.Option("--once", help="Run one request, then exit.")] = False,
+    until_empty: Annotated[bool, typer.Option(
+        "--until-empty", help="Exit when no request is waiting (default: keep polling).")
+    ] = False,
+    max_restarts: Annotated[int, typer.Option(
+        help="Give up after this many failures in a row without a new checkpoint.")] = 5,
+    backoff_s: Annotated[float, typer.Option(
+        help="Wait before a restart; doubled per failure in a row (max 10 min).")] = 10.0,
+    stall_s: Annotated[float, typer.Option(
+        help="Restart a job that printed nothing and wrote no checkpoint for this long.")
+    ] = 1800.0,
+    poll_s: Annotated[float, typer.Option(help="Watch and heartbeat interval.")] = 5.0,
+    lease_s: Annotated[float, typer.Option(
+        help="Another manager takes a request over when this one's heartbeat is older.")
+    ] = 60.0,
+) -> None:
+    """Run queued training requests, restarting dead or stalled jobs from their checkpoints.
+
+    One request at a time: start one manager per machine, or per GPU set
+    (CUDA_VISIBLE_DEVICES=0,1 train manage). SIGTERM stops the job with a checkpoint and hands
+    its request back to the queue.
+    """
+    from train.manage import Policy, Supervisor
+    from train.queue import Queue
+
+    policy = Policy(max_restarts=max_restarts, backoff_s=backoff_s, stall_s=stall_s,
+                    poll_s=poll_s, lease_s=lease_s)
+    problem = policy.problem()
+    if problem:
+        raise _fail(problem, 2)
+    supervisor = Supervisor(Queue(queue), policy,
+                            log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    raise typer.Exit(supervisor.run(once=once, until_empty=until_empty))
 
 
 @app.callback()
