@@ -89,6 +89,28 @@ def canonical(obj: Any) -> Any:
     return obj
 
 
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """Where two training states first differ bit for bit (a key path and what differs), or
+    None when they are identical: how a resumed or managed run is compared with an
+    uninterrupted one."""
+    import torch
+
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or a.keys() != b.keys():
+            return f"{path}: keys differ"
+        found = (first_difference(a[k], b[k], f"{path}/{k}") for k in a)
+        return next((d for d in found if d is not None), None)
+    if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return f"{path}: lengths differ"
+        found = (first_difference(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
+        return next((d for d in found if d is not None), None)
+    if isinstance(a, torch.Tensor):
+        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        return None if same else f"{path}: tensors differ"
+    return None if a == b else f"{path}: {a!r} != {b!r}"
+
+
 class CheckpointManager:
     """Checkpoints of one run (one config hash, one dataset hash) in `folder`."""
 

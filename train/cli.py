@@ -75,15 +75,19 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+DataOption = Annotated[Path | None, typer.Option(help="Dataset zip (StyleGAN format).")]
+OutOption = Annotated[Path | None, typer.Option(help="Output folder of the run.")]
+DistOption = Annotated[str | None, typer.Option(
+    "--dist", help="Distribution name: --data data/datasets/NAME.zip --out models/NAME.")]
+ParamsOption = Annotated[Path, typer.Option("--params", help="Path of params.yaml.")]
+
+
 @app.command("fit", help=FIT_HELP)
 def fit(
-    data: Annotated[Path | None, typer.Option(help="Dataset zip (StyleGAN format).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder of the run.")] = None,
-    dist: Annotated[str | None, typer.Option(
-        "--dist", help="Distribution name: --data data/datasets/NAME.zip --out models/NAME.")
-    ] = None,
-    params: Annotated[Path, typer.Option("--params", help="Path of params.yaml.")] = Path(
-        "params.yaml"),
+    data: DataOption = None,
+    out: OutOption = None,
+    dist: DistOption = None,
+    params: ParamsOption = Path("params.yaml"),
     kimg: Annotated[float | None, typer.Option(help="Override train.kimg.")] = None,
     device: Annotated[str | None, typer.Option(
         help="cpu or cuda (default: cuda when available).")] = None,
@@ -295,13 +299,10 @@ DEFAULT_QUEUE = Path("models/queue")
 
 @queue_app.command("add")
 def queue_add(
-    data: Annotated[Path | None, typer.Option(help="Dataset zip (StyleGAN format).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder of the run.")] = None,
-    dist: Annotated[str | None, typer.Option(
-        "--dist", help="Distribution name: --data data/datasets/NAME.zip --out models/NAME.")
-    ] = None,
-    params: Annotated[Path, typer.Option("--params", help="Path of params.yaml.")] = Path(
-        "params.yaml"),
+    data: DataOption = None,
+    out: OutOption = None,
+    dist: DistOption = None,
+    params: ParamsOption = Path("params.yaml"),
     kimg: Annotated[float | None, typer.Option(help="Target kimg (train.kimg).")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a setting, e.g. --set train.batch=64 (repeatable; the value is "

@@ -79,6 +79,11 @@ class Metrics:
             self.live.log_metric(name, value, plot=False)
         self.live.make_summary()
 
+    def params(self, values: dict[str, Any]) -> None:
+        """Facts of the run that are not metrics (the dataset lineage) into live/params.yaml."""
+        if self.live is not None:
+            self.live.log_params(values)
+
     def close(self) -> None:
         if self.live is not None:
             self.live.end()

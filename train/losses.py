@@ -84,6 +84,14 @@ class StepInputs:
         with self.autocast():
             return self.D(images, c).float()
 
+    def d_pass(self, reals: Reals) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(real logits, fake logits, fakes) of a discriminator step: fresh fakes made
+        without a graph (G is not trained here), both judged with their classes."""
+        images, c_real = reals
+        with torch.no_grad():
+            fakes, c_fake = self.fakes()
+        return self.logits(images, c_real), self.logits(fakes, c_fake), fakes
+
 
 def _no_autocast(step: StepInputs) -> contextlib.AbstractContextManager[Any]:
     """Penalties run with autocast off (fp32 gradients of gradients)."""
@@ -178,12 +186,8 @@ class DCGANObjective(Objective):
         return real_t, fake_t
 
     def d_loss(self, step: StepInputs, reals: Reals) -> tuple[torch.Tensor, Stats]:
-        images, c_real = reals
-        with torch.no_grad():
-            fakes, c_fake = step.fakes()
         real_t, fake_t = self._targets(step)
-        real_logits = step.logits(images, c_real)
-        fake_logits = step.logits(fakes, c_fake)
+        real_logits, fake_logits, _ = step.d_pass(reals)
         loss = (F.binary_cross_entropy_with_logits(real_logits, real_t)
                 + F.binary_cross_entropy_with_logits(fake_logits, fake_t))
         return loss, _d_stats(real_logits, fake_logits, loss, self.real_sign)
@@ -217,17 +221,13 @@ class WGANGPObjective(Objective):
             return (norm - 1).square().mean()
 
     def d_loss(self, step: StepInputs, reals: Reals) -> tuple[torch.Tensor, Stats]:
-        images, c_real = reals
-        with torch.no_grad():
-            fakes, c_fake = step.fakes()
-        real_logits = step.logits(images, c_real)
-        fake_logits = step.logits(fakes, c_fake)
+        real_logits, fake_logits, fakes = step.d_pass(reals)
         loss = fake_logits.mean() - real_logits.mean()
         stats = _d_stats(real_logits, fake_logits, loss)
         if self.cfg.drift:
             loss = loss + self.cfg.drift * real_logits.square().mean()
         if self.cfg.gp_lambda:
-            gp = self._penalty(step, images, fakes, c_real)
+            gp = self._penalty(step, reals[0], fakes, reals[1])
             stats["loss/GP"] = gp.detach()
             loss = loss + self.cfg.gp_lambda * gp
         return loss, stats
@@ -261,11 +261,7 @@ class StyleGAN2Objective(Objective):
         self._pl_sum: torch.Tensor | None = None  # this step's path lengths: sum and count
 
     def d_loss(self, step: StepInputs, reals: Reals) -> tuple[torch.Tensor, Stats]:
-        images, c_real = reals
-        with torch.no_grad():
-            fakes, c_fake = step.fakes()
-        real_logits = step.logits(images, c_real)
-        fake_logits = step.logits(fakes, c_fake)
+        real_logits, fake_logits, _ = step.d_pass(reals)
         loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         return loss, _d_stats(real_logits, fake_logits, loss)
 
@@ -337,11 +333,7 @@ class BigGANObjective(Objective):
         self.n_critic = cfg.n_critic
 
     def d_loss(self, step: StepInputs, reals: Reals) -> tuple[torch.Tensor, Stats]:
-        images, c_real = reals
-        with torch.no_grad():
-            fakes, c_fake = step.fakes()
-        real_logits = step.logits(images, c_real)
-        fake_logits = step.logits(fakes, c_fake)
+        real_logits, fake_logits, _ = step.d_pass(reals)
         loss = F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
         return loss, _d_stats(real_logits, fake_logits, loss)
 

@@ -72,6 +72,11 @@ Real images' yardstick: distance of each to its nearest <em>other</em> training 
 <tr><th>distinct nearest training images / samples</th><td class="v">{{ s.distinct_neighbours }} / {{ n_samples }}</td></tr>
 <tr><th>samples nearest to a training image's mirror</th><td class="v">{{ "%.1f"|format(100 * s.nearest_is_mirror_share) }}%</td></tr>
 </table>
+{% if lineage %}<h2>Trained on</h2>
+<table><tr><th>kimg</th><th>dataset</th><th>images</th><th>content hash</th></tr>
+{% for part in lineage %}<tr><td>{{ "%.1f"|format(part.from_kimg) }} - {{ "%.1f"|format(part.to_kimg) }}</td>
+<td>{{ part.path }}</td><td>{{ part.images }}</td><td>{{ part.dataset[:12] }}</td></tr>
+{% endfor %}</table>{% endif %}
 <h2>Samples and their nearest training image, closest first</h2>
 <div class="pairs">
 {% for p in pairs %}<div class="pair"><img src="data:image/png;base64,{{ p.fake }}" alt="sample">
@@ -102,8 +107,11 @@ def _mean_pairwise(x: torch.Tensor) -> float:
 
 
 def memorisation_report(G: Generator, dataset: ZipImageDataset, cfg: ReportConfig,
-                        folder: Path, title: str) -> dict[str, Any]:
-    """Compute the figures above, write report/memorisation.{html,json}; return the figures."""
+                        folder: Path, title: str,
+                        lineage: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Compute the figures above, write report/memorisation.{html,json}; return the figures.
+    `lineage` (which dataset each kimg range trained on) is shown when the run saw more than
+    one version of its dataset."""
     device = next(G.parameters()).device
     n_reals = min(cfg.memorisation_reals, dataset.info.size)
     step = dataset.info.size / n_reals
@@ -147,7 +155,8 @@ def memorisation_report(G: Generator, dataset: ZipImageDataset, cfg: ReportConfi
               "mirrored": bool(mirrored[i]), "distance": float(nn_fake[i])} for i in order]
     thumb = max(64, min(160, dataset.resolution * 2))
     html = _TEMPLATE.render(title=title, s=stats, pairs=pairs, n_samples=len(seeds),
-                            n_reals=n_reals, size=cfg.distance_size, thumb=thumb)
+                            n_reals=n_reals, size=cfg.distance_size, thumb=thumb,
+                            lineage=lineage if lineage and len(lineage) > 1 else [])
     write_text(Path(folder) / "memorisation.html", html)
     write_text(Path(folder) / "memorisation.json", json.dumps(stats, indent=2) + "\n")
     return stats

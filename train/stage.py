@@ -68,7 +68,8 @@ def final_outputs(trainer: Trainer, log: Log) -> dict[str, Any]:
     save_image(upscale(grid_image(frames, rep.interpolation_frames)),
                paths.samples / "interpolation.png")
     save_gif(frames, paths.samples / "interpolation.gif")
-    stats = memorisation_report(G, trainer.dataset, rep, paths.report, title=str(paths.out))
+    stats = memorisation_report(G, trainer.dataset, rep, paths.report, title=str(paths.out),
+                                lineage=lineage(trainer))
     log(f"memorisation: sample/real nearest-neighbour ratio {stats['nn_ratio']:.3f}, near "
         f"copies {100 * stats['near_copy_share']:.1f}%, diversity {stats['diversity_ratio']:.3f}"
         f" -> {paths.report / 'memorisation.html'}")
@@ -126,6 +127,7 @@ def run_fit(cfg: TrainConfig, data: Path, out: Path, log: Log, device: str | Non
             summary = final_outputs(trainer, say)
             if trainer.metrics is not None:
                 trainer.metrics.summary(summary)
+                trainer.metrics.params({"lineage": lineage(trainer)})
             say(f"done in {time.perf_counter() - started:.0f} s: {out}")
         return 0
     except StopRequested as stop:

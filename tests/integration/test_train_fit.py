@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from train.checkpoint import CheckpointManager
+from train.checkpoint import CheckpointManager, first_difference
 from train.cli import app
 from train.config import TrainConfig, train_config_from_mapping
 from train.data import inspect_zip
@@ -54,22 +54,6 @@ def _checkpoint(out: Path, cfg: TrainConfig, data: Path, newest: bool = True) ->
     files = mgr.mine()
     assert files, f"no checkpoint in {out}"
     return mgr.load(files[-1 if newest else 0].path)
-
-
-def _assert_same(a: Any, b: Any, path: str = "") -> None:
-    """Recursive bit-for-bit equality of checkpoint contents."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            _assert_same(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{path} differs"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def test_dcgan_trains_and_writes_every_output(dataset: Path, tmp_path: Path) -> None:
@@ -150,7 +134,7 @@ def test_resume_after_a_kill_is_bit_exact(model: str, ada: dict[str, Any], datas
     assert straight["ada"]["p"] > 0  # augmenting, and for StyleGAN2 the controller moved
     for key in ("G", "D", "G_ema", "opt_G", "opt_D", "ada", "objective", "lineage", "rng",
                 "progress", "sampler"):
-        _assert_same(straight[key], resumed[key], key)
+        assert first_difference(straight[key], resumed[key], key) is None
     a, _ = load_generator(tmp_path / "straight" / "export")
     b, _ = load_generator(tmp_path / "split" / "export")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(),

@@ -23,7 +23,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from train.checkpoint import newest_images
+from train.checkpoint import first_difference, newest_images
 from train.cli import app
 from train.queue import BOOT_ID, HOST, Manager, Queue, Request, process_started
 from train.synthetic import make_blob_dataset, tiny_config
@@ -106,21 +106,6 @@ def _final_state(out: Path) -> dict[str, Any]:
     return torch.load(files[-1], weights_only=True)
 
 
-def _assert_same(a: Any, b: Any, path: str = "") -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            _assert_same(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{path} differs"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
 def test_kill_9_twice_finishes_with_the_weights_of_an_uninterrupted_run(
         dataset: Path, tmp_path: Path) -> None:
     params = _params(tmp_path, kimg=2.048, checkpoint_kimg=0.256, tick_kimg=0.064)
@@ -151,10 +136,10 @@ def test_kill_9_twice_finishes_with_the_weights_of_an_uninterrupted_run(
     a, b = _final_state(straight), _final_state(tmp_path / "managed")
     assert a["images"] == b["images"] == 2048
     for key in ("G", "D", "G_ema", "opt_G", "opt_D", "ada", "rng", "progress", "sampler"):
-        _assert_same(a[key], b[key], key)
+        assert first_difference(a[key], b[key], key) is None
     exported = [torch.load(out / "export" / "generator.pt", weights_only=True)
                 for out in (straight, tmp_path / "managed")]
-    _assert_same(exported[0], exported[1], "export")
+    assert first_difference(exported[0], exported[1], "export") is None
 
 
 def test_two_managers_never_run_the_same_request(dataset: Path, tmp_path: Path) -> None:

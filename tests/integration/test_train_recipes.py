@@ -196,6 +196,7 @@ def test_a_grown_dataset_continues_its_run_and_records_the_lineage(tmp_path: Pat
     lineage = json.loads((tmp_path / "run" / "export" / "generator.json").read_text())["lineage"]
     assert [(part["dataset"], part["from_kimg"], part["to_kimg"]) for part in lineage] == [
         (first, 0.0, 0.064), (inspect_zip(data).hash, 0.064, 0.128)]
+    assert "Trained on" in (tmp_path / "run" / "report" / "memorisation.html").read_text()
     # `fresh` starts over on the next version.
     make_blob_dataset(data, 68, 16)
     code, lines = _fit(cfg.replace(kimg=0.128, on_new_data="fresh"), data, tmp_path / "run")
