@@ -112,8 +112,9 @@ from pathlib import Path
 args = json.loads(sys.argv[1])
 sys.path.insert(0, args["root"])
 import pandas as pd
-from curate.cache import ResultCache
-from curate.config import Params, from_mapping
+from core.cache import ResultCache
+from core.config import from_mapping
+from curate.config import Params
 from curate.stages.dedup import DedupOptions, DedupRun
 images = pd.read_csv(args["table"])
 params = from_mapping(Params, {"workers": args["workers"],

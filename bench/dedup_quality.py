@@ -52,11 +52,11 @@ sys.path.insert(0, str(REPO))
 
 from bench import unseen_photos
 from bench.publish import provenance, publish
-from curate.cache import ResultCache
+from core.cache import ResultCache
+from core.manifest import read_table
 from curate.config import Params, SourceConfig, load_params
 from curate.demo.generate import NEAR_KINDS
 from curate.demo.reposts import REPOST_KINDS
-from curate.manifest import read_table
 from curate.stages.dedup import DedupOptions, DedupRun
 from curate.stages.ingest import IngestOptions, run_ingest
 

@@ -106,8 +106,9 @@ def _route(server: ImageServer, fault: str, body: bytes):
 def run_against_faults(server: ImageServer, root: Path, n_urls: int = 120, seed: int = 30,
                        workers: int = 1) -> FaultRun:
     """Serve `n_urls` photos, 30% of them faulty (every kind at least once), and ingest them."""
-    from curate.config import Params, from_mapping
-    from curate.manifest import read_table
+    from core.config import from_mapping
+    from core.manifest import read_table
+    from curate.config import Params
     from curate.stages.ingest import IngestOptions, run_ingest
 
     rng = np.random.default_rng(seed)

@@ -189,8 +189,9 @@ class CorpusRun:
 
 def ingest_corpus(root: Path, log: Callable[[str], None] = print) -> CorpusRun:
     """Write the corpus under `root`, ingest it, and check every input's outcome."""
-    from curate.config import ConfigError, Params, from_mapping, load_params
-    from curate.manifest import read_table
+    from core.config import ConfigError, from_mapping
+    from core.manifest import read_table
+    from curate.config import Params, load_params
     from curate.stages.ingest import IngestOptions, run_ingest
 
     kinds = corpus()

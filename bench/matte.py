@@ -75,10 +75,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.demo_truth import base_images, true_mask_iou
 from bench.publish import publish
-from curate import models
+from core import models
+from core.manifest import read_table, write_table
 from curate.config import load_params
 from curate.demo.generate import mask_name
-from curate.manifest import read_table, write_table
 
 BIN = Path(sys.executable).parent
 PEER_VENV = ROOT / ".cache" / "venvs" / "rembg-cli"

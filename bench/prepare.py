@@ -32,11 +32,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ must not shadow packages
 
 from bench.publish import publish
-from curate.cache import ResultCache
-from curate.console import StageSummary
-from curate.demo import generate_demo
+from core.cache import ResultCache
+from core.console import StageSummary
+from curate.demo.generate import generate_demo
 from curate.prepare.augment import AugmentConfig
-from curate.prepare.worker import Settings, Task
+from curate.prepare.task import Settings, Task
 from curate.stages.prepare import _OutputCache, _prepare_all
 
 DEMO = Path(".cache/bench/demo-prepare")

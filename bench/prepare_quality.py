@@ -24,7 +24,8 @@ from bench.demo_truth import base_images, true_mask_iou
 from bench.publish import publish
 from curate.demo.generate import mask_name
 from curate.prepare.align import angle_error
-from curate.prepare.worker import Settings, Task, choose_crop
+from curate.prepare.task import Settings, Task
+from curate.prepare.worker import choose_crop
 
 DEMO = Path("data/demo")
 

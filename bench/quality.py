@@ -57,8 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.publish import publish
+from core.manifest import read_table
 from curate.config import Params, Threshold, load_params
-from curate.manifest import read_table
 
 PEER_VENV = ROOT / ".cache" / "venvs" / "cleanvision"
 PEER_REQUIREMENT = "cleanvision==0.3.7"

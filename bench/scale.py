@@ -455,7 +455,7 @@ def million_step(step: str, rows: int) -> float:
         started = time.perf_counter()
         merge(tags, schema, TagsMergeConfig())
     elif step == "manifest_write":
-        from curate.manifest import write_table
+        from core.manifest import write_table
 
         ids = [f"{k:064x}" for k in range(rows)]
         frame = pd.DataFrame({

@@ -56,11 +56,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.publish import publish
-from curate.config import Params, from_mapping
-from curate.console import console
+from core.config import from_mapping
+from core.console import console
+from core.manifest import write_table
+from curate.config import Params
 from curate.demo import labelstudio
 from curate.demo.shapes import CATEGORIES
-from curate.manifest import write_table
 from curate.stages.tags import PushOptions, run_import, run_pull, run_push
 from curate.tags import labelconfig
 from curate.tags.localserver import LS_REQUIREMENT, LocalServer

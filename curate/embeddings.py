@@ -18,7 +18,7 @@ SQLite (`<paths.cache>/embeddings.sqlite`, 2.5 KB per image, WAL mode, written o
 coordinating process). The model key covers the model file's md5, the input size and the
 preprocessing version, so changing any of them recomputes instead of mixing vectors.
 
-Images are decoded through `curate.imageio` (reduced-scale JPEG decode, EXIF transpose,
+Images are decoded through `core.imageio` (reduced-scale JPEG decode, EXIF transpose,
 transparency on the configured background) and resized (squashed) to a square, which keeps
 all of the image, crops included, in view. Work is batched (`embeddings.batch_size` images per
 task) and mapped over the project's Executor; each worker process loads the model once and
@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curate.cache import SqliteCache, op_key, select_keys
-from curate.device import Device, check, torch_device
-from curate.imagemap import Failure, attempt, cached_map
-from curate.parallel import engine_is_local
+from core.cache import SqliteCache, op_key, select_keys
+from core.device import Device, check, torch_device
+from core.imagemap import Failure, attempt, cached_map
+from core.parallel import engine_is_local
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,7 +162,7 @@ def preprocess(path: Path | bytes, image_size: int, background: tuple[int, int, 
     (ImageNet statistics)."""
     from PIL import Image
 
-    from curate.imageio import decode
+    from core.imageio import decode
 
     shrink = min(region[2] - region[0], region[3] - region[1]) if region else 1.0
     img = decode(path, background=background, min_side=int(image_size / max(shrink, 0.05)))
@@ -225,10 +225,10 @@ def embed_detailed(params: Params, items: Sequence[Item | RegionItem], *,
     """Embeddings of `items` ((image_id, path) pairs, or (key, path, region) for a crop),
     computing only the uncached ones.
 
-    Raises `curate.models.ModelMissingError` (which names the provisioning command) when
+    Raises `core.models.ModelMissingError` (which names the provisioning command) when
     the weights are absent, and only when something actually has to be computed.
     """
-    from curate import models
+    from core import models
 
     cfg = params.embeddings
     spec = next(s for s in models.MODELS if s.name == cfg.model)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curate.atomic import atomic_path, sweep_temp_files
+from core.atomic import atomic_path, sweep_temp_files
 
 if TYPE_CHECKING:
     import torch

@@ -94,8 +94,9 @@ def fit(
     threads: Annotated[int | None, typer.Option(
         help="CPU threads per process (default: torch's; 1 on a busy shared machine).")] = None,
 ) -> None:
-    from curate.config import ConfigError, load_params
-    from curate.models import ModelMissingError
+    from core.config import ConfigError
+    from core.models import ModelMissingError
+    from train.config import load_paths, load_train_config
     from train.data import DatasetError
     from train.dist import LaunchError
     from train.loop import TrainingDiverged
@@ -104,12 +105,13 @@ def fit(
     from train.stage import run_fit
 
     try:
-        cfg_all = load_params(params)
-        cfg = cfg_all.train if kimg is None else cfg_all.train.replace(kimg=kimg)
+        cfg = load_train_config(params)
+        cfg = cfg if kimg is None else cfg.replace(kimg=kimg)
+        paths = load_paths(params)
     except ConfigError as exc:
         raise _fail(f"in params: {exc}", 2) from exc
     if dist is not None:
-        data = data or cfg_all.paths.data / "datasets" / f"{dist}.zip"
+        data = data or paths.data / "datasets" / f"{dist}.zip"
         out = out or Path("models") / dist
     if data is None or out is None:
         raise _fail("pass --data PATH and --out DIR, or --dist NAME", 2)
@@ -119,7 +121,7 @@ def fit(
         import torch
 
         torch.set_num_threads(max(1, threads))
-    from curate.runlock import RunLocked, exclusive
+    from core.runlock import RunLocked, exclusive
 
     # One trainer per run folder; under torchrun only rank 0 takes the lock (the ranks of one
     # job share the folder by design, rank 0 alone writes it).
@@ -258,7 +260,7 @@ def presets(
 
     import yaml
 
-    from curate.config import ConfigError
+    from core.config import ConfigError
     from train.config import train_config_from_mapping
     from train.presets import PRESETS
 
@@ -316,7 +318,7 @@ def queue_add(
     queue: QueueOption = DEFAULT_QUEUE,
 ) -> None:
     """Queue a training request; its params are frozen and validated now. Prints its id."""
-    from curate.config import ConfigError
+    from core.config import ConfigError
     from train.queue import Queue, QueueError
 
     if device not in (None, "cpu", "cuda"):

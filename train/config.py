@@ -1,9 +1,9 @@
 """Typed configuration of the train stage: the `train:` section of params.yaml.
 
-The dataclasses are validated by `curate.config.from_mapping` (the same loader as every other
-stage), so a typo or a bad value names the key, the value and what is allowed. This module
-imports nothing from `curate.config` at import time: `curate.config.Params` has a `train` field
-of type `TrainConfig`, and a module-level import back would be circular.
+The dataclasses are validated by `core.config.from_mapping` (the same loader as every other
+section), so a typo or a bad value names the key, the value and what is allowed. Only this
+package validates the `train:` section: the curation commands leave it alone, and `train fit`
+reads nothing of the curation sections but `paths`.
 
 Two hashes matter for resuming (see `dynamics_hash`): a checkpoint is resumed only when the
 settings that shape the training trajectory are unchanged. Settings that do not (how long to
@@ -20,38 +20,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from core.config import DEFAULT_PARAMS, ConfigError, PathsConfig, from_mapping, load_section
+
 ModelName = Literal["dcgan", "wgan_gp", "stylegan2", "biggan"]
 Precision = Literal["auto", "fp32", "bf16"]
 AugmentOp = Literal["xflip", "rotate90", "translate", "scale", "rotate", "color", "cutout"]
 
 
-def _error(message: str) -> Exception:
-    """A `curate.config.ConfigError` (imported late: see the module docstring)."""
-    from curate.config import ConfigError
-
-    return ConfigError(message)
-
-
 def _positive(key: str, **values: float | int | None) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
-            raise _error(f"{key}.{name}: got {value}, expected a positive number")
+            raise ConfigError(f"{key}.{name}: got {value}, expected a positive number")
 
 
 def _probability(key: str, **values: float) -> None:
     for name, value in values.items():
         if not 0.0 <= value <= 1.0:
-            raise _error(f"{key}.{name}: got {value}, expected a probability in [0, 1]")
+            raise ConfigError(f"{key}.{name}: got {value}, expected a probability in [0, 1]")
 
 
 def _betas(key: str, betas: tuple[float, ...]) -> None:
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise _error(f"{key}.betas: got {list(betas)}, expected [beta1, beta2] in [0, 1)")
+        raise ConfigError(f"{key}.betas: got {list(betas)}, expected [beta1, beta2] in [0, 1)")
 
 
 def _label_range(key: str, name: str, pair: tuple[float, ...]) -> None:
     if len(pair) != 2 or pair[0] > pair[1]:
-        raise _error(f"{key}.{name}: got {list(pair)}, expected [low, high] with low <= high")
+        raise ConfigError(f"{key}.{name}: got {list(pair)}, expected [low, high] with low <= high")
 
 
 @dataclass(frozen=True)
@@ -119,7 +114,7 @@ class WGANGPConfig(ConvNetConfig):
         _positive(key, z_dim=self.z_dim, lr=self.lr, n_critic=self.n_critic, clip=self.clip)
         _betas(key, self.betas)
         if self.gp_lambda < 0 or self.drift < 0:
-            raise _error(f"{key}: gp_lambda and drift must be >= 0")
+            raise ConfigError(f"{key}: gp_lambda and drift must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -145,10 +140,10 @@ class BigGANConfig:
         _betas(key, self.betas)
         if self.attention is not None and (self.attention < 8
                                            or self.attention & (self.attention - 1)):
-            raise _error(f"{key}.attention: got {self.attention}, expected a power of two "
+            raise ConfigError(f"{key}.attention: got {self.attention}, expected a power of two "
                          f">= 8 or null")
         if self.ortho < 0:
-            raise _error(f"{key}.ortho: got {self.ortho}, expected >= 0")
+            raise ConfigError(f"{key}.ortho: got {self.ortho}, expected >= 0")
 
 
 @dataclass(frozen=True)
@@ -179,11 +174,11 @@ class StyleGAN2Config:
                   mbstd_group=self.mbstd_group, pl_interval=self.pl_interval)
         _probability(key, pl_decay=self.pl_decay)
         if self.pl_weight < 0:
-            raise _error(f"{key}.pl_weight: got {self.pl_weight}, expected >= 0")
+            raise ConfigError(f"{key}.pl_weight: got {self.pl_weight}, expected >= 0")
         _betas(key, self.betas)
         _probability(key, style_mixing=self.style_mixing, w_avg_beta=self.w_avg_beta)
         if self.r1_gamma is not None and self.r1_gamma < 0:
-            raise _error(f"{key}.r1_gamma: got {self.r1_gamma}, expected >= 0 or null (auto)")
+            raise ConfigError(f"{key}.r1_gamma: got {self.r1_gamma}, expected >= 0 or null (auto)")
 
     def gamma(self, resolution: int, batch: int) -> float:
         """The R1 weight; the StyleGAN2-ADA heuristic when not set."""
@@ -210,9 +205,9 @@ class ADAConfig:
             _probability(key, target=self.target)
         _positive(key, interval=self.interval, speed_kimg=self.speed_kimg)
         if self.p_init > self.p_max:
-            raise _error(f"{key}.p_init: {self.p_init} is above p_max {self.p_max}")
+            raise ConfigError(f"{key}.p_init: {self.p_init} is above p_max {self.p_max}")
         if len(set(self.ops)) != len(self.ops):
-            raise _error(f"{key}.ops: {list(self.ops)} lists an op twice")
+            raise ConfigError(f"{key}.ops: {list(self.ops)} lists an op twice")
 
 
 @dataclass(frozen=True)
@@ -242,17 +237,17 @@ class ReportConfig:
 
     def validate(self, key: str) -> None:
         if len(self.grid) != 2 or min(self.grid) < 1:
-            raise _error(f"{key}.grid: got {list(self.grid)}, expected [columns, rows] >= 1")
+            raise ConfigError(f"{key}.grid: got {list(self.grid)}, expected [columns, rows] >= 1")
         _positive(key, interpolation_frames=self.interpolation_frames,
                   memorisation_samples=self.memorisation_samples,
                   memorisation_reals=self.memorisation_reals, distance_size=self.distance_size)
         if len(self.interpolation_seeds) < 2:
-            raise _error(f"{key}.interpolation_seeds: need at least two seeds")
+            raise ConfigError(f"{key}.interpolation_seeds: need at least two seeds")
         for psi in self.truncation:
             if not 0.0 <= psi <= 1.0:
-                raise _error(f"{key}.truncation: got {psi}, expected values in [0, 1]")
+                raise ConfigError(f"{key}.truncation: got {psi}, expected values in [0, 1]")
         if any(t < 0 for t in self.z_truncation):
-            raise _error(f"{key}.z_truncation: got {list(self.z_truncation)}, expected bounds "
+            raise ConfigError(f"{key}.z_truncation: got {list(self.z_truncation)}, expected bounds "
                          f">= 0 (0: no truncation)")
 
 
@@ -308,10 +303,10 @@ class TrainConfig:
                   max_bad_steps=self.max_bad_steps)
         if self.resolution is not None and (self.resolution < 8
                                             or self.resolution & (self.resolution - 1)):
-            raise _error(f"{key}.resolution: got {self.resolution}, expected a power of two >= 8 "
+            raise ConfigError(f"{key}.resolution: got {self.resolution}, expected a power of two >= 8 "
                          f"or null (the dataset's resolution)")
         if self.loader_workers < 0 or self.max_rollbacks < 0:
-            raise _error(f"{key}: loader_workers and max_rollbacks must be >= 0")
+            raise ConfigError(f"{key}: loader_workers and max_rollbacks must be >= 0")
 
     @classmethod
     def resolve_mapping(cls, data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -353,15 +348,23 @@ class TrainConfig:
         return new
 
 
-def load_train_config(params: Path = Path("params.yaml")) -> TrainConfig:
+def load_train_config(params: Path = DEFAULT_PARAMS) -> TrainConfig:
     """The `train` section of params.yaml (defaults when the section is absent)."""
-    from curate.config import load_params
+    return load_section(params, "train", TrainConfig)
 
-    return load_params(params).train
+
+def load_paths(params: Path = DEFAULT_PARAMS) -> PathsConfig:
+    """The pipeline's `paths` section (where `--dist NAME` finds data/datasets/NAME.zip)."""
+    return load_section(params, "paths", PathsConfig)
 
 
 def train_config_from_mapping(data: dict[str, Any] | None) -> TrainConfig:
     """Build a validated TrainConfig from a plain mapping (tests, benchmarks, JSON exports)."""
-    from curate.config import from_mapping
-
     return from_mapping(TrainConfig, data or {}, "train")
+
+
+def train_section(mapping: dict[str, Any]) -> tuple[TrainConfig, PathsConfig]:
+    """(train, paths) sections of a whole params mapping, validated."""
+    return (from_mapping(TrainConfig, mapping.get("train"), "train"),
+            from_mapping(PathsConfig, mapping.get("paths"), "paths"))
+

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curate.imageio import ImageRejected, decode
-from curate.prepare.export import DatasetError, png_header
+from core.datasetzip import DatasetError, png_header
+from core.imageio import ImageRejected, decode
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

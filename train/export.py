@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from curate.atomic import atomic_path, write_text
-from curate.store import file_sha256
+from core.atomic import atomic_path, write_text
+from core.store import file_sha256
 from train.models import Generator, generator_from_spec
 
 FORMAT_VERSION = 1

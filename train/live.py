@@ -17,7 +17,7 @@ from unittest import mock
 
 from scmrepo.exceptions import SCMError
 
-from curate import atomic
+from core import atomic
 
 
 def truncate_after(folder: Path, step: int) -> int:

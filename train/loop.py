@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate.atomic import sweep_temp_files
+from core.atomic import sweep_temp_files
 from train.augment import ADAController, Augmenter, preview_grid
 from train.checkpoint import CheckpointManager
 from train.config import TrainConfig

@@ -18,6 +18,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from core.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -123,8 +125,6 @@ def expand(data: dict[str, Any], key: str) -> dict[str, Any]:
     if name is None:
         return data
     if name not in PRESETS:
-        from curate.config import ConfigError
-
         raise ConfigError(f"{key or 'train'}.preset: unknown preset {name!r}; known: "
                           f"{', '.join(PRESETS)} (or null)")
     return merge(PRESETS[name].settings, data)

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import yaml
 
-from curate import atomic
+from core import atomic
 
 State = Literal["pending", "running", "done", "failed", "cancelled"]
 TERMINAL = ("done", "failed", "cancelled")
@@ -244,7 +244,8 @@ class Queue:
 
         The params are frozen now: editing params.yaml later does not change a queued run, and
         a bad `--set` fails here, not hours later on some machine."""
-        from curate.config import ConfigError, Params, from_mapping
+        from core.config import ConfigError
+        from train.config import train_section
 
         if not Path(params).exists():
             raise QueueError(f"{params} not found: run from the project root or pass --params")
@@ -256,12 +257,12 @@ class Queue:
         for assignment in overrides + ([f"train.kimg={kimg}"] if kimg is not None else []):
             set_key(mapping, assignment)
         try:
-            cfg = from_mapping(Params, mapping, "")
+            paths = train_section(mapping)[1]  # the train section validated too
         except ConfigError as exc:
             shown = " ".join(f"--set {o}" for o in overrides)
             raise ConfigError(f"{params}{' with ' + shown if shown else ''}: {exc}") from None
         if dist is not None:
-            data = data or cfg.paths.data / "datasets" / f"{dist}.zip"
+            data = data or paths.data / "datasets" / f"{dist}.zip"
             out = out or Path("models") / dist
         if data is None or out is None:
             raise QueueError("pass --data PATH and --out DIR, or --dist NAME")

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from curate.atomic import write_text
+from core.atomic import write_text
 from train.config import ReportConfig
 from train.data import ZipImageDataset
 from train.models.base import Generator

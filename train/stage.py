@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from curate.models import require
+from core.models import require
 from train.config import TrainConfig
 from train.data import includes_mirrors, open_dataset
 from train.dist import DistEnv, init_distributed, shutdown

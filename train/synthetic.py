@@ -1,7 +1,7 @@
 """Small StyleGAN-format dataset zips made from scratch, for tests, benchmarks and smoke runs.
 
 `write_dataset_zip` encodes arrays to PNG and hands them to the pipeline's exporter
-(`curate.prepare.export`, the layout NVIDIA's dataset_tool writes: `00000/img00000000.png`,
+(`core.datasetzip`, the layout NVIDIA's dataset_tool writes: `00000/img00000000.png`,
 stored, `dataset.json` with labels or null). `blob_images` draws a learnable toy
 distribution: one soft-edged coloured ellipse per image on a two-tone background, with
 position, size, hue and aspect varying smoothly, so a GAN that trains makes visible progress
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curate.prepare.export import write_dataset_zip as _write_png_zip
+from core.datasetzip import write_dataset_zip as _write_png_zip
 from train.presets import PRESETS, merge
 
 
@@ -32,7 +32,7 @@ def _png(image: np.ndarray) -> bytes:
 def write_dataset_zip(path: Path, images: Iterable[np.ndarray],
                       labels: Sequence[int] | None = None) -> Path:
     """Write HWC uint8 RGB `images` (and optional class labels) as a StyleGAN-format zip,
-    through the pipeline's own exporter (curate/prepare/export.py)."""
+    through the pipeline's own exporter (core/datasetzip.py)."""
     return _write_png_zip(Path(path), (_png(im) for im in images),
                           None if labels is None else list(labels)).path
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curate.atomic import atomic_path
+from core.atomic import atomic_path
 from train.data import to_uint8
 from train.models.base import Generator, one_hot
 

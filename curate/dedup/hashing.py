@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.imageio import decode, orient
+from core.parallel import one_thread_per_worker
 from curate.dedup.borders import FULL, Box, content_box
-from curate.imageio import decode, orient
-from curate.parallel import one_thread_per_worker
 
 #: The canonical image is the full image box-averaged by this factor (or less, see below).
 CANON_FACTOR = 4
@@ -249,7 +249,7 @@ HashItem = tuple[str, str, int, int, int]
 def hash_one(item: HashItem, spec: HashSpec) -> dict[str, object]:
     """The cached record of one image: hash (hex), sharpness, contrast and content box.
 
-    Raises `ImageRejected` or `OSError` for an image that cannot be read (`curate.imagemap`
+    Raises `ImageRejected` or `OSError` for an image that cannot be read (`core.imagemap`
     turns them into the image's failure)."""
     one_thread_per_worker()
     _, path, width, height, orientation = item

@@ -23,10 +23,10 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from curate import atomic
-from curate.cache import ResultCache, op_key
+from core import atomic
+from core.cache import ResultCache, op_key
+from core.imagemap import cached_map
 from curate.config import Params
-from curate.imagemap import cached_map
 
 KIND_LABEL = {"exact": "identical pixels", "hash": "perceptual hash",
               "verified": "verified repost", "embedding": "embedding"}
@@ -43,7 +43,7 @@ def thumbnail(item: tuple[str, str], px: int, background: tuple[int, int, int]) 
     """An inline JPEG thumbnail (data URI) of one (image_id, path)."""
     from PIL import Image
 
-    from curate.imageio import decode
+    from core.imageio import decode
 
     img = decode(Path(item[1]), background=background, min_side=px)
     img.thumbnail((px, px), Image.Resampling.LANCZOS)

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.cache import BlobCache, ResultCache, op_key
+from core.cache import BlobCache, ResultCache, op_key
+from core.imagemap import cached_map
+from core.parallel import make_executor
 from curate.config import Params
 from curate.dedup.borders import Box, box_area
 from curate.dedup.cosine import cosine_neighbours
@@ -40,8 +42,6 @@ from curate.dedup.verify import (
     packed_features,
     verify_pairs,
 )
-from curate.imagemap import cached_map
-from curate.parallel import make_executor
 
 #: Content boxes smaller than this share of the image get their own embedding.
 FRAMED_AREA = 0.96

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from core.parallel import one_thread_per_worker
 from curate.dedup.borders import FULL, Box
-from curate.parallel import one_thread_per_worker
 
 if TYPE_CHECKING:
     from curate.config import VerifyConfig
@@ -196,7 +196,7 @@ def work_gray(source: Path | bytes, width: int, max_side: int,
     The photo is the content box: a screenshot or letterbox keeps its photo at full work
     size (the whole image then up to twice `max_side`), or the photo inside would be left
     with too few pixels for features."""
-    from curate.imageio import decode
+    from core.imageio import decode
 
     span = max(content[2] - content[0], content[3] - content[1], 0.5)
     longest = max_side / span

@@ -1,5 +1,2 @@
-"""The embedded demo dataset: procedural foot photos with planted problems and ground truth."""
-
-from curate.demo.generate import DemoSummary, generate_demo
-
-__all__ = ["DemoSummary", "generate_demo"]
+"""The embedded demo dataset: procedural foot photos with planted problems and ground truth
+(`curate.demo.generate.generate_demo`)."""

@@ -47,12 +47,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from curate.atomic import TEMP_MARKER
+from core.atomic import TEMP_MARKER
+from core.parallel import make_executor, stream_map
+from core.store import Store, content_id
 from curate.demo import badfiles, labelstudio
 from curate.demo.reposts import REPOST_KINDS, make_repost, map_points
 from curate.demo.shapes import CATEGORIES, render_foot, sample_size
-from curate.parallel import make_executor, stream_map
-from curate.store import Store, content_id
 
 GENERATOR_VERSION = 3
 NEAR_KINDS = ("resized", "reencoded", "cropped", "brighter", "darker")

@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from curate import models
+from core import models
+from core.device import onnx_providers
 from curate.config import MatteConfig
-from curate.device import onnx_providers
 from curate.registry import name_registry
 
 

@@ -62,7 +62,8 @@ NEAR_CELLS = 1.5
 def load_network(models_dir: Path, threads: int, device: str = "cpu") -> Any:
     """MobileNetV2's feature blocks from the provisioned weights on `device`, once per
     process."""
-    from curate import embeddings, models
+    from core import models
+    from curate import embeddings
 
     weights = models.require("mobilenet_v2", models_dir)
     return embeddings.load_model("mobilenet_v2", str(weights), threads, device)

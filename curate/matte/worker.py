@@ -6,7 +6,7 @@ model never runs U^2-Net again), clean it with the subject model (`curate.matte.
 composite on the background colour, write the composite and the mask as PNGs atomically, and
 measure the mask. `training_image` gives the subject model's learning what it needs of a
 sample image. An image that cannot be read raises (`ImageRejected`, `OSError`) and a matte
-that cannot be made returns a `Failure`: `curate.imagemap` records either as the image's
+that cannot be made returns a `Failure`: `core.imagemap` records either as the image's
 failure, so one bad image never stops the stage.
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curate import atomic, imageio
+from core import atomic, imageio
+from core.device import torch_device
+from core.imagemap import Failure
 from curate.config import MatteConfig
-from curate.device import torch_device
-from curate.imagemap import Failure
 from curate.matte import subject
 from curate.matte.backends import cached_backend
 from curate.matte.stats import STATS_VERSION, mask_stats

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from curate import imageio
-from curate.device import Device, torch_device
+from core import imageio
+from core.device import Device, torch_device
 from curate.prepare.align import Crop, NotApplicable, keypoint_crop
 
 if TYPE_CHECKING:
-    from curate.prepare.worker import Settings, Task
+    from curate.prepare.task import Settings, Task
 
 #: Where the left and right eye land, as fractions of the output side (FFHQ-like framing).
 EYE_TARGETS = np.array([[0.385, 0.44], [0.615, 0.44]])

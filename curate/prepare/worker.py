@@ -7,17 +7,14 @@ pure and its PNG outputs can be cached by (image id, settings hash, variant).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from curate import imageio
-from curate.device import Device
+from core import imageio
 from curate.prepare.align import (
     Crop,
-    Framing,
     NotApplicable,
     box_crop,
     center_crop,
@@ -25,45 +22,9 @@ from curate.prepare.align import (
     mask_crop,
     reframe,
 )
-from curate.prepare.augment import AugmentConfig, apply_colour, variants
-from curate.prepare.warp import PadMode, warp
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The prepare parameters every image of one distribution shares."""
-
-    resolution: int = 512
-    align: tuple[str, ...] = ("keypoints", "box", "mask", "center")
-    keypoint_names: tuple[str, str] = ("heel", "toe")
-    keypoint_targets: tuple[tuple[float, float], tuple[float, float]] = ((0.5, 0.8), (0.5, 0.2))
-    box_margin: float = 0.1
-    mask_margin: float = 0.08
-    pad: PadMode = "background"
-    background: tuple[int, int, int] = (255, 255, 255)
-    max_upscale: float = 2.0
-    png_compression: int = 3
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    #: Per fallback method ("box", "mask"), how to move its crops to frame like keypoints do.
-    framing: tuple[tuple[str, Framing], ...] = ()
-    device: Device = "cpu"  # face detection's device (params prepare.face_device); not hashed
-
-
-@dataclass(frozen=True)
-class Task:
-    """One source image and what the annotators / matte stage know about it.
-
-    Geometry is in pixels of the upright original image (``width`` x ``height``); ``image`` may be
-    the original or the matte composite (same size), ``mask`` the matte mask (any size).
-    """
-
-    image_id: str
-    image: Path
-    width: int
-    height: int
-    keypoints: tuple[tuple[float, float], tuple[float, float]] | None = None
-    box: tuple[float, float, float, float, float] | None = None
-    mask: Path | None = None
+from curate.prepare.augment import apply_colour, variants
+from curate.prepare.task import Settings, Task
+from curate.prepare.warp import warp
 
 
 @dataclass(frozen=True)

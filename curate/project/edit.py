@@ -15,8 +15,9 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from curate import atomic
-from curate.config import ConfigError, load_params
+from core import atomic
+from core.config import ConfigError
+from curate.config import load_params
 
 
 def _yaml() -> YAML:

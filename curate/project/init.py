@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from curate import atomic, models
-from curate.config import ConfigError, DistributionConfig, load_params
+from core import atomic, models
+from core.config import ConfigError
+from curate.config import DistributionConfig, load_params
 from curate.project.render import (
     DEFAULT_ALIGN,
     ProjectSpec,

@@ -11,6 +11,7 @@ import jinja2
 import yaml
 
 from curate.config import DistributionConfig, Params
+from curate.project.codedeps import code_deps
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: The folder holding the `curate` and `train` packages' sources (a checkout of this project).
@@ -87,9 +88,29 @@ def render_pipeline(params: Params, project: Path) -> str:
     project = Path(project)
     sources = [_dep(s.path, project) for s in params.ingest.sources]
     snapshot = [_dep(params.tags.snapshot, project)] if params.tags.snapshot else []
+    code = code_prefix(project)
+    deps = {stage: [] for stage in STAGE_ENTRIES} if code is None else stage_code_deps()
     return _ENV.get_template("dvc.yaml.j2").render(
-        ingest_deps=list(dict.fromkeys(sources)), tags_deps=snapshot,
-        code=code_prefix(project))
+        ingest_deps=list(dict.fromkeys(sources)), tags_deps=snapshot, code=code,
+        code_deps=deps)
+
+
+#: The module each stage's command runs, and the command-line module that calls it.
+STAGE_ENTRIES = {"ingest": ("curate.stages.ingest", "curate/cli.py"),
+                 "dedup": ("curate.stages.dedup", "curate/cli.py"),
+                 "tags": ("curate.stages.tags", "curate/cli.py"),
+                 "quality": ("curate.stages.quality", "curate/cli.py"),
+                 "matte": ("curate.stages.matte", "curate/cli.py"),
+                 "split": ("curate.stages.split", "curate/cli.py"),
+                 "prepare": ("curate.stages.prepare", "curate/cli.py"),
+                 "train": ("train.stage", "train/cli.py")}
+
+
+def stage_code_deps() -> dict[str, list[str]]:
+    """Per stage, the source files and folders its command runs (found from the imports,
+    see `curate.project.codedeps`), relative to the project's code root."""
+    return {stage: sorted({*code_deps(CODE_ROOT, module), cli})
+            for stage, (module, cli) in STAGE_ENTRIES.items()}
 
 
 def pipeline_deps(dvc_yaml: Path) -> dict[str, set[str]]:

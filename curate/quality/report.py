@@ -31,7 +31,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from curate import atomic
+from core import atomic
 from curate.quality.checks import CheckResult
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from curate import imageio
+from core import imageio
 from curate.quality.properties import WorkImage, measure
 
 
@@ -43,7 +43,7 @@ def thumbnail_data_uri(img: Image.Image, thumb_px: int) -> str:
 def measure_image(task: MeasureTask) -> dict[str, Any]:
     """Decode once at reduced scale; return {'raw': {...}, 'thumb': 'data:...'}.
 
-    Raises `ImageRejected` or `OSError` for an image that cannot be read (`curate.imagemap`
+    Raises `ImageRejected` or `OSError` for an image that cannot be read (`core.imagemap`
     turns them into the image's failure, so the stage records a reason row and carries on).
     """
     img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,

@@ -17,8 +17,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from curate import atomic
-from curate.cache import ResultCache
+from core import atomic
+from core.cache import ResultCache
 from curate.config import Params
 from curate.dedup.report import thumbnails
 

@@ -38,18 +38,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curate import atomic
-from curate.cache import ResultCache, op_key
+from core import atomic
+from core.cache import ResultCache, op_key
+from core.console import StageSummary, console
+from core.imagemap import cached_map
+from core.manifest import read_table, write_table
 from curate.config import Params
-from curate.console import StageSummary, console
 from curate.dedup import clusters as cl
 from curate.dedup.borders import FULL, Box
 from curate.dedup.cosine import cosine_pairs
 from curate.dedup.hamming import hamming_pairs
 from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_one
 from curate.dedup.reposts import Photo, RepostResult, RepostVerifier, candidate_pairs, framed_items
-from curate.imagemap import cached_map
-from curate.manifest import read_table, write_table
 
 PIXELS_OP = op_key("dedup.pixels", 1)
 #: Pairs this close (and of one size) get their decoded pixels compared: two decoders of
@@ -191,7 +191,7 @@ class DedupRun:
 
     def pixel_digests(self, cache: ResultCache, rows: pd.DataFrame) -> dict[str, str]:
         """sha256 of the fully decoded pixels (only for exact-duplicate candidates)."""
-        from curate.imageio import ImageRejected, decode
+        from core.imageio import ImageRejected, decode
 
         found = cache.get_many(PIXELS_OP, list(rows["image_id"]))
         new = []

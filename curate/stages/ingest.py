@@ -25,12 +25,13 @@ from typing import Any
 
 import pandas as pd
 
-from curate.cache import BatchWriter, ResultCache, op_key
+from core.cache import BatchWriter, ResultCache, op_key
+from core.console import StageSummary, console, progress_bar
+from core.imagemap import map_items
+from core.manifest import REJECT_COLUMNS, write_table
+from core.parallel import make_executor
+from core.store import Store
 from curate.config import IngestConfig, Params, SourceConfig
-from curate.console import StageSummary, console, progress_bar
-from curate.imagemap import map_items
-from curate.manifest import REJECT_COLUMNS, write_table
-from curate.parallel import make_executor
 from curate.sources.local import ArchiveLimits, is_archive, iter_archive, walk_folder
 from curate.sources.urls import read_url_list
 from curate.stages.ingest_worker import Limits, Record, accept, reject
@@ -40,7 +41,6 @@ from curate.stages.scrape_worker import (
     fetch_urls,
     share_of_limits,
 )
-from curate.store import Store
 
 FILE_OP = op_key("ingest.file", 1)
 #: Reasons not cached: the input is tried again on the next run (a crash may be transient).

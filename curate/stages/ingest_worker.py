@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.imageio import ImageRejected, probe
-from curate.store import Store, content_id
+from core.imageio import ImageRejected, probe
+from core.store import Store, content_id
 
 Record = dict[str, Any]
 

@@ -33,21 +33,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curate import atomic, models
-from curate.cache import ResultCache, op_key
+from core import atomic, models
+from core.cache import ResultCache, op_key
+from core.console import StageSummary, console
+from core.device import check
+from core.imagemap import cached_map, map_items
+from core.manifest import read_table, write_table
+from core.parallel import engine_is_local, make_executor
+from core.store import Store
 from curate.config import Params
-from curate.console import StageSummary, console
-from curate.device import check
-from curate.imagemap import cached_map, map_items
-from curate.manifest import read_table, write_table
 from curate.matte import subject
 from curate.matte.backends import backend_class
 from curate.matte.stats import STAT_COLUMNS, STATS_VERSION
 from curate.matte.worker import MatteTask, matte_image, training_image
-from curate.parallel import engine_is_local, make_executor
 from curate.quality.checks import evaluate_all, reasons_per_row
 from curate.quality.report import ExtraReason, ReportInput, write_report
-from curate.store import Store
 
 MATTE_VERSION = 3  # 2: subject selection on the backend's mask; 3: its cut spares the subject's edge
 #: Bump when the subject model's learning changes.

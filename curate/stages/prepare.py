@@ -4,7 +4,7 @@ Reads data/split/manifest.parquet (live images of distribution NAME), the merged
 (keypoints, crop boxes) and the matte outputs (composites on the background colour, masks), and
 writes:
 
-- data/datasets/NAME.zip: StyleGAN2-ADA / StyleGAN3 / EDM2 format (see `prepare.export`);
+- data/datasets/NAME.zip: StyleGAN2-ADA / StyleGAN3 / EDM2 format (see `core.datasetzip`);
 - data/datasets/NAME.json and NAME.md: the dataset card (counts per source, per alignment method,
   why images are not in it, the parameters' hash) and NAME_grid.png, a sample grid;
 - data/prepare/NAME/manifest.parquet: one row per dataset image (archive name, parent image,
@@ -33,19 +33,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curate import atomic
-from curate.cache import ResultCache, op_key
-from curate.config import ConfigError, DistributionConfig, Params
-from curate.console import StageSummary, console
-from curate.device import check
-from curate.imagemap import cached_map
-from curate.manifest import read_table, write_table
+from core import atomic
+from core.cache import ResultCache, op_key
+from core.config import ConfigError
+from core.console import StageSummary, console
+from core.datasetzip import archive_name, write_dataset_zip
+from core.device import check
+from core.imagemap import cached_map
+from core.manifest import read_table, write_table
+from core.parallel import engine_is_local
+from core.store import Store
+from curate.config import DistributionConfig, Params
 from curate.matte import subject
-from curate.parallel import engine_is_local
 from curate.prepare.align import Framing, NotApplicable, framing_between
-from curate.prepare.export import archive_name, sample_grid, write_dataset_zip
-from curate.prepare.worker import Prepared, Settings, Task, method_crop, prepare
-from curate.store import Store
+from curate.prepare.grid import sample_grid
+from curate.prepare.task import Settings, Task
+from curate.prepare.worker import Prepared, method_crop, prepare
 
 #: Bump when the code changes what an image's crop looks like (cached crops are then redone).
 #: 2: mask alignment keeps the mask's largest part and takes the frame exit as the bottom.

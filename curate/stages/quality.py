@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curate import atomic
-from curate.cache import ResultCache, op_key
+from core import atomic
+from core.cache import ResultCache, op_key
+from core.console import StageSummary, console
+from core.imagemap import cached_map
+from core.manifest import read_table, write_table
 from curate.config import Params, QualityConfig
-from curate.console import StageSummary, console
-from curate.imagemap import cached_map
-from curate.manifest import read_table, write_table
 from curate.quality import outliers
 from curate.quality.checks import CheckResult, evaluate_all, reasons_per_row
 from curate.quality.properties import properties_key, property_columns

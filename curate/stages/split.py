@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curate import atomic
+from core import atomic
+from core.console import StageSummary, console
+from core.manifest import read_table, write_table
 from curate.config import Params
-from curate.console import StageSummary, console
 from curate.embeddings import embed_detailed, manifest_items
-from curate.manifest import read_table, write_table
 from curate.split.propagate import cross_validated_accuracy, kmeans, knn_predict
 from curate.split.report import write_split_report
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from curate import atomic
+from core import atomic
+from core.console import StageSummary, console, progress_bar
+from core.manifest import read_table, write_table
 from curate.config import Params, TagsConfig
-from curate.console import StageSummary, console, progress_bar
-from curate.manifest import read_table, write_table
 from curate.tags import agreement, labelconfig, merge, normalise
 from curate.tags.client import Connection, LabelStudioClient, LabelStudioError
 from curate.tags.labelconfig import LabelConfigError, TagSchema

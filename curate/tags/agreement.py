@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from curate.console import console
+from core.console import console
 from curate.tags.labelconfig import TagSchema
 
 

@@ -3,7 +3,7 @@
 Label Studio keeps geometry in percent (0-100) of ``original_width``/``original_height``: a
 rectangle's x, y is its top-left corner and ``rotation`` turns it (degrees, clockwise) around
 that corner; a keypoint's ``width`` is only its display size. We convert to pixels of the image
-as the browser showed it, which is the EXIF-upright image `curate.imageio.decode` returns.
+as the browser showed it, which is the EXIF-upright image `core.imageio.decode` returns.
 
 The server stores whatever a client sends, so every result is checked against the labeling
 config (`TagSchema`); what does not fit is kept out of the tag and listed in ``problems``

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from label_studio_sdk import LabelStudio
 
-from curate.demo import generate_demo
+from curate.demo.generate import generate_demo
 from curate.project.edit import set_key
 from curate.tags.localserver import LocalServer
 

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from bench.localserver import ImageServer, serving
-from curate.config import Params, from_mapping
-from curate.manifest import read_table
+from core.config import from_mapping
+from core.manifest import read_table
+from curate.config import Params
 from curate.stages.ingest import IngestOptions, run_ingest
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.runlock import RunLocked, exclusive, lock_path
+from core.runlock import RunLocked, exclusive, lock_path
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_a_held_lock_refuses_in_process_and_names_the_holder(tmp_path: Path) -> 
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
-    code = ("import sys, time; from pathlib import Path; from curate.runlock import exclusive\n"
+    code = ("import sys, time; from pathlib import Path; from core.runlock import exclusive\n"
             "with exclusive(Path(sys.argv[1]), Path(sys.argv[2])):\n"
             "    print('held', flush=True); time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "locks"),

@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from curate.config import ComputeConfig
-from curate.demo import generate_demo
-from curate.parallel import ClusterError, error_reason, make_executor, stream_map, use_engine
+from core.config import ComputeConfig
+from core.errors import ClusterError
+from core.parallel import error_reason, make_executor, stream_map, use_engine
+from curate.demo.generate import generate_demo
 from curate.project.edit import set_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -86,7 +87,7 @@ def scheduler(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
         yield address, workers
     finally:
         use_engine(ComputeConfig())
-        from curate import cluster
+        from core import cluster
 
         cluster.close()
         for proc in [*workers, *procs]:

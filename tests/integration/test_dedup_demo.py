@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from curate.config import Params, from_mapping
-from curate.demo import generate_demo
-from curate.demo.generate import _version_text
+from core.config import from_mapping
+from curate.config import Params
 from curate.dedup.hashing import HashSpec, hash_image
+from curate.demo.generate import generate_demo
+from curate.demo.generate import _version_text
 from curate.stages.dedup import DedupOptions, run_dedup
 from curate.stages.ingest import IngestOptions, run_ingest
 

@@ -16,8 +16,9 @@ import pytest
 import skimage.data
 from PIL import Image, ImageEnhance
 
-from curate.config import Params, from_mapping
-from curate.manifest import read_table, write_table
+from core.config import from_mapping
+from core.manifest import read_table, write_table
+from curate.config import Params
 from curate.stages.dedup import DEDUP_COLUMNS, DedupOptions, run_dedup
 from curate.stages.ingest import IngestOptions, run_ingest
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from curate import atomic
-from curate.cache import ResultCache
+from core import atomic
+from core.cache import ResultCache
 from curate.stages import ingest_worker
 from curate.stages.ingest import FILE_OP
 

@@ -17,10 +17,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from curate import models
-from curate.config import Params, from_mapping
+from core import models
+from core.config import from_mapping
+from core.manifest import read_table, write_table
+from curate.config import Params
 from curate.demo.shapes import render_foot
-from curate.manifest import read_table, write_table
 from curate.stages.ingest import IngestOptions, run_ingest
 from curate.stages.matte import MatteOptions, run_matte
 
@@ -108,7 +109,7 @@ def test_masks_match_rembg_within_rounding(data: SimpleNamespace) -> None:
     """The backend's own (raw) masks are rembg's; the cleaned mask only keeps or cuts them."""
     from rembg import new_session, remove
 
-    from curate.store import Store
+    from core.store import Store
 
     models.configure_environment(_models_dir())
     session = new_session("u2netp")

@@ -21,12 +21,12 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from core.manifest import write_table
+from core.store import Store, content_id
 from curate.cli import app
 from curate.config import load_params
-from curate.manifest import write_table
 from curate.stages import prepare as prepare_stage
 from curate.stages.prepare import PrepareOptions, run_prepare, run_prepare_combined
-from curate.store import Store, content_id
 
 pytestmark = pytest.mark.integration
 

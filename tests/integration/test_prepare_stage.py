@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curate.config import Params, PathsConfig, PrepareConfig
-from curate.manifest import write_table
+from core.config import PathsConfig
+from core.manifest import write_table
+from core.store import Store, content_id
+from curate.config import Params, PrepareConfig
 from curate.prepare.augment import AugmentConfig
 from curate.stages.prepare import PrepareError, PrepareOptions, run_prepare
-from curate.store import Store, content_id
 
 pytestmark = pytest.mark.integration
 

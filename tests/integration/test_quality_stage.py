@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curate import imageio, models
-from curate.config import Params, Threshold, from_mapping
+from core import imageio, models
+from core.config import from_mapping
+from core.manifest import read_table, write_table
+from core.parallel import make_executor
+from curate.config import Params, Threshold
 from curate.demo.generate import OUTLIER_KINDS, Job, encode, render_job
 from curate.demo.shapes import render_foot
-from curate.manifest import read_table, write_table
-from curate.parallel import make_executor
 from curate.stages.ingest import IngestOptions, run_ingest
 from curate.stages.quality import QualityOptions, run_quality
 

@@ -27,9 +27,10 @@ import pytest
 import yaml
 from label_studio_sdk import LabelStudio
 
-from curate.config import Params, from_mapping
-from curate.demo import generate_demo
-from curate.manifest import read_table
+from core.config import from_mapping
+from core.manifest import read_table
+from curate.config import Params
+from curate.demo.generate import generate_demo
 from curate.stages.ingest import IngestOptions, run_ingest
 from curate.stages.tags import PushOptions, TagsError, run_pull, run_push
 from curate.tags.localserver import LocalServer, User, free_port

@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from curate.config import ConfigError
+from core.config import ConfigError
 from train.checkpoint import CheckpointManager
 from train.cli import app
 from train.config import TrainConfig, train_config_from_mapping

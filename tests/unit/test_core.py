@@ -13,20 +13,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from curate import atomic
-from curate.cache import ResultCache, op_key
-from curate.config import (
-    ConfigError,
-    IngestConfig,
-    Params,
-    ScrapeConfig,
-    SourceConfig,
-    from_mapping,
-    load_params,
-)
-from curate.manifest import read_table, write_table
-from curate.parallel import InlineExecutor, make_executor, stream_map
-from curate.store import Store, content_id
+from core import atomic
+from core.cache import ResultCache, op_key
+from core.config import ConfigError, from_mapping
+from core.manifest import read_table, write_table
+from core.parallel import InlineExecutor, make_executor, stream_map
+from core.store import Store, content_id
+from curate.config import IngestConfig, Params, ScrapeConfig, SourceConfig, load_params
 
 
 def temp_leftovers(root: Path) -> list[Path]:
@@ -150,7 +143,7 @@ def test_missing_and_invalid_files(tmp_path):
         load_params(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(params_file(tmp_path, "ingest: [unclosed\n"))
-    with pytest.raises(ConfigError, match="top level: expected a mapping"):
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
         load_params(params_file(tmp_path, "- a list\n"))
 
 
@@ -382,7 +375,7 @@ def executor(request):
 
 
 def test_small_work_runs_inline_rather_than_starting_a_pool():
-    from curate.parallel import POOL_START_S
+    from core.parallel import POOL_START_S
 
     assert isinstance(make_executor(2, work_s=POOL_START_S / 10), InlineExecutor)
     pool = make_executor(2, work_s=POOL_START_S * 10)
@@ -444,7 +437,7 @@ def batch_of_squares(batch: tuple[int, ...]) -> list[int]:
 
 
 def test_a_dying_worker_costs_its_item_not_the_stage():
-    from curate.parallel import RestartingPool, WorkerCrash, error_reason
+    from core.parallel import RestartingPool, WorkerCrash, error_reason
 
     pool = make_executor(2)
     assert isinstance(pool, RestartingPool)
@@ -464,7 +457,7 @@ def test_a_dying_worker_costs_its_item_not_the_stage():
 
 
 def test_a_batch_that_kills_its_worker_is_retried_image_by_image():
-    from curate.parallel import WorkerCrash
+    from core.parallel import WorkerCrash
 
     batches = [tuple(range(s, s + 4)) for s in range(0, 20, 4)]
     pool = make_executor(2)

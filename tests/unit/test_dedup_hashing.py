@@ -12,6 +12,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageEnhance
 
+from core.imagemap import map_items
 from curate.dedup.hashing import (
     HashSpec,
     _dct_matrix,
@@ -24,7 +25,6 @@ from curate.dedup.hashing import (
     phash_bits,
     to_hex,
 )
-from curate.imagemap import map_items
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina",
           "hubble_deep_field", "camera", "brick", "grass")

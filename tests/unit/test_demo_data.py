@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curate.demo import generate_demo
+from curate.demo.generate import generate_demo
 from curate.demo.generate import mask_name
 
 N_BASE = 16

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from curate import device
-from curate.device import DeviceError, onnx_providers, torch_device
+from core import device
+from core.device import DeviceError, onnx_providers, torch_device
 
 
 def test_cpu_is_always_the_cpu() -> None:

@@ -9,7 +9,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from curate.config import Params, from_mapping
+from core.config import from_mapping
+from core.models import ModelMissingError
+from curate.config import Params
 from curate.embeddings import (
     EmbeddingCache,
     cache_path,
@@ -17,7 +19,6 @@ from curate.embeddings import (
     embed_detailed,
     embed_images,
 )
-from curate.models import ModelMissingError
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "brick")

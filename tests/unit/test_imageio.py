@@ -1,4 +1,4 @@
-"""Unit tests for curate.imageio: probing, safe decoding, rejects and mode normalisation."""
+"""Unit tests for core.imageio: probing, safe decoding, rejects and mode normalisation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from curate import imageio
-from curate.imageio import ImageRejected, decode, probe, sniff_format
+from core import imageio
+from core.imageio import ImageRejected, decode, probe, sniff_format
 
 BACKGROUND = (10, 200, 30)
 

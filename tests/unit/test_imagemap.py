@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from curate.cache import BlobCache, ResultCache
-from curate.imageio import ImageRejected
-from curate.imagemap import COMMIT_EVERY, Failure, cached_map, map_items
+from core.cache import BlobCache, ResultCache
+from core.imageio import ImageRejected
+from core.imagemap import COMMIT_EVERY, Failure, cached_map, map_items
 
 OP = "test.square:v1"
 
@@ -121,7 +121,7 @@ def test_a_map_stopped_early_keeps_what_it_computed(tmp_path: Path) -> None:
 
 def test_slow_results_are_committed_by_age_not_only_by_count(tmp_path: Path) -> None:
     """A killed matte run must not lose minutes of work waiting for 256 results."""
-    from curate.cache import BatchWriter
+    from core.cache import BatchWriter
 
     with ResultCache(tmp_path / "cache.sqlite") as cache:
         writer = BatchWriter(cache, every=1000, max_age_s=0.0)

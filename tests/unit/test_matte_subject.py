@@ -44,7 +44,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def net():
-    from curate import models
+    from core import models
 
     path = models.default_models_dir()
     if not models.check(path, [s for s in models.MODELS if s.name == "mobilenet_v2"])[0].ok:
@@ -134,7 +134,7 @@ def test_features_do_not_depend_on_what_the_worker_imported_before() -> None:
     fresh interpreter, where the import really happens."""
     script = """
 import sys, numpy as np
-from curate import models
+from core import models
 from curate.matte import subject
 rng = np.random.default_rng(0)
 rgb = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""Unit tests for curate.models: checking, requiring and provisioning models, offline.
+"""Unit tests for core.models: checking, requiring and provisioning models, offline.
 
 Nothing here downloads: specs are tiny fakes, wheels are zips built in tmp_path, and the
 downloader is injected (or `python` is a fake script that plays pip).
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from curate import models
-from curate.models import (
+from core import models
+from core.models import (
     MODELS,
     ModelChecksumError,
     ModelMissingError,

@@ -12,12 +12,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.prepare.align import (NotApplicable, angle_error, box_crop, keypoint_crop, mask_crop,
-                                  rotation_of)
+from core.datasetzip import DatasetError, read_dataset_zip, write_dataset_zip
+from curate.prepare.align import (
+    NotApplicable,
+    angle_error,
+    box_crop,
+    keypoint_crop,
+    mask_crop,
+    rotation_of,
+)
 from curate.prepare.augment import AugmentConfig, variants
-from curate.prepare.export import DatasetError, read_dataset_zip, write_dataset_zip
+from curate.prepare.task import Settings, Task
 from curate.prepare.warp import transform_points, warp
-from curate.prepare.worker import Settings, Task, choose_crop, encode_png, prepare
+from curate.prepare.worker import choose_crop, encode_png, prepare
 
 TARGETS = np.array([[0.5, 0.8], [0.5, 0.2]])
 
@@ -100,7 +107,7 @@ def test_warp_output_is_square_and_padded_with_background() -> None:
 
 
 def test_augmentation_is_reproducible_and_described() -> None:
-    cfg = AugmentConfig(copies=3, seed=7)
+    cfg = AugmentConfig(mirror=True, copies=3, seed=7)
     a, b = variants("img", 128, cfg), variants("img", 128, cfg)
     assert [v.description for v in a] == [v.description for v in b]
     assert [v.description for v in a][:2] == ["aligned", "mirror"] and len(a) == 5

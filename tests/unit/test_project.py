@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from curate.config import ConfigError, load_params
+from core.config import ConfigError
+from curate.config import load_params
 from curate.project.edit import name_proposals, set_key, use_categories
 from curate.project.init import InitError, InitOptions, init_project
 from curate.project.render import DEMO, render_params, render_pipeline, unwatched, unwatched_warning
 from curate.stages.prepare import why_empty
 from curate.stages.tags import TagsError, run_import
+from train.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,9 +76,9 @@ def test_init_refuses_what_would_not_work(tmp_path: Path) -> None:
 
 def test_full_training_values_are_the_real_run_ones(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
-    quick = load_params(_init(tmp_path, tmp_path / "photos") / "params.yaml").train
-    full = load_params(_init(tmp_path, tmp_path / "photos", train="full", force=True)
-                       / "params.yaml").train
+    quick = load_train_config(_init(tmp_path, tmp_path / "photos") / "params.yaml")
+    full = load_train_config(_init(tmp_path, tmp_path / "photos", train="full", force=True)
+                       / "params.yaml")
     assert quick.resolution == 32 and quick.kimg < 10
     assert full.resolution is None and full.kimg >= 1000 and full.stylegan2.z_dim == 512
 

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curate.config import ConfigError, Params, QualityChecks, Threshold, from_mapping
+from core.config import ConfigError, from_mapping
+from curate.config import Params, QualityChecks, Threshold
 from curate.quality import outliers
 from curate.quality.checks import CHECKS, evaluate, evaluate_all, make_check, reasons_per_row
 from curate.quality.properties import PROPERTIES, WorkImage, measure, property_columns

@@ -10,7 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from curate.sources.local import ArchiveLimits, is_archive, iter_archive, matches, unsafe_reason, walk_folder
+from curate.sources.local import (
+    ArchiveLimits,
+    is_archive,
+    iter_archive,
+    matches,
+    unsafe_reason,
+    walk_folder,
+)
 from curate.sources.urls import UrlListError, read_url_list
 
 DEFAULT_EXCLUDE = (".*", "*/.*")

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curate.config import ConfigError, Params, from_mapping
+from core.config import ConfigError, from_mapping
+from curate.config import Params
 from curate.split.propagate import cross_validated_accuracy, kmeans, knn_predict
 from curate.stages.split import assign, tagged_distribution
 

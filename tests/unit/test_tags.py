@@ -16,14 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curate.config import (
-    ConfigError,
-    Params,
-    TagsConfig,
-    TagsImagesConfig,
-    TagsMergeConfig,
-    from_mapping,
-)
+from core.config import ConfigError, from_mapping
+from curate.config import Params, TagsConfig, TagsImagesConfig, TagsMergeConfig
 from curate.demo import labelstudio
 from curate.demo.shapes import CATEGORIES
 from curate.stages.tags import TagsError, run_import

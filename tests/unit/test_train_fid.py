@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from curate.models import ModelMissingError, require
+from core.models import ModelMissingError, require
 from train.fid import (
     InceptionFeatures,
     feature_stats,
@@ -95,7 +95,7 @@ def test_a_modified_inception_file_is_never_loaded(tmp_path) -> None:
     again from it; a changed original stops with the command that provisions it."""
     import shutil
 
-    from curate.models import MODELS, ModelMissingError, default_models_dir
+    from core.models import MODELS, ModelMissingError, default_models_dir
     from train.fid import MODEL_NAME, inception_weights
 
     spec = next(s for s in MODELS if s.name == MODEL_NAME)

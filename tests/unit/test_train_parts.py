@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from curate.config import ConfigError, load_params
+from core.config import ConfigError
 from train.augment import ADAController, Augmenter, preview_grid
-from train.config import ADAConfig, EMAConfig, train_config_from_mapping
+from train.config import ADAConfig, EMAConfig, load_train_config, train_config_from_mapping
 from train.ema import ema_beta
 from train.export import ExportError, export_generator, load_generator
 from train.models import build_models
@@ -29,7 +29,7 @@ def _one_thread() -> None:
 
 
 def test_params_yaml_train_section_loads() -> None:
-    cfg = load_params(REPO / "params.yaml").train
+    cfg = load_train_config(REPO / "params.yaml")
     assert cfg.model in ("dcgan", "wgan_gp", "stylegan2")
 
 

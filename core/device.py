@@ -75,7 +75,7 @@ def check(requested: Device, what: str, onnx: bool = False) -> None:
     line = (f"{what}: on the CUDA GPU" if used == "cuda" else
             f"{what}: on the CPU (device: auto, no CUDA GPU here)" if requested == "auto" else "")
     if line and line not in _announced:
-        from curate.console import console
+        from core.console import console
 
         _announced.add(line)
         console.print(line)

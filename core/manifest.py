@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import atomic
+from core import atomic
 
 #: Columns every images manifest starts with (later stages append theirs).
 CORE_COLUMNS = (

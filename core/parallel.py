@@ -2,7 +2,7 @@
 
 Stages map a pure per-image function over a stream of work items. Keeping the
 interface a plain Executor lets a Dask cluster (`compute.engine: dask`, see
-`curate.cluster`) replace the local process pool unchanged. Submission is bounded, so a
+`core.cluster`) replace the local process pool unchanged. Submission is bounded, so a
 stream of a million items never sits in memory as a million futures.
 """
 
@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from curate.config import ComputeConfig
+    from core.config import ComputeConfig
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,7 +68,7 @@ class WorkerCrash(RuntimeError):
 def error_reason(error: BaseException) -> str:
     """The reason code of an error `stream_map` yielded: a task that killed its workers (the
     local pool's `WorkerCrash`, Dask's `KilledWorker`) is `worker_crash`, anything else
-    `internal_error` (see `curate.imagemap.Failure`)."""
+    `internal_error` (see `core.imagemap.Failure`)."""
     if isinstance(error, WorkerCrash) or type(error).__name__ == "KilledWorker":
         return WorkerCrash.reason
     return "internal_error"
@@ -104,10 +104,6 @@ class RestartingPool(Executor):
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-class ClusterError(RuntimeError):
-    """The cluster cannot be used (unreachable scheduler, no workers, project not shared)."""
-
-
 _engine: ComputeConfig | None = None  # set by use_engine; None = the local pool
 
 
@@ -140,7 +136,7 @@ def make_executor(workers: int, work_s: float | None = None, gpu: bool = False,
     if work_s is not None and work_s < POOL_START_S:
         return InlineExecutor()
     if _engine is not None:
-        from curate import cluster
+        from core import cluster
 
         return cluster.executor(_engine, workers, {"GPU": 1} if gpu else None)
     if tasks is not None:

@@ -160,7 +160,7 @@ class BlobCache(SqliteCache):
 
 
 class KeyValueCache(Protocol):
-    """What batched writers and `curate.imagemap.cached_map` need of a cache (`ResultCache`,
+    """What batched writers and `core.imagemap.cached_map` need of a cache (`ResultCache`,
     `BlobCache`, `curate.embeddings.EmbeddingCache`)."""
 
     def get_many(self, op: str, keys: Iterable[str]) -> dict[str, Any]: ...

@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from curate import atomic
+from core import atomic
 
 console = Console(stderr=True, highlight=False)
 

@@ -1,4 +1,5 @@
-"""Export in the dataset format of NVlabs' StyleGAN2-ADA, StyleGAN3 and EDM2.
+"""The dataset format of NVlabs' StyleGAN2-ADA, StyleGAN3 and EDM2: written by `curate
+prepare`, read by `train fit`.
 
 Their ``dataset_tool.py`` writes, and their training code reads, an uncompressed (stored) zip of
 PNG files named ``00000/img00000000.png`` (1000 images per folder) plus ``dataset.json`` holding
@@ -9,21 +10,16 @@ garbage) otherwise, so we validate each PNG's header before the zip is renamed i
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
-
-from curate.atomic import atomic_path
+from core.atomic import atomic_path
 
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels
-CAPTION_HEIGHT = 28  # pixels of the sample grid's caption strip
-MARK_COLOUR = (255, 140, 0)  # corner of a sample-grid tile whose matte lost clutter
 
 
 class DatasetError(ValueError):
@@ -89,28 +85,3 @@ def read_dataset_zip(path: Path) -> tuple[list[str], dict]:
     return names, meta
 
 
-def sample_grid(pngs: list[bytes], cols: int = 8, cell: int = 128,
-                marked: Sequence[bool] = (), caption: str = "") -> bytes:
-    """A PNG grid of the first images, for the dataset card (what a human checks first).
-
-    Tiles whose `marked` is true get an orange corner (the card says what it means); a
-    `caption` is written in a strip under the tiles.
-    """
-    rows = max(1, (len(pngs) + cols - 1) // cols)
-    strip = CAPTION_HEIGHT if caption else 0
-    grid = Image.new("RGB", (cols * cell, rows * cell + strip), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
-    corner = cell // 6
-    for k, data in enumerate(pngs):
-        img = Image.open(io.BytesIO(data)).convert("RGB").resize((cell, cell), Image.LANCZOS)
-        r, c = divmod(k, cols)
-        x, y = c * cell, r * cell
-        grid.paste(img, (x, y))
-        if k < len(marked) and marked[k]:
-            draw.polygon([(x, y), (x + corner, y), (x, y + corner)], fill=MARK_COLOUR)
-    if caption:
-        font = ImageFont.load_default(size=CAPTION_HEIGHT // 2)
-        draw.text((8, rows * cell + CAPTION_HEIGHT // 4), caption, fill=(0, 0, 0), font=font)
-    buf = io.BytesIO()
-    grid.save(buf, "PNG")
-    return buf.getvalue()

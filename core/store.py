@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from curate import atomic
+from core import atomic
 
 
 def content_id(data: bytes) -> str:

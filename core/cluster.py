@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from dask.distributed import Client, LocalCluster, WorkerPlugin
 
-from curate.config import ComputeConfig
-from curate.parallel import ClusterError
+from core.config import ComputeConfig
+from core.errors import ClusterError
 
 R = TypeVar("R")
 

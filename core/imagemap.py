@@ -16,7 +16,7 @@ results. This module owns the rest, the same way for every stage:
 - **Failures**: every item yields exactly one `Outcome`, either a value or a `Failure` with a
   stable reason code. An undecodable image is `ImageRejected`'s reason, an unreadable file
   `unreadable`, a bug `internal_error`, and an item that kills its worker twice `worker_crash`
-  (see `curate.parallel.stream_map`). One bad image never stops a stage.
+  (see `core.parallel.stream_map`). One bad image never stops a stage.
 - **Progress**: one bar per map, advanced per item.
 
 Worker functions must be picklable: module-level functions, or `functools.partial` of one.
@@ -31,10 +31,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from curate.cache import BatchWriter, KeyValueCache
-from curate.console import progress_bar
-from curate.imageio import ImageRejected
-from curate.parallel import error_reason, make_executor, stream_map
+from core.cache import BatchWriter, KeyValueCache
+from core.console import progress_bar
+from core.imageio import ImageRejected
+from core.parallel import error_reason, make_executor, stream_map
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -141,7 +141,7 @@ def map_items(
 
     Progress goes to a new bar named `description`, or to the caller's `advance`. `work_s`
     (the whole work's time on one core, when known) and `gpu` size the executor
-    (`curate.parallel.make_executor`); a given `executor` is used and left running.
+    (`core.parallel.make_executor`); a given `executor` is used and left running.
     """
     total = len(items) if isinstance(items, Sequence) else None
     if total == 0:
