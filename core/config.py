@@ -22,10 +22,12 @@ from typing import Any, Literal
 
 import yaml
 
+from core.errors import ParamsError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(ParamsError, ValueError):
     """A problem in params.yaml, phrased for the person editing it."""
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.atomic import atomic_path
+from core.errors import UserError
 
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The images do not form a valid StyleGAN dataset (says which image and why)."""
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
+from core.errors import UserError
+
 Device = Literal["auto", "cpu", "cuda"]
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError, RuntimeError):
     """`device: cuda` where this machine (or its ONNX Runtime) has no CUDA GPU."""
 
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from core.errors import UserError
+
 __all__ = [
     "MODELS",
     "PROVISION_HINT",
@@ -188,7 +190,7 @@ class ModelStatus:
         return self.state == "ok"
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """Base class for model provisioning/checking errors."""
 
 

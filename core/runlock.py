@@ -22,8 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from core.errors import UserError
 
-class RunLocked(RuntimeError):
+
+class RunLocked(UserError, RuntimeError):
     """Another run holds the outputs; the message names it and what to do."""
 
 

@@ -9,14 +9,12 @@ from typing import Annotated
 
 import typer
 
-from core.config import ConfigError
+from core.cli import App
 from core.console import console
-from core.device import DeviceError
-from core.errors import ClusterError
 from core.parallel import use_engine
 from curate.config import Params, load_params
 
-app = typer.Typer(
+app = App(
     help="Curate image datasets for GAN training. Each command is one stage of dvc.yaml; "
     "`dvc repro` runs them in order. Settings live in params.yaml.",
     no_args_is_help=True,
@@ -24,10 +22,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
-models_app = typer.Typer(help="Offline model files (provisioned once, never downloaded at run time).",
+models_app = App(help="Offline model files (provisioned once, never downloaded at run time).",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
-tags_app = typer.Typer(help="Label Studio round trip: push images to annotators, pull their tags.",
+tags_app = App(help="Label Studio round trip: push images to annotators, pull their tags.",
                        no_args_is_help=True)
 app.add_typer(tags_app, name="tags")
 
@@ -37,20 +35,8 @@ WorkersOption = Annotated[
 ]
 
 
-@contextlib.contextmanager
-def _explained(*errors: type[Exception], code: int = 1, label: str = "error") -> Iterator[None]:
-    """Errors a stage raises for people (bad params, missing input or model, unreachable
-    server) become one red line and an exit code instead of a traceback."""
-    try:
-        yield
-    except (*errors, ClusterError, DeviceError) as exc:
-        console.print(f"[red]{label}:[/] {exc}")
-        raise typer.Exit(code) from exc
-
-
 def _params(path: Path) -> Params:
-    with _explained(ConfigError, code=2, label="error in params"):
-        params = load_params(path)
+    params = load_params(path)
     use_engine(params.compute)
     return params
 
@@ -58,9 +44,9 @@ def _params(path: Path) -> Params:
 @contextlib.contextmanager
 def _one_run(params: Params, *folders: Path) -> Iterator[None]:
     """Refuse to run while another run writes the same folders (see core.runlock)."""
-    from core.runlock import RunLocked, exclusive
+    from core.runlock import exclusive
 
-    with _explained(RunLocked), exclusive(params.paths.cache / "locks", *folders):
+    with exclusive(params.paths.cache / "locks", *folders):
         yield
 
 
@@ -118,11 +104,10 @@ def dedup(
     (every row kept; duplicates get status=duplicate, duplicate_of, dup_kind, distance) and
     reports/duplicates.html. Hashes and embeddings are cached per image.
     """
-    from core.models import ModelMissingError
     from curate.stages.dedup import DedupOptions, run_dedup
 
     loaded = _params(params)
-    with _one_run(loaded, out), _explained(ModelMissingError, FileNotFoundError):
+    with _one_run(loaded, out):
         run_dedup(loaded, DedupOptions(in_manifest=manifest, out_dir=out, report=report,
                                        workers=workers))
 
@@ -149,11 +134,10 @@ def quality(
     re-scores without decoding), and writes data/quality/manifest.parquet (flagged images get
     status=outlier and every reason) and reports/outliers.html.
     """
-    from core.models import ModelMissingError
     from curate.stages.quality import QualityOptions, run_quality
 
     loaded = _params(params)
-    with _one_run(loaded, out), _explained(ModelMissingError, FileNotFoundError):
+    with _one_run(loaded, out):
         run_quality(loaded, QualityOptions(manifest=manifest, tags=tags, out_dir=out,
                                            report=report, workers=workers))
 
@@ -183,11 +167,10 @@ def matte(
     poor_separation, small_foreground and soft_matte, and the composites' embeddings
     matte_off_subject (thresholds under quality.checks).
     """
-    from core.models import ModelMissingError
     from curate.stages.matte import MatteOptions, run_matte
 
     loaded = _params(params)
-    with _one_run(loaded, out), _explained(ModelMissingError, FileNotFoundError):
+    with _one_run(loaded, out):
         run_matte(loaded, MatteOptions(manifest=manifest, out_dir=out, report=report,
                                        tags=tags, workers=workers))
 
@@ -252,9 +235,8 @@ SizesOption = Annotated[Path, typer.Option(
 
 
 def _tags_call(fn, params: Params, out: Path, *args) -> None:
-    from curate.stages.tags import TagsError
 
-    with _one_run(params, out), _explained(TagsError):
+    with _one_run(params, out):
         fn(params, *args)
 
 
@@ -300,19 +282,18 @@ def tags_pull(
     Needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY. On any failure the previous snapshot and
     tables stay as they were.
     """
-    from curate.stages.tags import TagsError, run_pull
+    from curate.stages.tags import run_pull
 
     loaded = _params(params)
-    with _one_run(loaded, out), _explained(TagsError):
+    with _one_run(loaded, out):
         tables = run_pull(loaded, out, snapshot, manifest)
     if use:
         from curate.project.edit import set_key, use_categories
 
         target = (snapshot or loaded.tags.export).as_posix()
         tagged = sorted(set(tables.merged["category"].dropna()) & set(loaded.tags.categories))
-        with _explained(ConfigError, code=2, label="error in params"):
-            set_key(params, "tags.snapshot", target)
-            changes = use_categories(params, tagged)
+        set_key(params, "tags.snapshot", target)
+        changes = use_categories(params, tagged)
         for line in [f"tags.snapshot = {target}", *changes]:
             console.print(f"params.yaml: {line}")
         _write_pipeline(params)
@@ -372,7 +353,7 @@ def init(
     """
     import sys
 
-    from curate.project.init import InitError, InitOptions, init_project, next_steps, run_checked
+    from curate.project.init import InitOptions, init_project, next_steps, run_checked
 
     if train not in ("quick", "full"):
         console.print(f"[red]error:[/] --train: got {train!r}, expected quick or full")
@@ -389,8 +370,7 @@ def init(
         categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
         keypoints=tuple(k.strip() for k in keypoints.split(",") if k.strip()),
         force=force, git=git, dvc_add=dvc_add)
-    with _explained(InitError, code=2, label="init"):
-        init_project(options, run_checked, console.print)
+    init_project(options, run_checked, console.print)
     console.print("[bold]next steps:[/]")
     for i, step in enumerate(next_steps(project, git), 1):
         console.print(f"  {i}. {step}")
@@ -446,7 +426,7 @@ def split(
     if name:
         _name_proposals(params, name)
     loaded = _params(params)
-    with _one_run(loaded, out), _explained(FileNotFoundError):
+    with _one_run(loaded, out):
         run_split(loaded, SplitOptions(manifest=manifest, tags=tags, out_dir=out,
                                        report=report, workers=workers))
 
@@ -463,9 +443,8 @@ def _name_proposals(params: Path, pairs: list[str]) -> None:
                           "cluster_0=soles (the groups are in reports/split.html)")
             raise typer.Exit(2)
         names[proposal.strip()] = dist.strip()
-    with _explained(ConfigError, code=2, label="error in params"):
-        for line in name_proposals(params, names):
-            console.print(f"params.yaml: {line}")
+    for line in name_proposals(params, names):
+        console.print(f"params.yaml: {line}")
 
 
 @app.command()
@@ -500,8 +479,7 @@ def prepare(
     loaded = _params(params)
     options = PrepareOptions(workers=workers)
     name = combined or dist[0]
-    with _one_run(loaded, options.out_dir / name, options.datasets_dir / name), \
-            _explained(PrepareError, code=2, label="prepare"):
+    with _one_run(loaded, options.out_dir / name, options.datasets_dir / name):
         if combined is not None:
             run_prepare_combined(loaded, combined, dist, options)
         elif len(dist) > 1:

@@ -13,13 +13,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
+from core.cli import App
+from core.console import console
+from core.errors import ParamsError
+
+app = App(
     help="Train GANs on the datasets `curate prepare` exports (data/datasets/NAME.zip).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
 
 #: Variables torchrun sets for each worker; shown so a misconfigured launch is visible at once.
 LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -70,11 +73,6 @@ Multi-GPU: `torchrun --standalone --nproc-per-node 8 --no-python train fit --dis
 """
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}")
-    return typer.Exit(code)
-
-
 DataOption = Annotated[Path | None, typer.Option(help="Dataset zip (StyleGAN format).")]
 OutOption = Annotated[Path | None, typer.Option(help="Output folder of the run.")]
 DistOption = Annotated[str | None, typer.Option(
@@ -94,48 +92,36 @@ def fit(
     threads: Annotated[int | None, typer.Option(
         help="CPU threads per process (default: torch's; 1 on a busy shared machine).")] = None,
 ) -> None:
-    from core.config import ConfigError
-    from core.models import ModelMissingError
     from train.config import load_paths, load_train_config
-    from train.data import DatasetError
-    from train.dist import LaunchError
-    from train.loop import TrainingDiverged
-    from train.models.base import ArchitectureError
-    from train.sampler import BatchPlanError
     from train.stage import run_fit
 
-    try:
-        cfg = load_train_config(params)
-        cfg = cfg if kimg is None else cfg.replace(kimg=kimg)
-        paths = load_paths(params)
-    except ConfigError as exc:
-        raise _fail(f"in params: {exc}", 2) from exc
+    cfg = load_train_config(params)
+    cfg = cfg if kimg is None else cfg.replace(kimg=kimg)
+    paths = load_paths(params)
     if dist is not None:
         data = data or paths.data / "datasets" / f"{dist}.zip"
         out = out or Path("models") / dist
     if data is None or out is None:
-        raise _fail("pass --data PATH and --out DIR, or --dist NAME", 2)
-    if device not in (None, "cpu", "cuda"):
-        raise _fail(f"--device {device!r}: expected cpu or cuda", 2)
+        raise ParamsError("pass --data PATH and --out DIR, or --dist NAME")
+    _check_device(device)
     if threads is not None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-    from core.runlock import RunLocked, exclusive
+    from core.runlock import exclusive
 
     # One trainer per run folder; under torchrun only rank 0 takes the lock (the ranks of one
     # job share the folder by design, rank 0 alone writes it).
     first_rank = os.environ.get("RANK", "0") == "0"
-    try:
-        with exclusive(out.parent / ".locks", out) if first_rank else contextlib.nullcontext():
-            code = run_fit(cfg, data, out, device=device,
-                           log=lambda m: console.print(m, highlight=False, soft_wrap=True))
-    except ArchitectureError as exc:
-        raise _fail(f"in params: {exc}", 2) from exc
-    except (DatasetError, TrainingDiverged, BatchPlanError, LaunchError,
-            ModelMissingError, RunLocked) as exc:
-        raise _fail(str(exc)) from exc
+    with exclusive(out.parent / ".locks", out) if first_rank else contextlib.nullcontext():
+        code = run_fit(cfg, data, out, device=device,
+                       log=lambda m: console.print(m, highlight=False, soft_wrap=True))
     raise typer.Exit(code)
+
+
+def _check_device(device: str | None) -> None:
+    if device not in (None, "cpu", "cuda"):
+        raise ParamsError(f"--device {device!r}: expected cpu or cuda")
 
 
 ModelOption = Annotated[Path, typer.Option(
@@ -159,11 +145,11 @@ def sample(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Draw images from an exported generator, one per seed (same seed, same image)."""
-    from train.export import ExportError, load_generator
+    from train.export import load_generator
     from train.visuals import parse_seeds, save_image, seed_grid, upscale
 
+    G, spec = load_generator(model, device)
     try:
-        G, spec = load_generator(model, device)
         chosen = parse_seeds(seeds)
         wanted = None if classes is None else parse_seeds(classes)
         if wanted is not None and len(wanted) not in (1, len(chosen)):
@@ -178,8 +164,8 @@ def sample(
         if z_bound < 0:
             raise ValueError("--z-bound must be >= 0 (0: no truncation)")
         grid = seed_grid(G, chosen, cols, psi, z_bound, wanted)
-    except (ExportError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    except ValueError as exc:  # seeds, classes or truncation that do not fit this generator
+        raise ParamsError(str(exc)) from exc
     save_image(upscale(grid), out)
     console.print(f"{len(chosen)} image(s) at {G.resolution} px -> {out}")
 
@@ -199,7 +185,7 @@ def interpolate(
 ) -> None:
     """Walk through latent space between seeds (in W for StyleGAN2, spherically in Z else),
     or with --classes between classes at fixed z (one row per seed)."""
-    from train.export import ExportError, load_generator
+    from train.export import load_generator
     from train.visuals import (
         class_interpolation,
         grid_image,
@@ -211,8 +197,8 @@ def interpolate(
         upscale,
     )
 
+    G, _spec = load_generator(model, device)
     try:
-        G, _spec = load_generator(model, device)
         chosen = parse_seeds(seeds)
         if classes is not None:
             walk = class_interpolation(G, chosen, parse_seeds(classes), frames)
@@ -223,8 +209,8 @@ def interpolate(
                 raise ValueError("interpolation needs at least two seeds and --frames >= 1")
             gif_frames = interpolation_frames(G, chosen, frames)
             grid = grid_image(gif_frames, frames)
-    except (ExportError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from exc
     save_image(upscale(grid), out)
     if gif is not None:
         save_gif(gif_frames, gif)
@@ -245,7 +231,7 @@ def toy_data(
     from train.synthetic import CLASS_SHAPES, make_blob_dataset
 
     if classes < 0 or classes == 1 or classes > len(CLASS_SHAPES):
-        raise _fail(f"--classes {classes}: expected 0 (unlabelled) or 2-{len(CLASS_SHAPES)}", 2)
+        raise ParamsError(f"--classes {classes}: expected 0 (unlabelled) or 2-{len(CLASS_SHAPES)}")
     make_blob_dataset(out, images, resolution, seed, classes)
     console.print(f"{images} image(s) at {resolution} px"
                   f"{f' in {classes} classes' if classes else ''} -> {out}")
@@ -260,7 +246,6 @@ def presets(
 
     import yaml
 
-    from core.config import ConfigError
     from train.config import train_config_from_mapping
     from train.presets import PRESETS
 
@@ -272,10 +257,7 @@ def presets(
             table.add_row(key, preset.source, preset.changes)
         console.print(table)
         return
-    try:
-        cfg = train_config_from_mapping({"preset": name})
-    except ConfigError as exc:
-        raise _fail(str(exc), 2) from exc
+    cfg = train_config_from_mapping({"preset": name})
     typer.echo(yaml.safe_dump({"train": _plain(dataclasses.asdict(cfg))}, sort_keys=False))
 
 
@@ -288,7 +270,7 @@ def _plain(value: object) -> object:
     return value
 
 
-queue_app = typer.Typer(
+queue_app = App(
     help="A persistent queue of training requests (a folder; share it between machines), run "
          "by `train manage`.", no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
@@ -318,17 +300,12 @@ def queue_add(
     queue: QueueOption = DEFAULT_QUEUE,
 ) -> None:
     """Queue a training request; its params are frozen and validated now. Prints its id."""
-    from core.config import ConfigError
-    from train.queue import Queue, QueueError
+    from train.queue import Queue
 
-    if device not in (None, "cpu", "cuda"):
-        raise _fail(f"--device {device!r}: expected cpu or cuda", 2)
-    try:
-        request = Queue(queue).add(params=params, overrides=overrides or [], data=data,
-                                   out=out, dist=dist, name=name, kimg=kimg, gpus=gpus,
-                                   device=device, threads=threads)
-    except (ConfigError, QueueError) as exc:
-        raise _fail(str(exc), 2) from exc
+    _check_device(device)
+    request = Queue(queue).add(params=params, overrides=overrides or [], data=data, out=out,
+                               dist=dist, name=name, kimg=kimg, gpus=gpus, device=device,
+                               threads=threads)
     console.print(f"queued {request.id} {request.name}: {request.kimg:g} kimg into "
                   f"{request.out}; `train manage --queue {queue}` runs it")
     typer.echo(request.id)
@@ -370,12 +347,9 @@ def queue_cancel(
     queue: QueueOption = DEFAULT_QUEUE,
 ) -> None:
     """Cancel a request: its manager stops the job (a checkpoint is written); never run again."""
-    from train.queue import Queue, QueueError, UnknownRequest
+    from train.queue import Queue
 
-    try:
-        request, before = Queue(queue).cancel(request_id)
-    except QueueError as exc:
-        raise _fail(str(exc), 2 if isinstance(exc, UnknownRequest) else 1) from exc
+    request, before = Queue(queue).cancel(request_id)
     console.print(f"cancelled {request.id} {request.name}"
                   + (": its manager stops the job at its next poll" if before == "running"
                      else ""))
@@ -413,7 +387,7 @@ def manage(
                     poll_s=poll_s, lease_s=lease_s)
     problem = policy.problem()
     if problem:
-        raise _fail(problem, 2)
+        raise ParamsError(problem)
     supervisor = Supervisor(Queue(queue), policy,
                             log=lambda m: console.print(m, highlight=False, soft_wrap=True))
     raise typer.Exit(supervisor.run(once=once, until_empty=until_empty))

@@ -22,8 +22,10 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from core.errors import UserError
 
-class LaunchError(RuntimeError):
+
+class LaunchError(UserError, RuntimeError):
     """The launch does not fit this machine (no GPU, more processes than GPUs)."""
 
 

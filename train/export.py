@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from core.atomic import atomic_path, write_text
+from core.errors import UserError
 from core.store import file_sha256
 from train.models import Generator, generator_from_spec
 
@@ -25,7 +26,7 @@ STATE_FILE = "generator.pt"
 SPEC_FILE = "generator.json"
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export folder that cannot be loaded; the message says what to do."""
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from core.atomic import sweep_temp_files
+from core.errors import UserError
 from train.augment import ADAController, Augmenter, preview_grid
 from train.checkpoint import CheckpointManager
 from train.config import TrainConfig
@@ -65,7 +66,7 @@ from train.visuals import grid_image, save_image, seed_grid, upscale
 Log = Callable[[str], None]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """Non-finite gradients persisted through every allowed rollback."""
 
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import yaml
 
 from core import atomic
+from core.errors import ParamsError, UserError
 
 State = Literal["pending", "running", "done", "failed", "cancelled"]
 TERMINAL = ("done", "failed", "cancelled")
@@ -50,8 +51,8 @@ _ID = re.compile(r"^[0-9a-f]{8}$")
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-class QueueError(RuntimeError):
-    """A bad request or a bad reference to one; the message says what to do."""
+class QueueError(ParamsError, RuntimeError):
+    """A bad request or a bad reference to one (exit 2); the message says what to do."""
 
 
 class UnknownRequest(QueueError):
@@ -257,7 +258,7 @@ class Queue:
         for assignment in overrides + ([f"train.kimg={kimg}"] if kimg is not None else []):
             set_key(mapping, assignment)
         try:
-            paths = train_section(mapping)[1]  # the train section validated too
+            train, paths = train_section(mapping)
         except ConfigError as exc:
             shown = " ".join(f"--set {o}" for o in overrides)
             raise ConfigError(f"{params}{' with ' + shown if shown else ''}: {exc}") from None
@@ -281,8 +282,8 @@ class Queue:
         frozen = self.requests_dir / f"{rid}.params.yaml"
         request = Request(
             id=rid, name=name or dist or out.name, data=os.path.abspath(data), out=str(out),
-            params=str(frozen.absolute()), kimg=cfg.train.kimg,
-            config_hash=cfg.train.dynamics_hash(), gpus=gpus, device=device, threads=threads,
+            params=str(frozen.absolute()), kimg=train.kimg,
+            config_hash=train.dynamics_hash(), gpus=gpus, device=device, threads=threads,
             workdir=os.getcwd(), created=time.time(), added_on=HOST)
         atomic.write_text(frozen, yaml.safe_dump(mapping, sort_keys=False))
         atomic.write_text(self.requests_dir / f"{rid}.json",  # the commit point
@@ -341,7 +342,7 @@ class Queue:
         request = self.get(ref)
         state = self.view(request).state
         if state in TERMINAL:
-            raise QueueError(f"request {request.id} is already {state}: nothing to cancel")
+            raise UserError(f"request {request.id} is already {state}: nothing to cancel")
         atomic.write_text(self.cancel_dir / request.id,
                           f"cancelled on {HOST} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         return request, state

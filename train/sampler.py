@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
+from core.errors import ParamsError
 
-class BatchPlanError(ValueError):
+
+class BatchPlanError(ParamsError, ValueError):
     """The global batch cannot be split over the devices as configured."""
 
 

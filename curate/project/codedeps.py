@@ -113,6 +113,21 @@ def _collapse(root: Path, files: set[Path]) -> list[str]:
                   if not any(o != f and o.startswith(f + "/") for f in folders))
 
 
-def code_deps(root: Path, entry: str) -> list[str]:
-    """dvc.yaml `deps` for a stage whose command runs module `entry`."""
-    return _collapse(root, reached_files(root, entry))
+def module_level_imports(root: Path, path: Path) -> set[str]:
+    """The project modules `path` imports at its top level (not inside functions): what a
+    command-line module runs for every command, whichever command it is."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = {alias.name for node in tree.body if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module for node in tree.body
+              if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    return {n for n in names if _module_file(root, n) is not None}
+
+
+def code_deps(root: Path, entry: str, cli: str) -> list[str]:
+    """dvc.yaml `deps` for a stage whose command line `cli` (a file) runs module `entry`: all
+    `entry` reaches, the command-line file, and what it imports at its top level."""
+    files = reached_files(root, entry) | {root / cli}
+    for module in module_level_imports(root, root / cli):
+        files |= reached_files(root, module)
+    return _collapse(root, files)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core import atomic, models
 from core.config import ConfigError
+from core.errors import ParamsError
 from curate.config import DistributionConfig, load_params
 from curate.project.render import (
     DEFAULT_ALIGN,
@@ -39,7 +40,7 @@ params.yaml's tags.snapshot at it, so `dvc repro` builds on the annotators' tags
 """
 
 
-class InitError(RuntimeError):
+class InitError(ParamsError, RuntimeError):
     """`curate init` cannot go on; the message says what to change. Nothing was written."""
 
 

@@ -109,7 +109,7 @@ STAGE_ENTRIES = {"ingest": ("curate.stages.ingest", "curate/cli.py"),
 def stage_code_deps() -> dict[str, list[str]]:
     """Per stage, the source files and folders its command runs (found from the imports,
     see `curate.project.codedeps`), relative to the project's code root."""
-    return {stage: sorted({*code_deps(CODE_ROOT, module), cli})
+    return {stage: code_deps(CODE_ROOT, module, cli)
             for stage, (module, cli) in STAGE_ENTRIES.items()}
 
 

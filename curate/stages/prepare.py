@@ -39,6 +39,7 @@ from core.config import ConfigError
 from core.console import StageSummary, console
 from core.datasetzip import archive_name, write_dataset_zip
 from core.device import check
+from core.errors import ParamsError
 from core.imagemap import cached_map
 from core.manifest import read_table, write_table
 from core.parallel import engine_is_local
@@ -65,7 +66,7 @@ class PrepareOptions:
     workers: int | None = None
 
 
-class PrepareError(RuntimeError):
+class PrepareError(ParamsError, RuntimeError):
     """A problem the user must fix (unknown distribution, nothing to export)."""
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from core import atomic
 from core.console import StageSummary, console, progress_bar
+from core.errors import UserError
 from core.manifest import read_table, write_table
 from curate.config import Params, TagsConfig
 from curate.tags import agreement, labelconfig, merge, normalise
@@ -37,7 +38,7 @@ from curate.tags.serving import ImageUrls, ServingError, image_urls
 STORAGE_TITLE = "gan-curate store"
 
 
-class TagsError(RuntimeError):
+class TagsError(UserError, RuntimeError):
     """A tags command cannot go on; the message says what to fix. Nothing was overwritten."""
 
 

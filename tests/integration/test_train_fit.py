@@ -90,7 +90,7 @@ def test_dcgan_trains_and_writes_every_output(dataset: Path, tmp_path: Path) -> 
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["sample", "--model", str(out / "export"), "--psi", "0.5",
                               "--out", str(tmp_path / "s.png")])
-    assert res.exit_code == 1 and "--z-bound" in res.output
+    assert res.exit_code == 2 and "--z-bound" in res.output
     res = runner.invoke(app, ["interpolate", "--model", str(out / "export"), "--seeds", "1,2",
                               "--frames", "4", "--out", str(tmp_path / "i.png"),
                               "--gif", str(tmp_path / "i.gif")])

@@ -118,7 +118,7 @@ def test_a_conditional_generator_draws_the_class_it_is_asked_for(tmp_path: Path)
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(app, ["sample", "--model", str(tmp_path / "run" / "export"),
                                    "--class", "7", "--out", str(tmp_path / "bad.png")])
-    assert res.exit_code == 1 and "class 7 does not exist" in res.output
+    assert res.exit_code == 2 and "class 7 does not exist" in res.output
 
 
 def test_a_labelled_run_refuses_an_unlabelled_zip(toy: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from curate.project.codedeps import import_graph, reached_files
+from curate.project.codedeps import import_graph, module_level_imports, reached_files
 from curate.project.render import STAGE_ENTRIES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +77,9 @@ def test_dvc_yaml_lists_the_code_each_stage_runs() -> None:
     for stage, (module, cli) in STAGE_ENTRIES.items():
         spec = stages[stage].get("do", stages[stage])
         listed = [REPO / d for d in spec["deps"]]
-        needed = {*reached_files(REPO, module), REPO / cli}
+        needed = {*reached_files(REPO, module), REPO / cli,
+                  *(f for m in module_level_imports(REPO, REPO / cli)
+                    for f in reached_files(REPO, m))}
         missing = [f.relative_to(REPO).as_posix() for f in needed
                    if not any(f == d or d in f.parents for d in listed)]
         assert not missing, f"{stage}: dvc.yaml does not list {missing}"

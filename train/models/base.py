@@ -20,10 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.errors import ParamsError
 from train.rng import BatchRandom
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(ParamsError, ValueError):
     """Settings that cannot build a network at this resolution (a bad params value)."""
 
 
