@@ -489,5 +489,33 @@ def prepare(
             run_prepare(loaded, dist[0], options)
 
 
+@app.command()
+def show(
+    image: Annotated[str, typer.Argument(
+        metavar="ID", help="Image id (the sha256 in every manifest and report); a prefix is "
+        "enough.")],
+    params: ParamsOption = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object (sorted keys) instead of tables.")] = False,
+) -> None:
+    """One image's whole story through every stage (a prefix of its id is enough).
+
+    Its sources; each stage's status and reasons with the measured values behind them; its
+    dedup cluster and kept image; tags and annotators; distribution and confidence; prepared
+    crops and their zip members; every derived file. Reads only this image's rows; a stage
+    not run yet is shown as such. Exit 1: no such id; 2: the prefix matches several.
+    """
+    from curate.show import AmbiguousImage, UnknownImage, gather, render, to_json
+
+    with _explained(ConfigError, code=2, label="error in params"):
+        loaded = load_params(params)
+    with _explained(UnknownImage), _explained(AmbiguousImage, code=2):
+        story = gather(image, loaded)
+    if as_json:
+        typer.echo(to_json(story))
+    else:
+        render(story)
+
+
 if __name__ == "__main__":
     app()
