@@ -505,12 +505,9 @@ def show(
     crops and their zip members; every derived file. Reads only this image's rows; a stage
     not run yet is shown as such. Exit 1: no such id; 2: the prefix matches several.
     """
-    from curate.show import AmbiguousImage, UnknownImage, gather, render, to_json
+    from curate.show import gather, render, to_json
 
-    with _explained(ConfigError, code=2, label="error in params"):
-        loaded = load_params(params)
-    with _explained(UnknownImage), _explained(AmbiguousImage, code=2):
-        story = gather(image, loaded)
+    story = gather(image, load_params(params))
     if as_json:
         typer.echo(to_json(story))
     else:

@@ -44,6 +44,7 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
+from core.errors import ParamsError, UserError
 from curate.config import Params
 from curate.quality.checks import CHECKS
 
@@ -62,11 +63,11 @@ NOT_RUN, ABSENT, PRESENT = "not_run", "absent", "present"
 Facts = dict[str, Any]
 
 
-class UnknownImage(LookupError):
+class UnknownImage(UserError, LookupError):
     """No ingested image or rejected input has an id starting with the prefix (exit 1)."""
 
 
-class AmbiguousImage(LookupError):
+class AmbiguousImage(ParamsError, LookupError):
     """Several ids start with the prefix (exit 2); `candidates` holds the first ones."""
 
     def __init__(self, prefix: str, candidates: list[str], total: int) -> None:
@@ -310,9 +311,9 @@ def _settings_hash(card: Facts | None, class_name: str | None) -> str | None:
 def prepared_png(loc: Locations, settings_hash: str, image_id: str, variant: int) -> str:
     """Where the prepare stage cached this crop's PNG, asked of the stage's own cache class
     (imported here: it pulls in OpenCV, which only images that reached a dataset need)."""
-    from curate.stages.prepare import _OutputCache
+    from curate.stages.prepare import PreparedPngs
 
-    return str(_OutputCache(loc.cache / "prepare", settings_hash).png_path(image_id, variant))
+    return str(PreparedPngs(loc.cache / "prepare", settings_hash).png_path(image_id, variant))
 
 
 def prepare_facts(loc: Locations, image_id: str) -> Facts:

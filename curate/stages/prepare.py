@@ -163,7 +163,7 @@ def build_tasks(rows: pd.DataFrame, tags: pd.DataFrame | None, params: Params,
     return tasks
 
 
-class _OutputCache:
+class PreparedPngs:
     """Prepared PNGs on disk (one folder per settings hash); their metadata is cached per
     image by `cached_map`.
 
@@ -201,7 +201,7 @@ class _OutputCache:
                              "bytes": len(o.png)} for o in done.outputs]}
 
 
-def _prepare_all(tasks: list[Task], settings: Settings, outputs: _OutputCache,
+def _prepare_all(tasks: list[Task], settings: Settings, outputs: PreparedPngs,
                  cache: ResultCache, workers: int, summary: StageSummary
                  ) -> tuple[dict[str, dict], dict[str, str]]:
     known: dict[str, dict] = {}
@@ -392,7 +392,7 @@ class _Prepared:
     table: pd.DataFrame  # its per-image manifest rows, not yet numbered
     settings: Settings
     settings_hash: str
-    outputs: _OutputCache
+    outputs: PreparedPngs
     cleaned: set[str]  # images whose matte lost clutter (counted with prepare.source: matte)
 
 
@@ -418,7 +418,7 @@ def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd
     if params.prepare.match_keypoint_framing:
         settings = calibrate_framing(tasks, settings)
     settings_hash = _settings_hash(settings, params.prepare.source)
-    outputs = _OutputCache(params.paths.cache / "prepare", settings_hash)
+    outputs = PreparedPngs(params.paths.cache / "prepare", settings_hash)
     meta, errors = _prepare_all(tasks, settings, outputs, cache,
                                 options.workers or params.n_workers, summary)
     # Counted only when the dataset is made of the composites (prepare.source: matte).
