@@ -37,7 +37,7 @@ from core.console import StageSummary
 from curate.demo.generate import generate_demo
 from curate.prepare.augment import AugmentConfig
 from curate.prepare.task import Settings, Task
-from curate.stages.prepare import _OutputCache, _prepare_all
+from curate.stages.prepare import PreparedPngs, _prepare_all
 
 DEMO = Path(".cache/bench/demo-prepare")
 RESOLUTION = 512
@@ -79,7 +79,7 @@ def curate_run(images: list, cache_dir: Path, workers: int) -> tuple[float, int]
     start = time.perf_counter()
     with ResultCache(cache_dir / "results.sqlite") as cache:
         summary = StageSummary("bench")
-        _prepare_all(tasks, settings, _OutputCache(cache_dir / "png", cache, "bench"), workers,
+        _prepare_all(tasks, settings, PreparedPngs(cache_dir / "png", cache, "bench"), workers,
                      summary)
     return time.perf_counter() - start, summary.cached
 
