@@ -62,6 +62,7 @@ browser:
 
 # pytest exits 5 when a selection collects nothing; that is not a failure of the suite.
 test: models browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 test-all: models browser

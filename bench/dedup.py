@@ -217,7 +217,7 @@ def ensure_peer() -> Path:
     """The peer's virtualenv (made on first use); returns its python."""
     python = PEER_VENV / "bin" / "python"
     if python.exists() and subprocess.run([str(python), "-c", "import imagededup.methods"],
-                                          capture_output=True).returncode == 0:
+                                          check=False, capture_output=True).returncode == 0:
         return python
     log(f"creating {PEER_VENV} with {PEER_REQUIREMENT} (no deps; shares this venv's torch)")
     subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
@@ -235,7 +235,7 @@ def run_peer(python: Path, args: dict[str, Any]) -> dict[str, Any]:
         args = {**args, "result": str(Path(tmp) / "result.json")}
         started = time.perf_counter()
         proc = subprocess.run([str(python), "-c", PEER_RUNNER, json.dumps(args)],
-                              capture_output=True, text=True)
+                              check=False, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(f"imagededup failed:\n{proc.stderr[-3000:]}")

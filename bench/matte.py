@@ -39,9 +39,9 @@ What is measured
   `clutter_kept` (share of our foreground outside the true mask), `subject_lost` (share of the
   true mask we lost), `no_subject_left` (images that lost more than 90% of it).
 * Masks: ours without selection (the saved raw mask PNG) against the peer's (the cutout's
-  alpha channel, which is rembg's mask): the largest and mean absolute difference in levels, the share of pixels that
-  differ by more than 1 level (rounding), and the number of images whose masks are identical
-  within rounding.
+  alpha channel, which is rembg's mask): the largest and mean absolute difference in levels,
+  the share of pixels that differ by more than 1 level (rounding), and the number of images
+  whose masks are identical within rounding.
 * `warm_s`: ours again on the same images (everything cached).
 * `matte_off_subject`: of the base images, how many mattes lost the subject (IoU < 0.3 with the
   true mask), how many the check flagged, and the overlap (its threshold was set on the demo).
@@ -119,7 +119,7 @@ def ensure_peer() -> Path:
     if not python.exists():
         log(f"creating {PEER_VENV}")
         subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    found = subprocess.run([str(python), "-c", probe], check=False, capture_output=True, text=True)
     if found.returncode != 0 or json.loads(found.stdout) != pins:
         wanted = [f"{n}=={v}" for n, v in pins.items()] + ["click", "filetype", "watchdog",
                                                            "tqdm"]

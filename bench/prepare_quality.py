@@ -42,7 +42,7 @@ def _errors(tasks: list[tuple[Task, float]], method: str) -> list[float]:
 
 def _stats(errors: list[float]) -> dict:
     e = np.asarray(errors)
-    return {"n": int(len(e)), "median_deg": round(float(np.median(e)), 3),
+    return {"n": len(e), "median_deg": round(float(np.median(e)), 3),
             "p90_deg": round(float(np.percentile(e, 90)), 3),
             "over_30_deg": int((e > 30).sum())} if len(e) else {"n": 0}
 

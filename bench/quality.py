@@ -102,7 +102,7 @@ def ensure_peer() -> Path:
     """The cleanvision venv's interpreter, creating the venv on first use."""
     python = PEER_VENV / "bin" / "python"
     ok = python.exists() and subprocess.run(
-        [str(python), "-c", "import cleanvision"], capture_output=True).returncode == 0
+        [str(python), "-c", "import cleanvision"], check=False, capture_output=True).returncode == 0
     if not ok:
         log(f"creating {PEER_VENV} with {PEER_REQUIREMENT}")
         subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)

@@ -167,7 +167,8 @@ def managed(work: Path) -> dict[str, Any]:
     log(f"manager: {row['state']}, {row['restarts']} restarts, bit-exact {exact}")
     return {"bit_exact": exact and row["state"] == "done" and row["restarts"] == 2,
             "state": row["state"], "restarts": row["restarts"],
-            "uninterrupted_s": round(straight_s, 1), "managed_with_two_kills_s": round(managed_s, 1),
+            "uninterrupted_s": round(straight_s, 1),
+            "managed_with_two_kills_s": round(managed_s, 1),
             "settings": {"model": "dcgan", **MANAGED, "resolution": 16,
                          "kill_after_kimg": list(KILL_AFTER_KIMG)}}
 

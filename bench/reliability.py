@@ -162,12 +162,14 @@ def kill_every_stage(root: Path, kills: int, n_base: int, seed: int = 0,
             result.kills += 1
             _run(cmd, trial)
             got = fingerprint(trial, outs)
-            differing = sorted(k for k in set(got) | set(reference) if got.get(k) != reference.get(k))
+            differing = sorted(k for k in set(got) | set(reference)
+                               if got.get(k) != reference.get(k))
             if differing:
                 result.identical = False
                 result.differing = sorted(set(result.differing) | set(differing))
+        verdict = "identical" if result.identical else "DIFFER: " + ", ".join(result.differing)
         log(f"{stage}: {result.kills} kills at seeded moments of a {reference_s:.1f} s run, "
-            f"outputs {'identical' if result.identical else 'DIFFER: ' + ', '.join(result.differing)}")
+            f"outputs {verdict}")
         results.append(result)
     return results
 

@@ -515,7 +515,8 @@ def phase_summary() -> dict[str, Any]:
         "exponent_at_most_1.1": all((s["exponent"] or 0) <= 1.1 for s in stages.values()),
         "peak_memory_at_most_4_gib": peak <= 4,
         "million_rows_under_2_min_and_4_gib": bool(million) and all(
-            s.get("ok") and s["s"] is not None and s["s"] < 120 and s["peak_rss_gib"] <= 4 for s in million.values()),
+            s.get("ok") and s["s"] is not None and s["s"] < 120 and s["peak_rss_gib"] <= 4
+            for s in million.values()),
         "dask_at_least_0.85x_and_identical": bool(dask) and dask["throughput_ratio"] >= 0.85
         and dask["identical"],
         "rerun_plus_1pct_at_most_5pct": data.get("rerun_plus_1pct", 1) <= 0.05,

@@ -69,12 +69,11 @@ def write_bytes(target: Path, data: bytes, durable: bool = True,
     writing the image, and their readers check the recorded size, so the rare file a power cut
     truncates is redone, not trusted.
     """
-    with atomic_path(target, tmp_dir) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
+    with atomic_path(target, tmp_dir) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def write_text(target: Path, text: str) -> None:

@@ -124,7 +124,8 @@ class ResultCache(SqliteCache):
             yield key, json.loads(value)
 
     def count(self, op: str) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM results WHERE op = ?", [op]).fetchone()[0])
+        row = self._db.execute("SELECT COUNT(*) FROM results WHERE op = ?", [op]).fetchone()
+        return int(row[0])
 
 
 _BLOB_SCHEMA = """

@@ -52,29 +52,29 @@ def write_dataset_zip(path: Path, images: Iterable[bytes], labels: list[int] | N
     """Stream PNG bytes into a StyleGAN dataset zip at ``path`` (atomically, validated)."""
     shape: tuple[int, int, int] | None = None
     count = 0
-    with atomic_path(Path(path)) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for index, data in enumerate(images):
-                name = archive_name(index)
-                header = png_header(data)
-                if header[0] != header[1]:
-                    raise DatasetError(f"{name}: {header[0]}x{header[1]} is not square")
-                if shape is None:
-                    shape = header
-                elif header != shape:
-                    raise DatasetError(f"{name}: {header[0]}x{header[1]}x{header[2]} differs from "
-                                       f"the first image's {shape[0]}x{shape[1]}x{shape[2]}")
-                info = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))  # fixed: same bytes each run
-                zf.writestr(info, data)
-                count += 1
+    with atomic_path(Path(path)) as tmp, \
+            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for index, data in enumerate(images):
+            name = archive_name(index)
+            header = png_header(data)
+            if header[0] != header[1]:
+                raise DatasetError(f"{name}: {header[0]}x{header[1]} is not square")
             if shape is None:
-                raise DatasetError("no images to export")
-            if labels is not None and len(labels) != count:
-                raise DatasetError(f"{len(labels)} labels for {count} images")
-            meta = {"labels": None if labels is None else
-                    [[archive_name(i), int(c)] for i, c in enumerate(labels)]}
-            zf.writestr(zipfile.ZipInfo("dataset.json", (2020, 1, 1, 0, 0, 0)),
-                        json.dumps(meta))
+                shape = header
+            elif header != shape:
+                raise DatasetError(f"{name}: {header[0]}x{header[1]}x{header[2]} differs from "
+                                   f"the first image's {shape[0]}x{shape[1]}x{shape[2]}")
+            info = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))  # fixed: same bytes each run
+            zf.writestr(info, data)
+            count += 1
+        if shape is None:
+            raise DatasetError("no images to export")
+        if labels is not None and len(labels) != count:
+            raise DatasetError(f"{len(labels)} labels for {count} images")
+        meta = {"labels": None if labels is None else
+                [[archive_name(i), int(c)] for i, c in enumerate(labels)]}
+        zf.writestr(zipfile.ZipInfo("dataset.json", (2020, 1, 1, 0, 0, 0)),
+                    json.dumps(meta))
     return ExportResult(Path(path), count, shape[0], shape[2])
 
 

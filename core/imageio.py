@@ -88,7 +88,7 @@ def _describe_non_image(data: bytes) -> str:
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         return "an HTML page"
-    if head.startswith(b"<?xml") or head.startswith(b"<svg"):
+    if head.startswith((b"<?xml", b"<svg")):
         return "XML/SVG (vector images are not supported)"
     if head.startswith(b"%pdf"):
         return "a PDF document"
@@ -160,7 +160,7 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     _load_checked(img, reduce_jpeg=True)
     try:
         orientation = int(img.getexif().get(EXIF_ORIENTATION_TAG, 1))
-    except Exception:  # malformed EXIF must not reject an otherwise fine image
+    except Exception:  # noqa: BLE001 - malformed EXIF must not reject an otherwise fine image
         orientation = 1
     if orientation not in range(1, 9):
         orientation = 1

@@ -31,7 +31,7 @@ class InlineExecutor(Executor):
         future: Future[R] = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # delivered to the caller like a pool would
+        except BaseException as exc:  # noqa: BLE001 - delivered to the caller as a pool would
             future.set_exception(exc)
         return future
 

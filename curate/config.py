@@ -211,7 +211,8 @@ class TagsProjectConfig:
 
     def validate(self, key: str) -> None:
         if len(self.title.strip()) < 3:
-            raise ConfigError(f"{key}.title: got {self.title!r}, Label Studio needs >= 3 characters")
+            raise ConfigError(f"{key}.title: got {self.title!r}, Label Studio needs >= 3 "
+                              "characters")
         if self.annotators_per_task < 1:
             raise ConfigError(f"{key}.annotators_per_task: got {self.annotators_per_task}, "
                               "expected >= 1")
@@ -508,7 +509,8 @@ class SplitConfig:
     distributions: tuple[DistributionConfig, ...] = (
         DistributionConfig("soles", ("soles",)), DistributionConfig("pov", ("pov",)))
     k: int = 10  # neighbours voting for an untagged image
-    min_confidence: float = 0.7  # below: `unassigned` (and a candidate for `tags push --strategy uncertain`)
+    #: Below it: `unassigned` (and a candidate for `tags push --strategy uncertain`).
+    min_confidence: float = 0.7
     #: With no tags at all (or when a distribution names proposals), k-means proposes this many
     #: groups (`cluster_0` largest, ...); null = as many as there are distributions, at least 2.
     proposals: int | None = None
@@ -609,6 +611,21 @@ class Params:
             raise ConfigError(f"workers: got {self.workers}, expected 0 (all cores) or more")
         if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
             raise ConfigError(f"background: got {list(self.background)}, expected [R, G, B] 0-255")
+        self._check_names_across_sections()
+
+    def _check_names_across_sections(self) -> None:
+        """Names one section gives and another uses must match: a typo would otherwise surface
+        late (no keypoint alignment, or "no live images assigned" after hours of curation)."""
+        labels = self.tags.keypoints
+        unknown = [n for n in self.prepare.keypoints.names if n not in labels]
+        if unknown:
+            raise ConfigError(f"prepare.keypoints.names: {unknown} not among tags.keypoints "
+                              f"{list(labels)} (the names annotators place)")
+        for dist in self.split.distributions:
+            strays = [c for c in dist.categories if c not in self.tags.categories]
+            if strays:
+                raise ConfigError(f"split.distributions[{dist.name}].categories: {strays} not "
+                                  f"among tags.categories {list(self.tags.categories)}")
 
     @property
     def n_workers(self) -> int:

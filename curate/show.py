@@ -15,10 +15,10 @@ them into a notebook. This module reads, for one image id (a prefix is enough):
 
 Paths follow params.yaml `paths`: each stage's outputs under `<paths.data>/<stage>/` (where
 dvc.yaml and the commands' defaults put them with `paths.data: data`; `train` finds datasets
-the same way), prepared PNGs under `<paths.cache>/prepare/`. Every read is one image's rows (pyarrow filters on `image_id`) and, for the
-stage manifests, only the columns that stage added (each manifest repeats every upstream
-column). A missing output means the stage has not run, which is shown, never an error. Writes
-nothing.
+the same way), prepared PNGs under `<paths.cache>/prepare/`. Every read is one image's rows
+(pyarrow filters on `image_id`) and, for the stage manifests, only the columns that stage added
+(each manifest repeats every upstream column). A missing output means the stage has not run,
+which is shown, never an error. Writes nothing.
 
 `gather` returns plain JSON types only (NaN is None, timestamps are ISO strings), so
 `--json` is `json.dumps(..., sort_keys=True)` of it and the tables are rendered from the same
@@ -233,7 +233,8 @@ def dedup_facts(loc: Locations, image_id: str) -> Facts:
 
 def tags_facts(loc: Locations, image_id: str) -> Facts:
     """The merged verdict and each annotation (who tagged what, when)."""
-    merged_path, tags_path = loc.stage("tags") / "merged.parquet", loc.stage("tags") / "tags.parquet"
+    merged_path = loc.stage("tags") / "merged.parquet"
+    tags_path = loc.stage("tags") / "tags.parquet"
     merged = read_rows(merged_path, "image_id", image_id)
     annotations = read_rows(tags_path, "image_id", image_id) or []
     if merged is None and not tags_path.exists():

@@ -148,11 +148,10 @@ class CheckpointManager:
         payload = canonical({"format": FORMAT_VERSION, "config_hash": self.config_hash,
                              "dataset_hash": self.dataset_hash, "images": images, **state})
         target = self.path_for(images)
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         for old in self.mine()[:-self.keep]:
             old.path.unlink(missing_ok=True)
         return target
@@ -165,7 +164,7 @@ class CheckpointManager:
 
         try:
             payload = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling/IO failure means unusable
+        except Exception as exc:
             raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
         if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: not a training-state checkpoint of format "

@@ -1,6 +1,6 @@
 """The `train` command line: parses options and calls train/stage.py, train/export.py,
-train/visuals.py, train/queue.py and train/manage.py, nothing more. `train env` answers the first question of anyone about to
-launch a multi-GPU run: what will torch see here?"""
+train/visuals.py, train/queue.py and train/manage.py, nothing more. `train env` answers the
+first question of anyone about to launch a multi-GPU run: what will torch see here?"""
 
 from __future__ import annotations
 
@@ -60,16 +60,22 @@ def env() -> None:
 
 FIT_HELP = """Train a GAN on a StyleGAN-format dataset zip, resuming where the last run stopped.
 
-Settings come from the `train:` section of params.yaml (model and hyper-parameters, kimg, global batch, checkpoints, ADA, EMA, report). On start, the newest checkpoint in OUT/checkpoints written with the same training settings on the same dataset is loaded and training continues; raising `kimg` trains further. SIGTERM or Ctrl-C writes a checkpoint and exits with status 128+signal: run the same command again to continue.
+Settings come from the `train:` section of params.yaml (model and hyper-parameters, kimg, global
+batch, checkpoints, ADA, EMA, report). On start, the newest checkpoint in OUT/checkpoints written
+with the same training settings on the same dataset is loaded and training continues; raising `kimg`
+trains further. SIGTERM or Ctrl-C writes a checkpoint and exits with status 128+signal: run the same
+command again to continue.
 
 Outputs under OUT (rank 0 writes, other ranks only compute):
 checkpoints/ (training states, last K kept),
-samples/ (reals.png, fakes-NNNNNNkimg.png grids, ada-preview.png, final-grid.png, truncation.png, interpolation.png and .gif),
+samples/ (reals.png, fakes-NNNNNNkimg.png grids, ada-preview.png, final-grid.png, truncation.png,
+  interpolation.png and .gif),
 report/memorisation.html (nearest training image per sample),
 export/generator.pt + generator.json (EMA generator for `train sample`),
 live/ (dvclive metrics for `dvc metrics show` and `dvc plots show`).
 
-Multi-GPU: `torchrun --standalone --nproc-per-node 8 --no-python train fit --dist NAME`; multi-node: add `--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 --max-restarts 3`.
+Multi-GPU: `torchrun --standalone --nproc-per-node 8 --no-python train fit --dist NAME`; multi-node:
+add `--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 --max-restarts 3`.
 """
 
 

@@ -27,7 +27,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 AugmentOp = Literal["xflip", "rotate90", "translate", "scale", "rotate", "color", "cutout"]
 
 
-def _positive(key: str, **values: float | int | None) -> None:
+def _positive(key: str, **values: float | None) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
             raise ConfigError(f"{key}.{name}: got {value}, expected a positive number")
@@ -303,8 +303,8 @@ class TrainConfig:
                   max_bad_steps=self.max_bad_steps)
         if self.resolution is not None and (self.resolution < 8
                                             or self.resolution & (self.resolution - 1)):
-            raise ConfigError(f"{key}.resolution: got {self.resolution}, expected a power of two >= 8 "
-                         f"or null (the dataset's resolution)")
+            raise ConfigError(f"{key}.resolution: got {self.resolution}, expected a power of "
+                              "two >= 8 or null (the dataset's resolution)")
         if self.loader_workers < 0 or self.max_rollbacks < 0:
             raise ConfigError(f"{key}: loader_workers and max_rollbacks must be >= 0")
 

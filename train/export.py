@@ -36,11 +36,10 @@ def export_generator(G: Generator, folder: Path, info: dict[str, Any]) -> Path:
     folder = Path(folder)
     state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
     weights = folder / STATE_FILE
-    with atomic_path(weights) as tmp:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(weights) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     spec = {
         "format": FORMAT_VERSION,
         "architecture": G.name,

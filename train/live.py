@@ -49,8 +49,8 @@ class Metrics:
         resume = resume_step is not None and Path(folder).exists()
         if resume:
             truncate_after(folder, int(resume_step or 0))
-        kwargs = dict(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None,
-                      report=None)
+        kwargs = {"dir": str(folder), "resume": resume, "save_dvc_exp": False, "dvcyaml": None,
+                  "report": None}
         try:
             self.live = Live(**kwargs)
         except SCMError:

@@ -251,9 +251,10 @@ class Trainer:
         if state is None:
             others = self.checkpoints.foreign()
             if others and self.env.is_main:
+                what = ("other settings" if self.cfg.on_new_data == "continue"
+                        else "other settings or another dataset")
                 self.log(f"{len(others)} checkpoint(s) in {self.paths.checkpoints} belong to "
-                         f"other settings{'' if self.cfg.on_new_data == 'continue' else ' or another dataset'}"
-                         f"; starting fresh (they are kept)")
+                         f"{what}; starting fresh (they are kept)")
             return False
         self.load_state_dict(state, new_data)
         if new_data:
@@ -540,4 +541,4 @@ def _same_on_every_rank(value: float, env: DistEnv) -> None:
 
 
 def total_images(kimg: float) -> int:
-    return int(math.ceil(kimg * 1000))
+    return math.ceil(kimg * 1000)

@@ -6,10 +6,10 @@ from above with a leg and floor clutter) in JPEG, PNG and WebP of many sizes, pl
 collections are full of: exact duplicates, near-duplicates (resized, re-encoded, cropped,
 brighter, darker), hard reposts in the ``reposts`` and ``forum-scrape`` batches (mirrored,
 rotated, cropped by 10-25%, captioned, letterboxed, inside an app screenshot, colour-graded,
-and two of these at once: `curate.demo.reposts`), outliers (blurry, dark, over-exposed, tiny, extreme aspect,
-grayscale, noisy, off-subject photos from scikit-image's bundled samples), bad files, zip and
-tar archives with hostile members, a URL list, and a Label Studio export snapshot covering about
-30% of the images.
+and two of these at once: `curate.demo.reposts`), outliers (blurry, dark, over-exposed, tiny,
+extreme aspect, grayscale, noisy, off-subject photos from scikit-image's bundled samples), bad
+files, zip and tar archives with hostile members, a URL list, and a Label Studio export snapshot
+covering about 30% of the images.
 
 Everything is a pure function of ``seed`` (each image has its own generator seeded by its index,
 so the worker count does not change a byte) and the folder appears atomically: it is built

@@ -20,7 +20,7 @@ import numpy as np
 ANNOTATORS = {1: "alice@example.com", 2: "bob@example.com"}
 FROM_NAMES = {"category": "category", "crop": "crop", "keypoints": "keypoints", "note": "note"}
 PROJECT_ID = 1
-_EPOCH = dt.datetime(2026, 10, 1, 9, 0, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(2026, 10, 1, 9, 0, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)

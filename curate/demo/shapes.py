@@ -1,14 +1,17 @@
-"""Procedural drawing of the demo subject: feet, seen from below (``soles``) or from above (``pov``).
+"""Procedural drawing of the demo subject: feet, seen from below (``soles``) or from above
+(``pov``).
 
-Why procedural: the demo and the tests need photos of a consistent subject with *exact* ground truth
-(category, rotation, crop box, alignment keypoints) and nothing may be downloaded. A foot is drawn in
-a canonical frame, then rotated/scaled/placed, so every ground-truth value is known analytically.
+Why procedural: the demo and the tests need photos of a consistent subject with *exact* ground
+truth (category, rotation, crop box, alignment keypoints) and nothing may be downloaded. A foot is
+drawn in a canonical frame, then rotated/scaled/placed, so every ground-truth value is known
+analytically.
 
-Canonical frame (units of "foot length"): ``v`` runs along the foot's long axis from the heel keypoint
-(v=0) to the toe keypoint (v=1); ``u`` is across the foot. The keypoints are
+Canonical frame (units of "foot length"): ``v`` runs along the foot's long axis from the heel
+keypoint (v=0) to the toe keypoint (v=1); ``u`` is across the foot. The keypoints are
 
 * ``heel``: the centre of the heel pad;
-* ``toe``: the tip of the second toe (the heel-centre -> second-toe line is the podiatric foot axis).
+* ``toe``: the tip of the second toe (the heel-centre -> second-toe line is the podiatric foot
+  axis).
 
 ``rotation_deg`` is the angle of the heel->toe vector relative to "toes pointing up" in the image,
 positive = counter-clockwise as seen on screen (image y points down), so with ``d = toe - heel``:
@@ -183,7 +186,8 @@ def _leg_polygon(widen: float) -> np.ndarray:
 # --------------------------------------------------------------------------- raster helpers
 
 
-def _fill(shape: tuple[int, int], polys: list[np.ndarray], origin: tuple[float, float]) -> np.ndarray:
+def _fill(shape: tuple[int, int], polys: list[np.ndarray],
+          origin: tuple[float, float]) -> np.ndarray:
     """Union of anti-aliased filled polygons (sub-pixel precision) as a uint8 alpha mask.
 
     Each polygon is filled on its own: one ``fillPoly`` call with several overlapping polygons
@@ -318,7 +322,8 @@ def _clutter(rng: np.random.Generator, img: np.ndarray) -> None:
             cv2.fillPoly(img, [np.round(np.array(pts) * 16).astype(np.int32)], dark, cv2.LINE_AA, 4)
         elif kind == "cable":
             n = int(rng.integers(3, 7))
-            pts = np.cumsum(rng.normal(0, size * 0.25, (n, 2)), axis=0) + rng.uniform(0, 1, 2) * (w, h)
+            start = rng.uniform(0, 1, 2) * (w, h)
+            pts = np.cumsum(rng.normal(0, size * 0.25, (n, 2)), axis=0) + start
             cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, col,
                           max(2, int(size * rng.uniform(0.005, 0.015))), cv2.LINE_AA, 4)
         else:
@@ -396,7 +401,8 @@ def sample_size(rng: np.random.Generator) -> tuple[int, int]:
 
 def render_foot(rng: np.random.Generator, category: str, width: int, height: int,
                 rotation_deg: float | None = None) -> FootRender:
-    """Draw one foot photo of ``category`` at ``width`` x ``height``; return pixels + ground truth."""
+    """Draw one foot photo of ``category`` at ``width`` x ``height``; return pixels + ground
+    truth."""
     if category not in CATEGORIES:
         raise ValueError(f"category must be one of {CATEGORIES}, got {category!r}")
     pov = category == "pov"
@@ -489,7 +495,8 @@ def render_foot(rng: np.random.Generator, category: str, width: int, height: int
     crease = np.zeros((rh, rw), np.float32)
     thick = max(1, int(length * 0.004))
     for (cu, cvv, a, b, tilt), tpx in zip(geo.toe_params, toes_px):
-        arc = _ellipse(cu, cvv - b * 0.55 if not pov else cvv - b * 0.1, a * 0.8, b * 0.25, tilt, 16)
+        centre_v = cvv - b * 0.55 if not pov else cvv - b * 0.1
+        arc = _ellipse(cu, centre_v, a * 0.8, b * 0.25, tilt, 16)
         arc = to_px(arc[len(arc) // 4: 3 * len(arc) // 4 + 1])
         cv2.polylines(crease, [np.round((arc - origin) * 16).astype(np.int32)], False, 1.0,
                       thick, cv2.LINE_AA, 4)

@@ -88,9 +88,10 @@ def knn_scores(embeddings: np.ndarray, judged: np.ndarray, k: int = 5,
 
     `judged` (bool) selects the rows scored; `groups[i]` is the distribution of row i when
     known (None/NaN otherwise). The reference sets are those of `reference_sets`, and each row
-    keeps its smallest distance over them. A reference set larger than `max_refs` is replaced by a seeded random
-    sample of that size: exact search costs n x refs dot products, and the distance to the
-    k nearest of 20,000 samples ranks outliers the same way as to the k nearest of all.
+    keeps its smallest distance over them. A reference set larger than `max_refs` is replaced by
+    a seeded random sample of that size: exact search costs n x refs dot products, and the
+    distance to the k nearest of 20,000 samples ranks outliers the same way as to the k nearest
+    of all.
     """
     emb = np.asarray(embeddings, dtype=np.float32)
     judged = np.asarray(judged, dtype=bool)

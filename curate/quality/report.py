@@ -211,7 +211,7 @@ def _record(inp: ReportInput, image_id: str) -> dict[str, Any]:
     """Everything the detail view shows for one image (plain JSON types only)."""
     row = inp.frame.loc[image_id]
     checks = []
-    for name, result in inp.results.items():
+    for result in inp.results.values():
         checks.append([result.check.title, _fmt(result.values.get(image_id)),
                        _threshold_text(result), bool(result.flags.get(image_id, False))])
     metrics = [[c, _fmt(row.get(c))] for c in inp.metric_columns if c in row.index]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
+from typing import Self
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -81,7 +82,7 @@ class Scraper:
             headers={"User-Agent": cfg.user_agent, "Accept": "image/*,*/*;q=0.5"},
         )
 
-    async def __aenter__(self) -> Scraper:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -150,7 +151,8 @@ class Scraper:
                     self._raise_for_status(resp)
                     return None, await self._read_limited(resp)
         except TimeoutError as exc:
-            raise _Retryable("timeout", f"no complete response within {self.cfg.timeout_s} s") from exc
+            raise _Retryable("timeout",
+                             f"no complete response within {self.cfg.timeout_s} s") from exc
         except httpx.TimeoutException as exc:
             raise _Retryable("timeout", f"timed out ({type(exc).__name__})") from exc
         except httpx.ConnectError as exc:

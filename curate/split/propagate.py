@@ -75,7 +75,8 @@ def kmeans(emb: np.ndarray, n_clusters: int, seed: int = 0, iterations: int = 50
     for _ in range(1, n_clusters):
         d = 1.0 - np.max(x @ np.stack(centres).T, axis=1)
         p = np.clip(d, 0, None) ** 2
-        centres.append(x[rng.choice(len(x), p=p / p.sum()) if p.sum() > 0 else rng.integers(len(x))])
+        pick = rng.choice(len(x), p=p / p.sum()) if p.sum() > 0 else rng.integers(len(x))
+        centres.append(x[pick])
     c = np.stack(centres)
     assign = np.zeros(len(x), np.int64)
     for _ in range(iterations):

@@ -429,7 +429,7 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> DedupRe
     run = DedupRun(params, options)
     cache = ResultCache(Path(params.paths.cache) / "cache.sqlite")
     try:
-        out, feats = run.build(manifest, cache)
+        out, _feats = run.build(manifest, cache)
         write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
         atomic.write_text(options.out_dir / "summary.json",
                           json.dumps({**run.summary.metrics(), **run.extra}, indent=2) + "\n")

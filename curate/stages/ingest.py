@@ -160,7 +160,8 @@ class IngestRun:
         key = _archive_key(path)
         members = self.cache.get(self.archive_op, key)
         if members is not None:
-            probes = self.cache.get_many(self.probe_op, {m["sha256"] for m in members if "sha256" in m})
+            hashes = {m["sha256"] for m in members if "sha256" in m}
+            probes = self.cache.get_many(self.probe_op, hashes)
             resolved = [
                 self._resolve(m["sha256"], "archive", f"{uri}!{m['name']}", probes)
                 if "sha256" in m
@@ -248,7 +249,8 @@ class IngestRun:
                     break  # not cached, so the next run reads the archive again
                 sha = record.get("image_id") or record.get("sha256")
                 entries.append({"name": entry["name"], "sha256": sha} if sha else {
-                    "name": entry["name"], "reason": record["reason"], "message": record["message"]})
+                    "name": entry["name"], "reason": record["reason"],
+                    "message": record["message"]})
             else:
                 self.writer.put(self.archive_op, key, entries)
         self._pending_archives.clear()

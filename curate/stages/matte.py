@@ -49,7 +49,8 @@ from curate.matte.worker import MatteTask, matte_image, training_image
 from curate.quality.checks import evaluate_all, reasons_per_row
 from curate.quality.report import ExtraReason, ReportInput, write_report
 
-MATTE_VERSION = 3  # 2: subject selection on the backend's mask; 3: its cut spares the subject's edge
+#: 2: subject selection on the backend's mask; 3: its cut spares the subject's edge.
+MATTE_VERSION = 3
 #: Bump when the subject model's learning changes.
 SUBJECT_MODEL_VERSION = 2  # 2: learned with the cut that spares the subject's edge
 OUT_SUBDIR = "out"
@@ -288,7 +289,8 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
                        ExtraReason("subject_cleaned", "Clutter removed from the matte",
                                    "Subject selection dropped parts of the backend's matte "
                                    "(parts_dropped) or cut attached clutter away "
-                                   f"(subject_removed >= {subject.CLEANED_SHARE:.0%} of its foreground); "
+                                   f"(subject_removed >= {subject.CLEANED_SHARE:.0%} of its "
+                                   "foreground); "
                                    "subject_added is subject the backend had missed. The "
                                    "thumbnails show the cleaned composites.",
                                    _cleaned(work.known))],

@@ -58,8 +58,8 @@ def generate(cfg: TagsConfig) -> str:
         "<View>",
         f'  <Image name="{IMAGE}" value="${IMAGE}" zoom="true" zoomControl="true"/>',
         '  <Header value="Category (reject: unusable for training)"/>',
-        f'  <Choices name="{CATEGORY}" toName="{IMAGE}" choice="single-radio" '
-        'showInline="true" required="true">',
+        (f'  <Choices name="{CATEGORY}" toName="{IMAGE}" choice="single-radio" '
+        'showInline="true" required="true">'),
         *(f"    <Choice value={quoteattr(c)}/>" for c in choices),
         "  </Choices>",
         '  <Header value="Crop box (may be rotated)"/>',
@@ -76,8 +76,8 @@ def generate(cfg: TagsConfig) -> str:
             "  </KeyPointLabels>",
         ]
     lines += [
-        f'  <TextArea name="{NOTE}" toName="{IMAGE}" placeholder="note (optional)" '
-        'maxSubmissions="1" editable="true" rows="2"/>',
+        (f'  <TextArea name="{NOTE}" toName="{IMAGE}" placeholder="note (optional)" '
+        'maxSubmissions="1" editable="true" rows="2"/>'),
         "</View>",
     ]
     return "\n".join(lines) + "\n"

@@ -295,7 +295,7 @@ def normalise(export: list[dict[str, Any]], schema: TagSchema,
     annotation declares; geometry is converted with the stored size (see `_checked_size`).
     """
     if not isinstance(export, list):
-        raise ValueError("not a Label Studio JSON export: expected a list of tasks "
+        raise ValueError("not a Label Studio JSON export: expected a list of tasks "  # noqa: TRY004
                          "(export with format JSON, not JSON_MIN or CSV)")
     roles = schema.controls
     rows: list[_Row] = []

@@ -15,8 +15,7 @@ import pytest
 from core.config import from_mapping
 from curate.config import Params
 from curate.dedup.hashing import HashSpec, hash_image
-from curate.demo.generate import generate_demo
-from curate.demo.generate import _version_text
+from curate.demo.generate import _version_text, generate_demo
 from curate.stages.dedup import DedupOptions, run_dedup
 from curate.stages.ingest import IngestOptions, run_ingest
 

@@ -155,8 +155,8 @@ def test_push_creates_the_project_and_serves_images_from_the_store(
     report = run_push(workspace.params(title), PushOptions(out_dir=workspace.out(title)))
     live = workspace.manifest[workspace.manifest["status"] == "ok"]
     assert report.summary.counts["new task"] == len(live) > 10
-    assert report.events == [f"created project {title!r}", "added local-files storage "
-                             f"{workspace.root.as_posix()}/data/store"]
+    assert report.events == [f"created project {title!r}", ("added local-files storage "
+                             f"{workspace.root.as_posix()}/data/store")]
     tasks = project_tasks(env, title)
     assert set(tasks) == set(live["image_id"])
     # the browser can load each image through the local-files storage: same bytes as the store
@@ -314,9 +314,9 @@ def test_cli_pull_never_shows_the_token(env: LocalServer, workspace: Workspace,
     cmd = [str(BIN / "curate"), "tags", "pull", "--params", str(params), "--out",
            str(workspace.out(title))]
     run_env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    ok = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=300)
+    ok = subprocess.run(cmd, check=False, capture_output=True, text=True, env=run_env, timeout=300)
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+    bad = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300,
                          env=dict(run_env, LABEL_STUDIO_API_KEY="not-" + env.admin.token))
     assert bad.returncode == 1
     assert "refused the token in LABEL_STUDIO_API_KEY" in " ".join(bad.stderr.split())

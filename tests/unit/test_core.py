@@ -230,19 +230,17 @@ def test_atomic_outputs_get_the_mode_open_would_give(tmp_path):
 def test_atomic_path_leaves_old_file_and_no_temp_on_error(tmp_path):
     target = tmp_path / "out.txt"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic.atomic_path(target) as tmp:
-            tmp.write_bytes(b"half-written")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half-written")
+        raise RuntimeError("boom")
     assert target.read_bytes() == b"old"
     assert temp_leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
 
 
 def test_atomic_path_error_before_writing(tmp_path):
-    with pytest.raises(KeyError):
-        with atomic.atomic_path(tmp_path / "never.txt"):
-            raise KeyError("x")
+    with pytest.raises(KeyError), atomic.atomic_path(tmp_path / "never.txt"):
+        raise KeyError("x")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curate.demo.generate import generate_demo
-from curate.demo.generate import mask_name
+from curate.demo.generate import generate_demo, mask_name
 
 N_BASE = 16
 
@@ -90,7 +89,8 @@ def test_label_studio_export_has_the_real_shape(demo: Path) -> None:
         row = by_task[task["id"]]
         assert task["data"]["image_id"] == row.sha256
         for ann in task["annotations"]:
-            assert {"completed_by", "was_cancelled", "result", "created_at", "updated_at"} <= set(ann)
+            expected = {"completed_by", "was_cancelled", "result", "created_at", "updated_at"}
+            assert expected <= set(ann)
             for region in ann["result"]:
                 assert (region["original_width"], region["original_height"]) == (row.width,
                                                                                    row.height)

@@ -120,7 +120,7 @@ def test_missing_weights_name_the_command_only_when_work_is_needed(photos, tmp_p
 
 
 def test_bytes_of_the_same_image_in_another_format_embed_alike(photos, tmp_path) -> None:
-    root, items = photos
+    _root, items = photos
     png = tmp_path / "coffee.png"
     Image.open(dict(items)["coffee"]).save(png)
     v = embed(params_for(tmp_path), [("jpg", dict(items)["coffee"]), ("png", png)])

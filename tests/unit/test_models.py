@@ -34,18 +34,18 @@ MEMBER = "fakepkg/weights/tiny.bin"
 
 
 def make_spec(payload: bytes = PAYLOAD, **overrides) -> ModelSpec:
-    fields = dict(
-        name="tiny",
-        filename="tiny.bin",
-        relpath="fake/tiny.bin",
-        package="fake-weights",
-        version="1.0.0",
-        member=MEMBER,
-        md5=hashlib.md5(payload).hexdigest(),
-        sha256=hashlib.sha256(payload).hexdigest(),
-        size=len(payload),
-        purpose="unit test",
-    )
+    fields = {
+        "name": "tiny",
+        "filename": "tiny.bin",
+        "relpath": "fake/tiny.bin",
+        "package": "fake-weights",
+        "version": "1.0.0",
+        "member": MEMBER,
+        "md5": hashlib.md5(payload).hexdigest(),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+        "purpose": "unit test",
+    }
     fields.update(overrides)
     return ModelSpec(**fields)
 

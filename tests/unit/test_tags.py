@@ -127,8 +127,8 @@ def test_a_users_own_config_is_read_by_control_type(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("xml", "message"), [
     ("<View><Image", "not valid XML"),
     ("<View><Choices name='c' toName='i'/></View>", "<Image"),
-    ("<View><Image name='i' value='$image'/><Choices name='a' toName='i'/>"
-     "<Choices name='b' toName='i'/></View>", "several <Choices>"),
+    (("<View><Image name='i' value='$image'/><Choices name='a' toName='i'/>"
+     "<Choices name='b' toName='i'/></View>"), "several <Choices>"),
 ])
 def test_unusable_configs_say_what_is_missing(xml: str, message: str) -> None:
     with pytest.raises(labelconfig.LabelConfigError, match=message):
@@ -167,7 +167,7 @@ def test_demo_geometry_lands_on_the_true_pixels() -> None:
     for row in live.itertuples():
         t = tasks[row.task_id]
         tol = 0.006 * max(t.width, t.height) * 5  # five sigma of the noisiest annotator
-        x, y, w, h = t.bbox
+        x, y, w, _h = t.bbox
         assert row.bbox_x == pytest.approx(x, abs=tol)
         assert row.bbox_y == pytest.approx(y, abs=tol)
         assert row.bbox_x + row.bbox_w == pytest.approx(min(x + w, t.width), abs=tol)
@@ -204,8 +204,8 @@ def test_geometry_uses_the_stored_images_size_and_says_when_the_annotation_diffe
     assert (row.bbox_x, row.bbox_y, row.bbox_w, row.bbox_h) == (80.0, 120.0, 400.0, 240.0)
     assert (row.kp_heel_x, row.kp_heel_y) == (200.0, 300.0)
     assert (row.original_width, row.original_height) == (800, 600)
-    assert row.problems == ["size_mismatch:annotation 1000x500, image 800x600 (converted with "
-                            "the image's)"]
+    assert row.problems == [("size_mismatch:annotation 1000x500, image 800x600 (converted with "
+                            "the image's)")]
     same = normalise.normalise(export, SCHEMA, {image: (1000, 500)}).iloc[0]
     assert same.problems == [] and same.bbox_x == 100.0
 

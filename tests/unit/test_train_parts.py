@@ -127,7 +127,8 @@ def test_augment_identity_at_zero_and_differentiable() -> None:
     flip = Augmenter(["xflip"])
     flip.p = 1.0
     out = flip(x.detach(), _rand(seed=4))
-    flipped = [bool(torch.allclose(o, i.flip(-1), atol=1e-5)) for o, i in zip(out, x.detach(), strict=True)]
+    flipped = [bool(torch.allclose(o, i.flip(-1), atol=1e-5))
+               for o, i in zip(out, x.detach(), strict=True)]
     same = [bool(torch.allclose(o, i, atol=1e-5)) for o, i in zip(out, x.detach(), strict=True)]
     assert all(f or s for f, s in zip(flipped, same, strict=True)) and 0 < sum(flipped) < 16
 

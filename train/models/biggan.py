@@ -123,8 +123,9 @@ class BigGANGenerator(Generator):
         levels = log2_resolution(resolution) - 2
         slots = levels + 1 if hierarchical else 1
         if z_dim < slots:
-            raise ArchitectureError(f"biggan.z_dim {z_dim} is too small to split into {slots} chunks "
-                             f"at {resolution} px (one per block and one for the input)")
+            raise ArchitectureError(f"biggan.z_dim {z_dim} is too small to split into {slots} "
+                                    f"chunks at {resolution} px (one per block and one for the "
+                                    "input)")
         chunk = z_dim // slots
         self.chunks = [z_dim - chunk * (slots - 1)] + [chunk] * (slots - 1)
         self.hierarchical = hierarchical

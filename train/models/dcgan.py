@@ -56,9 +56,9 @@ class DCGANGenerator(Generator):
                  max_channels: int = 512, kernel_size: int = 4, classes: int = 0,
                  embed_dim: int = 32) -> None:
         super().__init__()
-        self.init_kwargs = dict(resolution=resolution, z_dim=z_dim, channels=channels,
-                                max_channels=max_channels, kernel_size=kernel_size,
-                                classes=classes, embed_dim=embed_dim)
+        self.init_kwargs = {"resolution": resolution, "z_dim": z_dim, "channels": channels,
+                            "max_channels": max_channels, "kernel_size": kernel_size,
+                            "classes": classes, "embed_dim": embed_dim}
         self.resolution, self.z_dim, self.classes = resolution, z_dim, classes
         self.embed = nn.Linear(classes, embed_dim, bias=False) if classes else None
         pad, out_pad = _padding(kernel_size)
@@ -106,8 +106,8 @@ class DCGANDiscriminator(Discriminator):
         super().__init__()
         stages = default_stages(resolution) if stages is None else stages
         if not 1 <= stages <= log2_resolution(resolution):
-            raise ArchitectureError(f"d_stages {stages} does not fit {resolution} px: between 1 and "
-                             f"{log2_resolution(resolution)} stride-2 stages")
+            raise ArchitectureError(f"d_stages {stages} does not fit {resolution} px: between 1 "
+                                    f"and {log2_resolution(resolution)} stride-2 stages")
         self.classes = classes
         pad, _ = _padding(kernel_size)
         res, ch = resolution, 3

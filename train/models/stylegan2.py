@@ -25,6 +25,7 @@ same on CPU and GPU, at some cost in speed.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -124,7 +125,7 @@ class MappingNetwork(nn.Module):
         self.embed = EqualLinear(classes, w_dim) if classes else None
         dims = [z_dim + (w_dim if classes else 0)] + [w_dim] * layers
         self.net = nn.Sequential(*[EqualLinear(a, b, lr_mult=lr_mult, activate=True)
-                                   for a, b in zip(dims[:-1], dims[1:], strict=True)])
+                                   for a, b in itertools.pairwise(dims)])
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = normalize_2nd_moment(z)
@@ -213,11 +214,11 @@ class StyleGAN2Generator(Generator):
                  style_mixing: float = 0.9, w_avg_beta: float = 0.995,
                  classes: int = 0) -> None:
         super().__init__()
-        self.init_kwargs = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim,
-                                mapping_layers=mapping_layers, mapping_lr_mult=mapping_lr_mult,
-                                channel_base=channel_base, channel_max=channel_max,
-                                style_mixing=style_mixing, w_avg_beta=w_avg_beta,
-                                classes=classes)
+        self.init_kwargs = {
+            "resolution": resolution, "z_dim": z_dim, "w_dim": w_dim,
+            "mapping_layers": mapping_layers, "mapping_lr_mult": mapping_lr_mult,
+            "channel_base": channel_base, "channel_max": channel_max,
+            "style_mixing": style_mixing, "w_avg_beta": w_avg_beta, "classes": classes}
         self.resolution, self.z_dim, self.w_dim = resolution, z_dim, w_dim
         self.classes = classes
         self.style_mixing, self.w_avg_beta = style_mixing, w_avg_beta
