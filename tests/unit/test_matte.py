@@ -90,3 +90,22 @@ def test_border_key_finds_nothing_on_a_blank_image(tmp_path: Path) -> None:
     blank = np.full((120, 160, 3), 230, np.uint8)
     mask = make_backend(MatteConfig(method="border_key"), tmp_path).mask(Image.fromarray(blank))
     assert mask.max() == 0
+
+
+def test_poor_separation_flags_a_matte_whose_sides_share_their_colours() -> None:
+    """mask_stats -> the matte checks at params.yaml's default thresholds, as the matte stage
+    judges: a mask around the subject passes, one that cuts the backdrop in two is flagged."""
+    import pandas as pd
+
+    from curate.config import QualityChecks
+    from curate.quality.checks import evaluate_all, reasons_per_row
+
+    rgb, truth = studio_shot()
+    wrong = np.zeros(truth.shape, np.uint8)
+    wrong[:, :60] = 255  # a strip of backdrop only
+    frame = pd.DataFrame([mask_stats(rgb, truth.astype(np.uint8) * 255), mask_stats(rgb, wrong)],
+                         index=["subject", "backdrop"])
+    results = evaluate_all(frame, QualityChecks(), sources=("matte",))
+    reasons = reasons_per_row(results, frame.index)
+    assert reasons["subject"] == []
+    assert "poor_separation" in reasons["backdrop"]

@@ -336,3 +336,43 @@ def test_report_has_histograms_galleries_and_borderline() -> None:
     assert 'data-section="gallery" data-check="annotator_reject"' in html
     assert 'data-section="borderline" data-check="tiny"' in html
     assert 'class="cut"' in html  # threshold line drawn
+
+
+# ------------------------------------------- from pixels to a reason, default thresholds
+
+
+def _reasons_from_pixels(images: dict[str, np.ndarray], checks: QualityChecks) -> dict:
+    """The quality stage's path without the embeddings: measure each image, score colour
+    style against the set, judge with `checks`; image name -> reasons."""
+    frame = pd.DataFrame([props(rgb) for rgb in images.values()], index=list(images))
+    style = frame.reindex(columns=list(outliers.STYLE_COLUMNS)).to_numpy(dtype=float)
+    frame["colour_distance"] = outliers.colour_style_distance(style, np.ones(len(frame), bool))
+    results = evaluate_all(frame, checks, sources=("pixels", "embedding"))
+    return reasons_per_row(results, frame.index)
+
+
+def test_low_contrast_and_low_information_are_flagged_from_pixels() -> None:
+    scenes = {f"scene{i}": scene(i) for i in range(6)}
+    s = scene(0).astype(np.float32)
+    washed = np.clip(128 + (s - s.mean()) * 0.04, 0, 255).astype(np.uint8)  # a foggy print
+    poster = np.zeros((240, 320, 3), np.uint8)  # three flat colours: high contrast, 1.6 bits
+    poster[:, :100] = (200, 40, 40)
+    poster[:, 100:200] = (40, 160, 60)
+    poster[:, 200:] = (60, 90, 240)
+    reasons = _reasons_from_pixels({**scenes, "washed": washed, "poster": poster},
+                                   QualityChecks())
+    assert "low_contrast" in reasons["washed"]
+    assert reasons["poster"] == ["low_information"]
+    assert all(reasons[name] == [] for name in scenes), reasons
+
+
+def test_colour_style_flags_an_off_colour_image_when_enabled() -> None:
+    scenes = {f"scene{i}": scene(i) for i in range(12)}
+    tinted = scene(3).astype(np.float32) * (0.35, 0.55, 1.0) + (0, 0, 60)  # a deep blue cast
+    images = {**scenes, "tinted": np.clip(tinted, 0, 255).astype(np.uint8)}
+    # disabled by default (params.yaml): recorded, never flagged
+    assert _reasons_from_pixels(images, QualityChecks())["tinted"] == []
+    on = dataclasses.replace(QualityChecks(), colour_style=Threshold("absolute", 3.0))
+    reasons = _reasons_from_pixels(images, on)
+    assert reasons["tinted"] == ["colour_style"]
+    assert all(reasons[name] == [] for name in scenes), reasons
