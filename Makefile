@@ -48,14 +48,15 @@ demo: models demo-data
 	@echo "outputs: data/ (manifests, stores), reports/ (HTML reports); see README"
 
 # Debian's chromium for the HTML report tests (real headless browser). Installed with apt when
-# missing and possible (root or passwordless sudo); otherwise those tests skip and say why.
+# missing and possible (root or passwordless sudo); otherwise those tests skip and say why (and
+# fail where CI is set: .ci/run sets it).
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
 	  else SUDO=none; fi; \
 	  if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
 	    echo "warning: chromium is missing and cannot be installed here (needs apt-get as root):" \
-	         "browser tests will be skipped"; \
+	         "browser tests will be skipped (they fail where CI is set)"; \
 	  else $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    chromium >/dev/null || echo "warning: apt-get install chromium failed: browser tests will be skipped"; \
 	  fi; }

@@ -8,9 +8,12 @@ plain functions), so the same makers serve unit and integration tests.
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -117,3 +120,66 @@ IMAGES = SimpleNamespace(
 def images() -> SimpleNamespace:
     """Makers of synthetic image bytes and broken files (see module docstring)."""
     return IMAGES
+
+
+# ------------------------------------------------------------------ reports in a real browser
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_missing(reason: str) -> None:
+    """Skip a browser test where Chromium is missing, but fail it under CI (`CI` set, as
+    .ci/run and every CI service set it): CI must not go green by skipping the reports."""
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason} (CI is set: browser tests must run in CI)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def open_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Path], object]]:
+    """A function opening an HTML report from file:// in Debian's headless Chromium (driven by
+    Playwright, one fresh profile per module); each page collects its console messages and
+    page errors (`page.messages`, `page.problems()`), dialogs (`page.dialogs`, dismissed), and
+    `page.images_loaded(selector)`."""
+    chromium = _chromium()
+    if chromium is None:
+        browser_missing("Debian's chromium is not installed and could not be installed by "
+                        "`make browser` (apt-get install chromium); the report tests need it")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        browser_missing("playwright is not installed (pip install -e '.[test]')")
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900})
+
+        def open_page(path: Path) -> object:
+            pg = context.new_page()
+            pg.messages, pg.dialogs = [], []
+            pg.on("console", lambda m: pg.messages.append((m.type, m.text)))
+            pg.on("pageerror", lambda e: pg.messages.append(("pageerror", str(e))))
+            pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+            # console errors, warnings and uncaught exceptions so far
+            pg.problems = lambda: [m for m in pg.messages
+                                   if m[0] in ("error", "pageerror", "warning")]
+            # (decoded images, all images) matching a selector: equal when none is broken
+            pg.images_loaded = lambda sel="img": pg.evaluate(
+                "(sel) => { const all = Array.from(document.querySelectorAll(sel));"
+                " return [all.filter(i => i.complete && i.naturalWidth > 0).length,"
+                " all.length]; }", sel)
+            pg.goto(Path(path).resolve().as_uri())
+            pg.wait_for_load_state("load")
+            return pg
+
+        try:
+            yield open_page
+        finally:
+            context.close()
+

@@ -288,3 +288,14 @@ def test_reposts_are_verified_with_their_transform_and_the_clean_copy_kept(tmp_p
     assert 0 < third.reposts.pairs_computed < first.reposts.pairs_computed
     crop = {Path(r.source_uri).name: r for r in third.manifest.itertuples()}["crop.jpg"]
     assert crop.duplicate_of == original.image_id
+
+
+def test_report_opens_in_chromium_with_every_cluster_and_thumbnail(run, open_report) -> None:
+    """reports/duplicates.html in headless Chromium (tests/conftest.py): no script error, the
+    hostile file name shown as text (its onerror never ran), every thumbnail decoded."""
+    page = open_report(run["root"] / "reports/duplicates.html")
+    assert page.problems() == [] and page.dialogs == []
+    assert page.get_by_text(HOSTILE).count() >= 1
+    loaded, total = page.images_loaded("img")
+    assert loaded == total >= 12
+    assert page.get_by_text("Clusters (6)").first.is_visible()

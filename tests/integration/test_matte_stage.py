@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,8 +84,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
                            report=root / "reports" / "mattes.html")
     result = run_matte(params, options)
     out = read_table(root / "matte" / "manifest.parquet").set_index("image_id")
+    # this run's report, kept apart: later tests write reports/mattes.html again
+    report = root / "first-run" / "mattes.html"
+    report.parent.mkdir()
+    shutil.copy(options.report, report)
     return SimpleNamespace(root=root, params=params, options=options, result=result, out=out,
-                           ids=ids, manifest=manifest)
+                           ids=ids, manifest=manifest, report=report)
 
 
 def _load(data: SimpleNamespace, rel: str) -> np.ndarray:
@@ -215,3 +220,27 @@ def test_a_composite_unlike_all_others_is_flagged_matte_off_subject(tmp_path: Pa
     assert flagged == {"box.jpg"}
     scores = out.set_index(name)["m_matte_outlier"]
     assert scores["box.jpg"] > 2 * scores.drop("box.jpg").median()
+
+
+def test_report_opens_in_chromium_and_filters_by_reason(data: SimpleNamespace,
+                                                        open_report) -> None:
+    """reports/mattes.html in headless Chromium (tests/conftest.py), as outliers.html."""
+    page = open_report(data.report)
+    assert page.problems() == [] and page.dialogs == []
+    loaded, total = page.images_loaded("figure.card img")
+    assert loaded == total > 0
+    blank = data.ids["blank.jpg"]
+    reasons = list(data.out.loc[blank, "matte_reasons"])
+    cards = page.locator("section[data-section='gallery'] figure.card")
+    page.select_option("#reason-filter", reasons[0])
+    visible = [cards.nth(i) for i in range(cards.count()) if cards.nth(i).is_visible()]
+    assert blank in {c.get_attribute("data-id") for c in visible}
+    assert all(reasons[0] in c.get_attribute("data-reasons").split() for c in visible)
+    page.select_option("#reason-filter", "")
+    page.fill("#search", blank[:12])
+    shown = {c.get_attribute("data-id") for c in page.locator("figure.card").all()
+             if c.is_visible()}
+    assert shown == {blank}
+    page.locator(f"figure.card[data-id='{blank}']").first.click()
+    assert page.inner_text("#d-id") == blank
+    assert reasons[0] in page.inner_text("#d-reasons")

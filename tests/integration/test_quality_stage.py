@@ -8,8 +8,6 @@ Debian's headless Chromium driven by Playwright.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -192,34 +190,10 @@ def test_new_image_costs_one_decode_and_unreadable_file_is_a_reason(
 
 # ----------------------------------------------------------------------------- browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
 @pytest.fixture(scope="module")
-def page(stage: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The report opened from file:// in headless Chromium; console messages collected."""
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed and could not be installed by "
-                    "`make browser` (apt-get install chromium); the report test needs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
-    with sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900})
-        try:
-            pg = context.new_page()
-            pg.messages, pg.dialogs = [], []
-            pg.on("console", lambda m: pg.messages.append((m.type, m.text)))
-            pg.on("pageerror", lambda e: pg.messages.append(("pageerror", str(e))))
-            pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
-            pg.goto(stage.result.report.resolve().as_uri())
-            pg.wait_for_load_state("load")
-            yield pg
-        finally:
-            context.close()
+def page(stage: SimpleNamespace, open_report) -> object:
+    """The report opened from file:// in headless Chromium (tests/conftest.py)."""
+    return open_report(stage.result.report)
 
 
 def test_report_loads_without_errors_or_injected_script(page: object) -> None:
