@@ -202,3 +202,24 @@ def test_a_grown_dataset_continues_its_run_and_records_the_lineage(tmp_path: Pat
     code, lines = _fit(cfg.replace(kimg=0.128, on_new_data="fresh"), data, tmp_path / "run")
     assert code == 0 and any("starting fresh" in line for line in lines), lines
     assert not any("continuing" in line for line in lines)
+    # ... from image 0 on the new version alone: its lineage is that version only
+    lineage = json.loads((tmp_path / "run" / "export" / "generator.json").read_text())["lineage"]
+    assert [(part["dataset"], part["from_kimg"], part["to_kimg"]) for part in lineage] == [
+        (inspect_zip(data).hash, 0.0, 0.128)]
+    fresh_cfg = cfg.replace(kimg=0.128, on_new_data="fresh")
+    mgr = CheckpointManager(tmp_path / "run" / "checkpoints", fresh_cfg.dynamics_hash(),
+                            inspect_zip(data).hash, 3)
+    assert [c.images for c in mgr.mine()] == [64, 96, 128]  # its own, from 0 (the last 3)
+
+
+def test_keep_checkpoints_prunes_all_but_the_newest(toy: Path, tmp_path: Path) -> None:
+    cfg = train_config_from_mapping(tiny_config("dcgan", kimg=0.096, checkpoint_kimg=0.016,
+                                                keep_checkpoints=2))
+    code, lines = _fit(cfg, toy, tmp_path / "run")
+    assert code == 0, lines
+    files = sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))
+    mgr = CheckpointManager(tmp_path / "run" / "checkpoints", cfg.dynamics_hash(),
+                            inspect_zip(toy).hash, cfg.keep_checkpoints)
+    assert [c.images for c in mgr.mine()] == [80, 96]  # 6 written, the last 2 kept
+    assert files == [c.path for c in mgr.mine()]  # nothing else left behind (no temp files)
+    assert mgr.load(files[-1])["progress"]["images"] == 96
