@@ -190,3 +190,84 @@ def test_mask_crops_are_framed_like_keypoint_crops(tmp_path) -> None:
         assert math.hypot(by_mask.cx - by_keypoints.cx,
                           by_mask.cy - by_keypoints.cy) < 0.03 * by_keypoints.side
         assert choose_crop(only_mask, raw).side < 0.8 * by_keypoints.side  # before: tighter
+
+
+# ------------------------------------------ box framing, face alignment, reflect padding
+
+
+def _first_png(done) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(done.outputs[0].png)).convert("RGB"))
+
+
+def _red_extent(img: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the red pixels."""
+    ys, xs = np.nonzero((img[..., 0] > 150) & (img[..., 1] < 100) & (img[..., 2] < 100))
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.25])
+def test_box_alignment_frames_the_box_with_box_margin_around_it(tmp_path: Path,
+                                                                margin: float) -> None:
+    img = np.full((300, 400, 3), 255, np.uint8)
+    img[60:160, 220:320] = (220, 20, 20)  # the annotated subject: a 100 px square at (220, 60)
+    path = tmp_path / "boxed.png"
+    Image.fromarray(img).save(path)
+    task = Task("x", path, 400, 300, box=(220.0, 60.0, 100.0, 100.0, 0.0))
+    s = Settings(resolution=128, align=("box", "center"), box_margin=margin,
+                 augment=AugmentConfig(mirror=False))
+    done = prepare(task, s)
+    assert done.method == "box"
+    x0, y0, x1, y1 = _red_extent(_first_png(done))
+    # the box fills 1 / (1 + 2 margin) of the side, centred
+    expected = 128 / (1 + 2 * margin)
+    assert x1 - x0 == pytest.approx(expected, abs=2) and y1 - y0 == pytest.approx(expected, abs=2)
+    assert (x0 + x1) / 2 == pytest.approx(64, abs=1.5)
+    assert (y0 + y1) / 2 == pytest.approx(64, abs=1.5)
+
+
+def test_reflect_padding_mirrors_the_image_instead_of_the_background() -> None:
+    x = np.tile(np.linspace(0, 255, 200, dtype=np.float32), (200, 1))
+    img = np.stack([x, 255 - x, np.full_like(x, 90)], axis=2).astype(np.uint8)  # a ramp
+    crop = box_crop(-100, 0, 200, 200, margin=0.0)  # half the square lies left of the image
+    plain = warp(img, crop, 64, background=(0, 255, 0))
+    mirrored = warp(img, crop, 64, pad="reflect", background=(0, 255, 0))
+    assert (plain[:, :30] == (0, 255, 0)).all()  # background on the outside half
+    assert not (mirrored == (0, 255, 0)).all(axis=2).any()  # no background anywhere
+    # the outside half is the inside half mirrored about the image's left edge
+    assert np.abs(mirrored[:, :31].astype(int) - mirrored[:, 33:64][:, ::-1].astype(int)
+                  ).max() <= 12
+
+
+def test_export_rejects_a_different_channel_count(tmp_path: Path) -> None:
+    rgb = encode_png(np.zeros((32, 32, 3), np.uint8), 3)
+    gray = io.BytesIO()
+    Image.new("L", (32, 32)).save(gray, "PNG")
+    rgba = io.BytesIO()
+    Image.new("RGBA", (32, 32)).save(rgba, "PNG")
+    for other, channels in ((gray.getvalue(), 1), (rgba.getvalue(), 4)):
+        with pytest.raises(DatasetError,
+                           match=rf"img00000001\.png: 32x32x{channels} differs .* 32x32x3"):
+            write_dataset_zip(tmp_path / "mixed.zip", [rgb, other])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_face_alignment_puts_the_eyes_on_their_targets(tmp_path: Path) -> None:
+    """MTCNN (facenet-pytorch's bundled weights) on a real photo: scikit-image's astronaut."""
+    import skimage.data  # facenet-pytorch is installed by `make setup`: no skip without it
+
+    from curate.prepare.face import EYE_TARGETS, eye_landmarks
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(path)
+    task = Task("x", path, 512, 512)
+    s = Settings(resolution=256, align=("face", "center"), augment=AugmentConfig(mirror=False))
+    done = prepare(task, s)
+    assert done.method == "face"
+    out = tmp_path / "aligned.png"
+    Image.fromarray(_first_png(done)).save(out)
+    eyes = eye_landmarks(Task("y", out, 256, 256))  # found again on the output
+    assert np.abs(eyes / 256 - EYE_TARGETS).max() < 0.03
+    # no face: the next method in the list
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), (120, 160, 200)).save(blank)
+    assert prepare(Task("z", blank, 200, 200), s).method == "center"
