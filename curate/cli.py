@@ -168,7 +168,7 @@ def matte(
     matte.method picks rembg (offline u2net / u2netp), border_key (plain studio backgrounds) or
     grabcut. Cached per (image, settings). Mask statistics feed the quality checks
     poor_separation, small_foreground and soft_matte, and the composites' embeddings
-    matte_off_subject (thresholds under quality.checks).
+    matte_off_subject (thresholds under matte.checks).
     """
     from curate.stages.matte import MatteOptions, run_matte
 

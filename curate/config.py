@@ -310,7 +310,8 @@ def _t(mode: Literal["absolute", "percentile", "disabled"], value: float = 0.0) 
 
 @dataclass(frozen=True)
 class QualityChecks:
-    """One threshold per check (curate/quality/checks.py documents each value and unit)."""
+    """One threshold per quality check (curate/quality/checks.py documents each value and
+    unit); the checks judged from a matte are configured under `matte.checks`."""
 
     blurry: Threshold = _t("absolute", -0.8)
     dark: Threshold = _t("absolute", 0.2)
@@ -323,6 +324,13 @@ class QualityChecks:
     extreme_aspect: Threshold = _t("absolute", 3.0)
     off_subject: Threshold = _t("absolute", 0.34)
     colour_style: Threshold = _t("disabled", 3.0)
+
+
+@dataclass(frozen=True)
+class MatteChecks:
+    """Thresholds of the checks the matte stage judges from its masks and composites (the same
+    check machinery as quality's: curate/quality/checks.py, source "matte")."""
+
     poor_separation: Threshold = _t("absolute", 0.3)
     small_foreground: Threshold = _t("absolute", 0.02)
     soft_matte: Threshold = _t("absolute", 0.5)
@@ -455,6 +463,7 @@ class MatteConfig:
     border_key: BorderKeyConfig = field(default_factory=BorderKeyConfig)
     grabcut: GrabCutConfig = field(default_factory=GrabCutConfig)
     subject: SubjectConfig = field(default_factory=SubjectConfig)
+    checks: MatteChecks = field(default_factory=MatteChecks)
     png_compress_level: int = 1  # 0-9: output PNGs are lossless either way; 1 is fast
     #: Longer side of composites and masks: bigger images are matted at this size (memory stays
     #: bounded for a 100-megapixel photo; prepare crops at most 1024 or so from it anyway).

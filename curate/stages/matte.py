@@ -9,7 +9,7 @@ stale file. Results are cached per (image id, variant): a rerun mattes only new 
 The mask statistics (foreground fraction, boundary sharpness, colour separation) are quality
 signals that only exist once a matte does. Rather than loop back into the quality stage (a
 cycle DVC cannot express), this stage applies the matte-fed quality checks itself, with their
-thresholds from `quality.checks` in params.yaml: an image whose matte fails them gets status
+thresholds from `matte.checks` in params.yaml: an image whose matte fails them gets status
 `outlier` with the reason (`poor_separation`, `small_foreground`, `soft_matte`,
 `matte_off_subject`), exactly as a quality flag would, and reports/mattes.html shows them
 with the same report layout as reports/outliers.html.
@@ -362,7 +362,7 @@ def _composite_outliers(params: Params, known: dict[str, Any], root: Path,
     from curate.quality.outliers import knn_scores
 
     ids = sorted(known)
-    if len(ids) < MIN_COMPOSITES or params.quality.checks.matte_off_subject.mode == "disabled":
+    if len(ids) < MIN_COMPOSITES or params.matte.checks.matte_off_subject.mode == "disabled":
         return pd.Series(np.nan, index=ids, dtype=float)
     images = Store(root / "images")
     vectors = embeddings.embed_detailed(
@@ -391,7 +391,7 @@ def _judge(params: Params, manifest: pd.DataFrame, known: dict[str, Any],
     frame.index.name = None
     frame = frame.join(stats, how="left")
     judged = frame["status"].eq("ok") & frame.index.isin(list(known))
-    results = evaluate_all(frame, params.quality.checks, judged, sources=("matte",))
+    results = evaluate_all(frame, params.matte.checks, judged, sources=("matte",))
     reasons = reasons_per_row(results, frame.index)
     for image_id in errors:
         reasons[image_id] = [*reasons[image_id], "matte_failed"]

@@ -51,8 +51,9 @@ SETTINGS_HASH = "0123456789abcdef"
 CLASS_HASH = "fedcba9876543210"  # class soles of the combined dataset "both"
 OTHER = "f6" * 32               # the one image of class pov in "both"
 #: The cut-offs the stages' summary.json record: params.yaml's defaults.
-CUTOFFS = {name: None if getattr(Params().quality.checks, name).mode == "disabled"
-           else getattr(Params().quality.checks, name).value for name in CHECKS}
+_THRESHOLDS = {**vars(Params().quality.checks), **vars(Params().matte.checks)}
+CUTOFFS = {name: None if _THRESHOLDS[name].mode == "disabled" else _THRESHOLDS[name].value
+           for name in CHECKS}
 
 
 # ---------------------------------------------------------------------------- the project

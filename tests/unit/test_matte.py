@@ -97,7 +97,7 @@ def test_poor_separation_flags_a_matte_whose_sides_share_their_colours() -> None
     judges: a mask around the subject passes, one that cuts the backdrop in two is flagged."""
     import pandas as pd
 
-    from curate.config import QualityChecks
+    from curate.config import MatteChecks
     from curate.quality.checks import evaluate_all, reasons_per_row
 
     rgb, truth = studio_shot()
@@ -105,7 +105,7 @@ def test_poor_separation_flags_a_matte_whose_sides_share_their_colours() -> None
     wrong[:, :60] = 255  # a strip of backdrop only
     frame = pd.DataFrame([mask_stats(rgb, truth.astype(np.uint8) * 255), mask_stats(rgb, wrong)],
                          index=["subject", "backdrop"])
-    results = evaluate_all(frame, QualityChecks(), sources=("matte",))
+    results = evaluate_all(frame, MatteChecks(), sources=("matte",))
     reasons = reasons_per_row(results, frame.index)
     assert reasons["subject"] == []
     assert "poor_separation" in reasons["backdrop"]

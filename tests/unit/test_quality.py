@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from core.config import ConfigError, from_mapping
-from curate.config import Params, QualityChecks, Threshold
+from curate.config import MatteChecks, Params, QualityChecks, Threshold
 from curate.quality import outliers
 from curate.quality.checks import CHECKS, evaluate, evaluate_all, make_check, reasons_per_row
 from curate.quality.properties import PROPERTIES, WorkImage, measure, property_columns
@@ -121,8 +121,9 @@ def test_work_image_downscales_to_work_side_and_never_upscales() -> None:
 
 
 def test_registry_and_params_have_the_same_checks() -> None:
-    fields = [f.name for f in dataclasses.fields(QualityChecks)]
+    fields = [f.name for cls in (QualityChecks, MatteChecks) for f in dataclasses.fields(cls)]
     assert list(CHECKS) == fields
+    assert {CHECKS[f.name].source for f in dataclasses.fields(MatteChecks)} == {"matte"}
     for name in CHECKS:
         check = make_check(name)
         assert check.bad in ("low", "high") and check.title and check.description
