@@ -466,6 +466,18 @@ def prepare(
              "= the order they are given).")] = None,
     params: ParamsOption = Path("params.yaml"),
     workers: WorkersOption = None,
+    manifest: Annotated[Path, typer.Option(help="Input manifest (the split stage's).")] = Path(
+        "data/split/manifest.parquet"),
+    tags: Annotated[Path, typer.Option(
+        help="Merged tags: boxes and keypoints (used when the file exists).")] = Path(
+        "data/tags/merged.parquet"),
+    matte: Annotated[Path, typer.Option(
+        help="The matte stage's folder (composites and masks).")] = Path("data/matte"),
+    datasets: Annotated[Path, typer.Option(
+        help="Folder for NAME.zip, its card and grid.")] = Path("data/datasets"),
+    out: Annotated[Path, typer.Option(
+        help="Folder for the per-image manifest and summary (OUT/NAME/).")] = Path(
+        "data/prepare"),
 ) -> None:
     """Align, crop and resize one distribution to a square dataset, augment, and export it.
 
@@ -486,7 +498,8 @@ def prepare(
     )
 
     loaded = _params(params)
-    options = PrepareOptions(workers=workers)
+    options = PrepareOptions(split_manifest=manifest, tags=tags, matte_dir=matte,
+                             datasets_dir=datasets, out_dir=out, workers=workers)
     name = combined or dist[0]
     with _one_run(loaded, options.out_dir / name, options.datasets_dir / name):
         if combined is not None:
