@@ -290,7 +290,8 @@ def prepare(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
              (f"{times(data['speedup_vs_dataset_tool_loop'])} dataset_tool's loop as its user "
               "runs it (one process, uncompressed PNGs)")]
     if "speedup_vs_dataset_tool" in data:
-        parts.append(f"{times(data['speedup_vs_dataset_tool'])} NVlabs' dataset_tool.py itself")
+        parts.append(f"{times(data['speedup_vs_dataset_tool'])} NVlabs' dataset_tool.py itself "
+                     "(its whole command timed)")
     row.speedup = "; ".join(parts)
     row.load = run_load(data, data["comparison"])
     z = data["zip_mb"]

@@ -70,6 +70,10 @@ def test_harness_results_render_the_fair_figures(tmp_path: Path) -> None:
     search = next(line for line in rendered.splitlines() if "near-pair search" in line)
     assert "counting our compile time" in search and "withheld" not in search
     assert "turns" in prepare  # the per-turn load stands next to the ratios
+    for script in ("bench/tags.py", "bench/ingest.py", "bench/quality.py", "bench/dedup.py",
+                   "bench/matte.py"):
+        assert table.PRE_HARNESS not in rows[script], script
+    assert "push 0.24x and pull 0.52x the bare SDK call" in rows["bench/tags.py"]
 
 
 def test_the_block_is_replaced_between_the_markers() -> None:
