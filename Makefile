@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # dvc runs stage commands (`curate ...`) through the shell: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup models demo-data demo test test-all bench clean browser gpu
+.PHONY: help setup models demo-data demo test test-all bench-table clean browser gpu
 
 help:
 	@echo "make demo      set up, provision models, generate demo data, run dvc repro"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-all  the test suite including tests marked slow"
 	@echo "make clean     remove generated data, caches and reports (keeps .venv and models)"
 	@echo "make gpu       on a CUDA machine: ONNX Runtime with the CUDA provider (mattes on the GPU)"
+	@echo "make bench-table  README's performance table rendered again from bench/results/*.json"
 
 # torch and torchvision first, pinned: they come from this machine's local wheel files; letting
 # another package's requirement pull torch would fetch a multi-GB build from the network.
@@ -68,6 +69,11 @@ test: models browser
 
 test-all: models browser
 	$(BIN)/python -m pytest -q -m ''
+
+# README's performance table is rendered from the benchmarks' result files (bench/README.md);
+# tests/unit/test_bench_table.py fails when the two disagree.
+bench-table: setup
+	$(BIN)/python bench/table.py
 
 clean:
 	rm -rf data reports .cache

@@ -2,44 +2,52 @@
 
 Run from the repository root with the project's virtualenv:
 
-    .venv/bin/python bench/dedup.py [--images 2000] [--workers N] [--repeat 1]
-                                    [--search-n 100000] [--million] [--skip-peer]
+    .venv/bin/python bench/dedup.py [--images 2000] [--workers N] [--repeat 3]
+                                    [--search-n 100000] [--search-repeat 1]
+                                    [--max-load 1.0] [--max-wait 1800] [--no-million]
+                                    [--skip-peer] [--skip-hashing] [--quick]
 
 It prints one JSON object on stdout (progress goes to stderr) and writes it, indented, to
-`bench/results/dedup.json`.
+`bench/results/dedup.json`; a partial run (`--skip-*`, another `--search-n`, `--no-million`,
+`--quick`) goes to bench/results/tmp/ instead, so the committed file is always one whole run.
 
 What is measured
 ----------------
+Every comparison runs both tools in alternating turns (bench/harness.py: A B, B A, ...), each
+in its own fresh interpreter timed there around the call (imports excluded); a speed-up is
+the median of the per-round ratios imagededup time / ours (higher is better, < 1: ours is
+slower), and every turn records the load average before it.
+
 * **Hashing throughput** (`hashing` with `--workers`, `hashing_1_worker` with one process
   each) on `--images` JPEGs of 1-2 megapixels (crops of scikit-image's
   bundled photos, rescaled, with random brightness, flips and JPEG quality 85-95; generated
   once into `.cache/bench/dedup-images/`, a VERSION file records how).
   - ours: the stage's own hashing step (`DedupRun.hash_images`: process pool of `--workers`,
-    phash of the half-scale-decoded canonical image, sharpness, cache commits), cold cache,
-    timed inside its own process around the call (imports excluded, pool start included);
-  - peer: imagededup's `PHash().encode_images(dir, num_enc_workers=--workers)`, timed inside
-    its own process around the call (imports excluded).
-  Also reported: how far our phash is from imagededup's on the same files (two
-  implementations of the same idea; imagededup resizes RGB with Lanczos and ignores the DC
-  term in the median).
+    phash of the half-scale-decoded canonical image, sharpness, cache commits), cold cache
+    (pool start included);
+  - peer: imagededup's `PHash().encode_images(dir, num_enc_workers=--workers)`.
+  Both read the files from the page cache (read once before the first turn). Also reported:
+  how far our phash is from imagededup's on the same files (two implementations of the same
+  idea; imagededup resizes RGB with Lanczos and ignores the DC term in the median).
 * **Search at `--search-n` (100k) synthetic 64-bit hashes**, threshold 10: uniform random
-  hashes plus 1% planted near copies (1-10 bits flipped).
-  - ours: `hamming_pairs` (multi-index hashing, numba), after one small warm-up call that
-    loads the compiled kernels (its time is reported separately);
+  hashes plus 1% planted near copies (1-10 bits flipped). First the harness waits (up to
+  `--max-wait` s) for the 1-minute load average to drop to `--max-load` and records whether
+  it did; then `--search-repeat` rounds of:
+  - ours: `hamming_pairs` (multi-index hashing, numba) in a fresh interpreter with an empty
+    numba cache (NUMBA_CACHE_DIR), called twice: the first call includes compiling the
+    kernels (`ours_first_call_s`), the second does not (`ours_seconds`); `ours_compile_s` is
+    their difference. The headline `speedup` counts the compile (`ours_first_call_s`),
+    `speedup_compiled` does not;
   - peer: imagededup's `find_duplicates(encoding_map=..., max_distance_threshold=10)` with its
     default `brute_force_cython` search and `num_dist_workers=--workers`;
   - the two pair sets are compared: they must be identical.
-* **1M hashes, ours alone** (`--million`): time and peak memory of `hamming_pairs` in a fresh
-  process (goal: under 5 minutes and 4 GiB on 2 cores).
+* **1M hashes, ours alone** (unless `--no-million`): time and peak memory of `hamming_pairs`
+  in a fresh process (goal: under 5 minutes and 4 GiB on 2 cores).
 
-The peer lives in its own virtualenv, `.cache/venvs/imagededup`, created on first use:
-`imagededup==0.3.3.post2` is installed with `--no-deps` (its requirements would pull another
-torch) and sees this project's packages (torch, numpy, Pillow, scipy, PyWavelets) through a
-`.pth` file; only matplotlib, which imagededup imports at module level, is added there.
-
-Figures are medians of `--repeat` rounds; in each round both tools run in turns on the same
-files, and a speedup is the median of the per-round ratios, so it holds on a shared machine
-even when the absolute times do not (`load_avg_1m_at_end` gives the context).
+The peer lives in its own virtualenv, `.cache/venvs/imagededup`, made on first use by the
+harness: `imagededup==0.3.3.post2` is installed with `--no-deps` (its requirements would pull
+another torch) and sees this project's packages (torch, numpy, Pillow, scipy, PyWavelets)
+through a `.pth` file; only matplotlib, which imagededup imports at module level, is added.
 """
 
 from __future__ import annotations
@@ -47,12 +55,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -63,17 +67,15 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ must not shadow the project's packages
 
-from bench.publish import publish
-from curate.dedup.hamming import hamming_pairs, plan
+from bench.harness import SCRATCH, Bench, Comparison, PeerEnv, median, python_env, scratch
 from curate.dedup.hashing import from_hex
 
-BENCH_CACHE = ROOT / ".cache" / "bench"
+BENCH_CACHE = SCRATCH
 IMAGE_CACHE = BENCH_CACHE / "dedup-images"
-PEER_VENV = ROOT / ".cache" / "venvs" / "imagededup"
-RESULTS = ROOT / "bench" / "results" / "dedup.json"
 GENERATOR_VERSION = 1
-PEER_REQUIREMENT = "imagededup==0.3.3.post2"
-PEER_EXTRA = ("matplotlib>=3.7",)
+PEER = PeerEnv("imagededup", ("matplotlib>=3.7",), probe="import imagededup.methods",
+               no_deps=("imagededup==0.3.3.post2",), share_site_packages=True,
+               report=("imagededup", "numpy", "pillow", "scipy", "matplotlib"))
 THRESHOLD = 10
 
 PEER_RUNNER = r"""
@@ -132,10 +134,28 @@ with open(args["result"], "w") as fh:
                "errors": list(errors.items())}, fh)
 """
 
+#: ours on a file of hashes in a fresh interpreter whose numba cache is empty: the first call
+#: compiles the kernels, the second runs them compiled.
+SEARCH_RUNNER = r"""
+import json, sys, time
+import numpy as np
+from curate.dedup.hamming import hamming_pairs, plan
+args = json.loads(sys.argv[1])
+h = np.load(args["hashes"])
+started = time.perf_counter()
+hamming_pairs(h, args["t"])
+first = time.perf_counter() - started
+started = time.perf_counter()
+i, j, d = hamming_pairs(h, args["t"])
+second = time.perf_counter() - started
+with open(args["result"], "w") as fh:
+    json.dump({"first_s": first, "second_s": second, "chunks": plan(len(h), args["t"])[0],
+               "pairs": np.stack([i, j], 1).tolist()}, fh)
+"""
+
 MILLION_RUNNER = r"""
 import json, resource, sys, time
 import numpy as np
-sys.path.insert(0, sys.argv[2])
 from curate.dedup.hamming import hamming_pairs, plan
 n, t = int(sys.argv[1]), 10
 rng = np.random.default_rng(1)
@@ -153,10 +173,6 @@ seconds = time.perf_counter() - started
 print(json.dumps({"n": n, "seconds": seconds, "pairs": int(len(i)), "chunks": plan(n, t)[0],
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-
-
-def log(message: str) -> None:
-    print(f"[bench.dedup] {message}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ images
@@ -190,7 +206,7 @@ def _make_image(args: tuple[int, Path]) -> tuple[str, int, int]:
     return name, tw, th
 
 
-def ensure_images(n: int, workers: int) -> pd.DataFrame:
+def ensure_images(bench: Bench, n: int, workers: int) -> pd.DataFrame:
     """The benchmark JPEGs (made once); a table of name, width, height."""
     version = json.dumps({"generator": GENERATOR_VERSION, "n": n})
     marker = IMAGE_CACHE / "VERSION"
@@ -201,7 +217,7 @@ def ensure_images(n: int, workers: int) -> pd.DataFrame:
     marker.unlink(missing_ok=True)
     for old in IMAGE_CACHE.glob("*.jpg"):
         old.unlink()
-    log(f"generating {n} JPEGs of 1-2 MP in {IMAGE_CACHE} (once)")
+    bench.log(f"generating {n} JPEGs of 1-2 MP in {IMAGE_CACHE} (once)")
     with ProcessPoolExecutor(workers) as pool:
         rows = list(pool.map(_make_image, [(i, IMAGE_CACHE) for i in range(n)], chunksize=16))
     df = pd.DataFrame(rows, columns=["name", "width", "height"])
@@ -210,59 +226,39 @@ def ensure_images(n: int, workers: int) -> pd.DataFrame:
     return df
 
 
-# ------------------------------------------------------------------ peer
+# ------------------------------------------------------------------ the two sides
 
 
-def ensure_peer() -> Path:
-    """The peer's virtualenv (made on first use); returns its python."""
-    python = PEER_VENV / "bin" / "python"
-    if python.exists() and subprocess.run([str(python), "-c", "import imagededup.methods"],
-                                          check=False, capture_output=True).returncode == 0:
-        return python
-    log(f"creating {PEER_VENV} with {PEER_REQUIREMENT} (no deps; shares this venv's torch)")
-    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    site = next((PEER_VENV / "lib").glob("python3*/site-packages"))
-    ours = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
-    (site / "zz_project_venv.pth").write_text("\n".join(ours) + "\n")
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--no-deps", PEER_REQUIREMENT], check=True)
-    subprocess.run([*pip, *PEER_EXTRA], check=True)
-    return python
-
-
-def run_peer(python: Path, args: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(dir=BENCH_CACHE) as tmp:
+def run_json(bench: Bench, argv: list[Any], args: dict[str, Any], label: str,
+             env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a runner program with `args` (plus a result file) and return what it wrote."""
+    with tempfile.TemporaryDirectory(dir=scratch()) as tmp:
         args = {**args, "result": str(Path(tmp) / "result.json")}
-        started = time.perf_counter()
-        proc = subprocess.run([str(python), "-c", PEER_RUNNER, json.dumps(args)],
-                              check=False, capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise RuntimeError(f"imagededup failed:\n{proc.stderr[-3000:]}")
-        out = json.loads(Path(args["result"]).read_text())
-    out["process_seconds"] = wall
-    return out
+        bench.run([*argv, json.dumps(args)], label=label, cwd=ROOT, env=env or python_env())
+        return json.loads(Path(args["result"]).read_text())
 
 
-# ------------------------------------------------------------------ ours
+def peer_run(bench: Bench, python: Path, args: dict[str, Any]) -> dict[str, Any]:
+    return run_json(bench, [python, "-c", PEER_RUNNER], args,
+                    f"bench/dedup.py PEER_RUNNER ({args['mode']}): imagededup PHash")
 
 
-def ours_hashing(images: pd.DataFrame, workers: int) -> tuple[float, dict[str, str]]:
-    """The stage's hashing step on the benchmark files, cold cache; (seconds, name -> hex).
+def ours_hashing(bench: Bench, images: pd.DataFrame, workers: int) -> dict[str, Any]:
+    """The stage's hashing step on the benchmark files, cold cache: seconds, name -> hex.
 
     Run in a fresh process and timed there around the call, like the peer: the process pool
     then starts from a light `__main__` (as under the `curate` command), not from this script.
     """
-    with tempfile.TemporaryDirectory(dir=BENCH_CACHE) as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch()) as tmp:
         table = Path(tmp) / "images.csv"
         images.to_csv(table, index=False)
-        args = {"root": str(ROOT), "store": str(IMAGE_CACHE), "cache": str(Path(tmp) / "c"),
-                "table": str(table), "workers": workers, "result": str(Path(tmp) / "r.json")}
-        subprocess.run([sys.executable, "-c", OURS_RUNNER, json.dumps(args)], check=True)
-        out = json.loads(Path(args["result"]).read_text())
+        out = run_json(bench, [sys.executable, "-c", OURS_RUNNER],
+                       {"root": str(ROOT), "store": str(IMAGE_CACHE),
+                        "cache": str(Path(tmp) / "c"), "table": str(table), "workers": workers},
+                       "bench/dedup.py OURS_RUNNER: DedupRun.hash_images on a cold cache")
     if out["errors"]:
         raise RuntimeError(f"hashing failed: {out['errors'][:3]}")
-    return out["seconds"], out["hashes"]
+    return out
 
 
 def synthetic_hashes(n: int, seed: int = 0) -> np.ndarray:
@@ -277,149 +273,176 @@ def synthetic_hashes(n: int, seed: int = 0) -> np.ndarray:
     return h
 
 
-def median(values: list[float]) -> float:
-    return round(statistics.median(values), 4)
+def compared(comparison: Comparison, ours: str = "ours", peer: str = "imagededup"
+             ) -> dict[str, Any]:
+    """The harness's summary with the speed-up (peer time / ours) lifted to the top."""
+    table = comparison.to_dict(ours=ours)
+    out: dict[str, Any] = {"comparison": table}
+    if peer in comparison.sides:
+        out["speedup"] = table["speedup_other_time_over_ours"][peer]["median"]
+    return out
 
 
-def hashing_bench(images: pd.DataFrame, workers: int, repeat: int, peer: Path | None,
-                  result: dict[str, Any]) -> dict[str, Any]:
-    """Ours and imagededup in turns on the same files; the ratio is the median of the rounds."""
+# ------------------------------------------------------------------ the measurements
+
+
+def hashing_bench(bench: Bench, images: pd.DataFrame, workers: int, repeat: int,
+                  peer: Path | None) -> dict[str, Any]:
+    """Ours and imagededup in alternating turns on the same files."""
     mp = float((images.width * images.height).mean() / 1e6)
-    ours_s: list[float] = []
-    peer_s: list[float] = []
-    ours_hex: dict[str, str] = {}
-    peer_hex: dict[str, str] = {}
-    for path in IMAGE_CACHE.rglob("*.jpg"):  # both tools then read from the page cache (ours
-        path.read_bytes()                     # goes first in a round: it must not read cold)
-    for r in range(repeat):
-        s, ours_hex = ours_hashing(images, workers)
-        ours_s.append(s)
-        if peer:
-            out = run_peer(peer, {"mode": "encode", "dir": str(IMAGE_CACHE),
-                                  "workers": workers if workers > 1 else 0})  # 0: no pool
-            peer_s.append(out["seconds"])
-            peer_hex = out["hashes"]
-            result["peer_version"] = out["version"]
-        log(f"hashing {len(images)} JPEGs ({mp:.2f} MP), {workers} worker(s), round {r + 1}: "
-            f"ours {ours_s[-1]:.2f} s" + (f", imagededup {peer_s[-1]:.2f} s" if peer_s else ""))
+    for path in IMAGE_CACHE.rglob("*.jpg"):  # both tools then read from the page cache
+        path.read_bytes()
+    found: dict[str, dict[str, str]] = {}
+
+    def ours() -> dict[str, Any]:
+        out = ours_hashing(bench, images, workers)
+        found["ours"] = out["hashes"]
+        return {"seconds": out["seconds"]}
+
+    def imagededup() -> dict[str, Any]:
+        assert peer is not None
+        out = peer_run(bench, peer, {"mode": "encode", "dir": str(IMAGE_CACHE),
+                                     "workers": workers if workers > 1 else 0})  # 0: no pool
+        found["peer"] = out["hashes"]
+        return {"seconds": out["seconds"]}
+
+    bench.log(f"hashing {len(images)} JPEGs ({mp:.2f} MP), {workers} worker(s)")
+    sides = {"ours": ours, **({"imagededup": imagededup} if peer else {})}
+    comparison = bench.compare(sides, repeat)
+    ours_s = comparison.seconds("ours")
     hashing: dict[str, Any] = {
         "images": len(images), "mean_megapixels": round(mp, 3), "workers": workers,
-        "ours_seconds": median(ours_s), "ours_rounds": [round(x, 2) for x in ours_s],
-        "ours_images_per_s": round(len(images) / statistics.median(ours_s), 1),
+        "ours_seconds": median(ours_s),
+        "ours_images_per_s": round(len(images) / median(ours_s), 1),
     }
-    if peer_s:
-        common = sorted(set(ours_hex) & set(peer_hex))
-        dist = [(from_hex(ours_hex[k]) ^ from_hex(peer_hex[k])).bit_count() for k in common]
+    if peer:
+        peer_s = comparison.seconds("imagededup")
+        common = sorted(set(found["ours"]) & set(found["peer"]))
+        dist = [(from_hex(found["ours"][k]) ^ from_hex(found["peer"][k])).bit_count()
+                for k in common]
         hashing.update({
-            "peer_seconds": median(peer_s), "peer_rounds": [round(x, 2) for x in peer_s],
-            "peer_images_per_s": round(len(images) / statistics.median(peer_s), 1),
-            "speedup": round(statistics.median([p / o for p, o in zip(peer_s, ours_s)]), 2),
+            "peer_seconds": median(peer_s),
+            "peer_images_per_s": round(len(images) / median(peer_s), 1),
             "goal_speedup": 3.0,
-            "peer_hashed": len(peer_hex),
+            "peer_hashed": len(found["peer"]),
             "hash_distance_ours_vs_peer": {"median": float(np.median(dist)),
                                            "mean": round(float(np.mean(dist)), 2),
                                            "p95": float(np.percentile(dist, 95))},
         })
-    hashing["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    hashing["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)  # shared machine: context
-    return hashing
+    return {**hashing, **compared(comparison)}
 
 
-def search_bench(args: argparse.Namespace, n: int, peer: Path | None,
-                 result: dict[str, Any]) -> None:
-    """Ours vs imagededup's default search on `n` synthetic hashes (pair sets compared)."""
+def search_bench(bench: Bench, args: argparse.Namespace, n: int,
+                 peer: Path | None) -> dict[str, Any]:
+    """Ours (compile included) and imagededup's default search on `n` synthetic hashes, in
+    alternating turns once the load is low; the pair sets compared."""
     h = synthetic_hashes(n)
-    started = time.perf_counter()
-    hamming_pairs(h[:2000], THRESHOLD)
-    warmup = time.perf_counter() - started
-    ours_s, pairs = [], None
-    for _ in range(args.repeat):
-        started = time.perf_counter()
-        i, j, _d = hamming_pairs(h, THRESHOLD)
-        ours_s.append(time.perf_counter() - started)
-        pairs = set(zip(i.tolist(), j.tolist()))
+    quiet = bench.wait_for_quiet(args.max_load, args.max_wait, f"search at {n:,} hashes")
+    pairs: dict[str, set[tuple[int, int]]] = {}
+    with tempfile.TemporaryDirectory(dir=scratch()) as tmp:
+        np.save(Path(tmp) / "hashes.npy", h)
+        (Path(tmp) / "hashes.json").write_text(
+            json.dumps({str(k): f"{int(v):016x}" for k, v in enumerate(h)}))
+        numba = iter(range(10**6))
+
+        def ours() -> dict[str, Any]:
+            cache = Path(tmp) / f"numba-{next(numba)}"  # empty: the kernels compile again
+            out = run_json(bench, [sys.executable, "-c", SEARCH_RUNNER],
+                           {"hashes": str(Path(tmp) / "hashes.npy"), "t": THRESHOLD},
+                           "bench/dedup.py SEARCH_RUNNER: hamming_pairs twice, empty numba "
+                           "cache", env=python_env({"NUMBA_CACHE_DIR": str(cache)}))
+            pairs["ours"] = {(int(i), int(j)) for i, j in out["pairs"]}
+            return {"seconds": out["first_s"], "compiled_s": out["second_s"],
+                    "chunks": out["chunks"]}
+
+        def imagededup() -> dict[str, Any]:
+            assert peer is not None
+            bench.log(f"search: imagededup find_duplicates at {n:,} hashes (brute_force_cython)")
+            out = peer_run(bench, peer, {"mode": "search", "hashes": str(Path(tmp) / "hashes.json"),
+                                         "t": THRESHOLD, "method": "brute_force_cython",
+                                         "workers": args.workers})
+            pairs["peer"] = {(int(i), int(j)) for i, j in out["pairs"]}
+            return {"seconds": out["seconds"]}
+
+        sides = {"ours": ours, **({"imagededup": imagededup} if peer else {})}
+        comparison = bench.compare(sides, args.search_repeat)
+    first = comparison.seconds("ours")
+    compiled = [e["compiled_s"] for e in comparison.extras("ours")]
     search: dict[str, Any] = {
         "n": n, "threshold": THRESHOLD, "planted_near_pairs": max(1, n // 100),
-        "ours_seconds": median(ours_s), "ours_kernel_load_seconds": round(warmup, 3),
-        "ours_pairs": len(pairs or ()), "ours_chunks": plan(n, THRESHOLD)[0],
+        "low_load": quiet, "max_load": args.max_load,
+        "ours_first_call_s": median(first), "ours_seconds": median(compiled),
+        "ours_compile_s": round(median(first) - median(compiled), 4),
+        "ours_pairs": len(pairs["ours"]),
+        "ours_chunks": comparison.extras("ours")[-1]["chunks"],
     }
     if peer:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", dir=BENCH_CACHE, delete=False) as fh:
-            json.dump({str(k): f"{int(v):016x}" for k, v in enumerate(h)}, fh)
-            hashes_file = fh.name
-        try:
-            peer_s = []
-            for _ in range(args.repeat):
-                log(f"search: imagededup find_duplicates at {n:,} hashes (brute_force_cython)")
-                out = run_peer(peer, {"mode": "search", "hashes": hashes_file, "t": THRESHOLD,
-                                      "method": "brute_force_cython", "workers": args.workers})
-                peer_s.append(out["seconds"])
-            peer_pairs = {tuple(p) for p in out["pairs"]}
-        finally:
-            os.unlink(hashes_file)
+        peer_s = comparison.seconds("imagededup")
         search.update({
             "peer_method": "brute_force_cython", "peer_seconds": median(peer_s),
-            "peer_pairs": len(peer_pairs),
-            "speedup": round(statistics.median(peer_s) / statistics.median(ours_s), 1),
+            "peer_pairs": len(pairs["peer"]),
+            "speedup_compiled": round(median(p / c for p, c in zip(peer_s, compiled,
+                                                                   strict=True)), 1),
             "goal_speedup": 10.0,
-            "identical_pair_sets": peer_pairs == pairs,
+            "identical_pair_sets": pairs["peer"] == pairs["ours"],
         })
-    search["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    search["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    result["search_100k" if n == 100_000 else f"search_{n}"] = search
-    log(json.dumps(search))
+    out = {**search, **compared(comparison)}
+    if "speedup" in out:
+        out["speedup"] = round(out["speedup"], 1)
+    return out
+
+
+def million(bench: Bench) -> dict[str, Any]:
+    bench.log("search: 1M hashes, ours alone, in a fresh process")
+    done = bench.run([sys.executable, "-c", MILLION_RUNNER, "1000000"], cwd=ROOT,
+                     label="bench/dedup.py MILLION_RUNNER: hamming_pairs on 1M hashes")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out.update({"seconds": round(out["seconds"], 2), "peak_rss_mib": round(out["peak_rss_mib"], 1),
+                "goal": "under 300 s and 4096 MiB"})
+    return out
 
 
 # ------------------------------------------------------------------ main
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of the hashing comparison")
     ap.add_argument("--search-n", type=int, default=100_000)
-    ap.add_argument("--million", action="store_true", help="also time 1M hashes (ours alone)")
+    ap.add_argument("--search-repeat", type=int, default=1,
+                    help="rounds of the search comparison (the peer takes ~1 h at 100k)")
+    ap.add_argument("--max-load", type=float, default=(os.cpu_count() or 2) / 2,
+                    help="wait for this 1-minute load average before the search")
+    ap.add_argument("--max-wait", type=float, default=1800, help="seconds to wait for it")
+    ap.add_argument("--no-million", action="store_true", help="skip 1M hashes (ours alone)")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-hashing", action="store_true")
-    args = ap.parse_args()
-    BENCH_CACHE.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {
-        "bench": "dedup", "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "workers": args.workers, "repeat": args.repeat,
-    }
-    peer = None if args.skip_peer else ensure_peer()
-
+    ap.add_argument("--quick", action="store_true",
+                    help="200 images, 5,000 hashes, one round each (a smoke run)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.images, args.repeat, args.search_n, args.search_repeat = 200, 1, 5000, 1
+        args.no_million = True
+    partial = (args.quick or args.skip_peer or args.skip_hashing or args.no_million
+               or args.search_n != 100_000)
+    bench = Bench("dedup", packages=("numba",))
+    scratch()
+    result: dict[str, Any] = {"workers": args.workers, "repeat": args.repeat,
+                              "search_repeat": args.search_repeat}
+    peer = None if args.skip_peer else bench.peer(PEER)
     if not args.skip_hashing:
-        images = ensure_images(args.images, args.workers)
+        images = ensure_images(bench, args.images, args.workers)
         for workers in dict.fromkeys((args.workers, 1)):
             key = "hashing" if workers == args.workers else "hashing_1_worker"
-            result[key] = hashing_bench(images, workers, args.repeat, peer, result)
-            log(json.dumps(result[key]))
-
-    n = args.search_n
-    if n > 0:
-        search_bench(args, n, peer, result)
-    if args.million:
-        log("search: 1M hashes, ours alone, in a fresh process")
-        proc = subprocess.run([sys.executable, "-c", MILLION_RUNNER, "1000000", str(ROOT)],
-                              capture_output=True, text=True, check=True)
-        million = json.loads(proc.stdout.strip().splitlines()[-1])
-        million.update({"seconds": round(million["seconds"], 2),
-                        "peak_rss_mib": round(million["peak_rss_mib"], 1),
-                        "goal": "under 300 s and 4096 MiB",
-                        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        result["search_1m"] = million
-        log(json.dumps(million))
-
-    # Sections skipped this time (--skip-hashing, --search-n 0, no --million) keep their figures
-    # from the previous run, marked as such: each section's ratio is internally consistent.
-    if RESULTS.exists():
-        previous = json.loads(RESULTS.read_text())
-        for key, section in previous.items():
-            if key not in result and isinstance(section, dict) and "measured_at" in section:
-                result[key] = {**section, "from_previous_run": True}
-    publish("dedup", result)
+            result[key] = hashing_bench(bench, images, workers, args.repeat, peer)
+    if args.search_n > 0:
+        key = "search_100k" if args.search_n == 100_000 else f"search_{args.search_n}"
+        result[key] = search_bench(bench, args, args.search_n, peer)
+    if not args.no_million:
+        result["search_1m"] = million(bench)
+    bench.publish(result, quick=partial)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import unseen_photos
-from bench.publish import provenance, publish
+from bench.harness import Bench, load_avg
 from core.cache import ResultCache
 from core.manifest import read_table
 from curate.config import Params, SourceConfig, load_params
@@ -202,7 +202,7 @@ def cold_run(params: Params, manifest_path: Path, workers: int | None) -> tuple[
 
 def timing(params: Params, manifest_path: Path, workers: int | None) -> dict[str, object]:
     """Cold stage time on the demo with repost verification off (the stage before it) and on."""
-    load_before = provenance()["load_avg"]
+    load_before = load_avg()
     off = dataclasses.replace(params, dedup=dataclasses.replace(
         params.dedup, verify=dataclasses.replace(params.dedup.verify, enabled=False)))
     before, _ = cold_run(off, manifest_path, workers)
@@ -211,7 +211,7 @@ def timing(params: Params, manifest_path: Path, workers: int | None) -> dict[str
             "ratio": round(after / before, 3),
             "verification_share": round(extra.get("repost_seconds", 0) / after, 3), **extra,
             "goal": "ratio <= 2", "goal_met": after <= 2 * before,
-            "load_avg_before": load_before, "load_avg_after": provenance()["load_avg"],
+            "load_avg_before": load_before, "load_avg_after": load_avg(),
             "settings": "both cold (fresh hash, embedding, feature and verdict caches), "
                         "same process, same workers, sequential"}
 
@@ -263,14 +263,16 @@ def main() -> None:
     ap.add_argument("--no-unseen", action="store_true", help="skip the real-photo set")
     ap.add_argument("--no-timing", action="store_true", help="skip the two cold runs")
     args = ap.parse_args()
+    bench = Bench("dedup_quality")
+    bench.record("in-process: curate.stages.dedup.DedupRun(params, DedupOptions(...)).build("
+                 "manifest, cache); curate.stages.ingest.run_ingest for the unseen photos")
 
     params: Params = load_params(args.params)
     manifest = read_table(args.manifest)
     root, kind = truth_groups(args.demo)
     t = pd.read_parquet(args.demo / "ground_truth.parquet")
     files = dict(zip(t["sha256"], t["file"]))
-    result: dict[str, object] = {"bench": "dedup_quality", "provenance": provenance(),
-                                 "demo_images": len(manifest),
+    result: dict[str, object] = {"demo_images": len(manifest),
                                  "params": json.loads(json.dumps(
                                      dataclasses.asdict(params.dedup), default=str))}
     if not args.no_timing:
@@ -289,7 +291,7 @@ def main() -> None:
         cache.close()
     if not args.no_unseen:
         result["unseen_photos"] = unseen(params, args.unseen_dir, args.workers)
-    publish("dedup_quality", result)
+    bench.publish(result)
 
 
 if __name__ == "__main__":

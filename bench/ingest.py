@@ -3,9 +3,10 @@
 Run from the repository root with the project's virtualenv:
 
     .venv/bin/python bench/ingest.py [--images 2000] [--workers N] [--repeat 3] [--skip-peer]
+                                     [--quick]
 
 It prints one JSON line on stdout (progress goes to stderr) and writes the same object,
-indented, to `bench/results/ingest.json`.
+indented, to `bench/results/ingest.json` (`--quick`, `--skip-peer`: to bench/results/tmp/).
 
 What is measured, and why
 -------------------------
@@ -34,9 +35,10 @@ Measurements:
 * **Scraping** (`scrape`): the same files, plus ~1 % URLs that 404 and a few bodies that are
   not images or are broken, served by a `ThreadingHTTPServer` on 127.0.0.1 in a separate
   process (it never shares a GIL with a measured tool; its CPU is reported separately). The
-  two tools take turns on the same URL list and server:
+  two tools take alternating turns (bench/harness.py: curate first in odd rounds,
+  img2dataset first in even ones) on the same URL list and server:
   - curate: a `urls` source with the scrape defaults and `allow_private_hosts: true`;
-  - img2dataset (the peer, `.cache/bench/venv-img2dataset`, made on first use):
+  - img2dataset (the peer, `.cache/venvs/img2dataset`, made on first use by the harness):
     `resize_mode="no"` with `skip_reencode=True` (like curate it decodes to validate and keeps
     the original bytes, instead of re-encoding every JPEG), `output_format="files"`,
     `processes_count` = workers, `thread_count=32` (curate's default scrape concurrency),
@@ -47,7 +49,8 @@ Measurements:
 
 `busy_cores` is the average number of busy cores on the whole machine during a run (from
 /proc/stat; 2.0 on 2 cores = saturated). `load_average_1min` says whether other work was
-running. Each figure is the median of `--repeat` runs.
+running. Each figure is the median of `--repeat` runs; `speedup_peer_time_over_ours` is the
+median of the rounds' img2dataset time / curate time (higher is better, < 1: ours is slower).
 
 Generated images are cached in `.cache/bench/ingest-images/` (its `VERSION` file records how
 they were made; any change regenerates them). Everything else goes to temporary folders under
@@ -64,11 +67,9 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from importlib.metadata import version
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
@@ -91,7 +91,7 @@ from PIL import Image, ImageDraw, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ must not shadow the project's packages
 
-from bench.publish import publish
+from bench.harness import Bench, Comparison, PeerEnv, command_text, median, python_env
 
 BENCH_CACHE = ROOT / ".cache" / "bench"
 IMAGE_CACHE = BENCH_CACHE / "ingest-images"
@@ -104,10 +104,11 @@ MISSING_FRACTION = 0.01
 JPEG_QUALITY = 90
 SIDE_RANGE = (400, 1200)
 
-PEER_VENV = BENCH_CACHE / "venv-img2dataset"
 #: img2dataset 1.47.0 installs on Python 3.11 with no extra pins (it caps pandas < 3 and
 #: albumentations < 2 itself); the versions that resolved are reported in the JSON.
-PEER_REQUIREMENTS = ("img2dataset==1.47.0",)
+PEER = PeerEnv("img2dataset", ("img2dataset==1.47.0",), probe="import img2dataset",
+               report=("img2dataset", "opencv-python-headless", "albumentations", "numpy",
+                       "pandas"))
 PEER_THREADS = 32
 #: No update check (there may be no network) and no wandb.
 PEER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
@@ -146,14 +147,6 @@ with open(sys.argv[2], "w") as fh:
                "main_cpu_s": main.ru_utime + main.ru_stime,
                "versions": {p: version(p) for p in packages}}, fh)
 """
-
-
-def log(message: str) -> None:
-    print(f"[bench.ingest] {message}", file=sys.stderr, flush=True)
-
-
-def median(values: Sequence[float]) -> float:
-    return round(statistics.median(values), 4)
 
 
 def median_present(values: Sequence[float | None]) -> float | None:
@@ -248,7 +241,7 @@ def _spec(n: int, seed: int) -> str:
                        "duplicates": DUPLICATE_FRACTION, "new": NEW_FRACTION}, sort_keys=True)
 
 
-def ensure_corpus(n: int, seed: int, workers: int) -> Corpus:
+def ensure_corpus(bench: Bench, n: int, seed: int, workers: int) -> Corpus:
     """Generate (or reuse from the cache) `n` JPEGs of which ~2 % are exact duplicates."""
     n_dup = max(1, round(n * DUPLICATE_FRACTION))
     n_new = max(1, round(n * NEW_FRACTION))
@@ -260,9 +253,9 @@ def ensure_corpus(n: int, seed: int, workers: int) -> Corpus:
                     n_dup)
     marker = IMAGE_CACHE / "VERSION"
     if marker.exists() and marker.read_text() == _spec(n, seed):
-        log(f"reusing {n:,} cached images in {IMAGE_CACHE}")
+        bench.log(f"reusing {n:,} cached images in {IMAGE_CACHE}")
         return corpus
-    log(f"generating {n:,} + {n_new} JPEGs into {IMAGE_CACHE} (cached for later runs)")
+    bench.log(f"generating {n:,} + {n_new} JPEGs into {IMAGE_CACHE} (cached for later runs)")
     shutil.rmtree(IMAGE_CACHE, ignore_errors=True)
     jobs = [(seed, i, str(corpus.image_dir / image_relpath(i))) for i in range(unique)]
     jobs += [(seed, i, str(corpus.extra_dir / image_relpath(i))) for i in range(n, n + n_new)]
@@ -455,16 +448,18 @@ def _run_in_own_group(argv: list[str], log_file: IO[bytes], env: dict[str, str])
         raise
 
 
-def run_measured(python: Path, runner: str, args: dict[str, Any], work: Path,
-                 server: Server | None = None, env: dict[str, str] | None = None) -> Run:
+def run_measured(bench: Bench, python: Path, runner: str, args: dict[str, Any], work: Path,
+                 server: Server | None = None, env: dict[str, str] | None = None,
+                 label: str = "") -> Run:
     """Run `runner` with `python -c`; raise with the end of its log if it fails."""
     report, log_path = work / "timing.json", work / "run.log"
     report.unlink(missing_ok=True)
     cpu_before = _children_cpu_s()
     server_before = server.cpu_seconds() if server else None
+    argv = [str(python), "-c", runner, json.dumps(args), str(report)]
+    bench.record(command_text(argv, label))
     with timed() as timing, open(log_path, "wb") as log_file:
-        returncode = _run_in_own_group([str(python), "-c", runner, json.dumps(args), str(report)],
-                                       log_file, {**os.environ, **(env or {})})
+        returncode = _run_in_own_group(argv, log_file, python_env(env))
     server_after = server.cpu_seconds() if server else None
     if returncode != 0 or not report.exists():
         tail = log_path.read_text(errors="replace")[-3000:]
@@ -479,7 +474,7 @@ def run_measured(python: Path, runner: str, args: dict[str, Any], work: Path,
 # ------------------------------------------------------------------ curate
 
 
-def curate_run(work: Path, source: dict[str, Any], workers: int,
+def curate_run(bench: Bench, work: Path, source: dict[str, Any], workers: int,
                server: Server | None = None) -> Run:
     """`run_ingest` on one source with store, cache and outputs all under `work`."""
     params = {
@@ -491,19 +486,20 @@ def curate_run(work: Path, source: dict[str, Any], workers: int,
     params_path = work / "params.yaml"
     params_path.write_text(json.dumps(params, indent=2))  # JSON is YAML
     args = {"params": str(params_path), "out": str(work / "data" / "ingest")}
-    return run_measured(Path(sys.executable), CURATE_RUNNER, args, work, server)
+    return run_measured(bench, Path(sys.executable), CURATE_RUNNER, args, work, server,
+                        label="bench/ingest.py CURATE_RUNNER: run_ingest(params, options)")
 
 
-def local_trial(corpus: Corpus, workers: int) -> dict[str, Run]:
+def local_trial(bench: Bench, corpus: Corpus, workers: int) -> dict[str, Run]:
     """Cold, warm and +1 % runs over a scratch copy of the image folder."""
     with scratch_dir("curate-local-") as work:
         folder = work / "images"
         link_files(corpus.image_dir, folder, corpus.images)
         source = {"kind": "folder", "path": str(folder)}
-        cold = curate_run(work, source, workers)
-        warm = curate_run(work, source, workers)
+        cold = curate_run(bench, work, source, workers)
+        warm = curate_run(bench, work, source, workers)
         link_files(corpus.extra_dir, folder, corpus.extra)
-        plus = curate_run(work, source, workers)
+        plus = curate_run(bench, work, source, workers)
     return {"cold": cold, "warm": warm, "plus_1pct": plus}
 
 
@@ -549,24 +545,8 @@ def peer_accounting(out_dir: Path, n_urls: int) -> Accounting:
 # -------------------------------------------------------------------- peer
 
 
-def ensure_peer_python() -> Path:
-    """The img2dataset virtualenv's interpreter, creating the venv on first use."""
-    python = PEER_VENV / "bin" / "python"
-    marker = PEER_VENV / "bench-requirements.txt"
-    wanted = "\n".join(PEER_REQUIREMENTS) + "\n"
-    if python.exists() and marker.exists() and marker.read_text() == wanted:
-        return python
-    log(f"creating {PEER_VENV} and installing {' '.join(PEER_REQUIREMENTS)} (once)")
-    shutil.rmtree(PEER_VENV, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    *PEER_REQUIREMENTS], check=True, stdout=sys.stderr)
-    marker.write_text(wanted)
-    return python
-
-
-def peer_run(python: Path, url_list: Path, n_urls: int, work: Path, workers: int,
-             server: Server) -> Run:
+def peer_run(bench: Bench, python: Path, url_list: Path, n_urls: int, work: Path,
+             workers: int, server: Server) -> Run:
     options = {
         "url_list": str(url_list), "input_format": "txt", "output_folder": str(work / "out"),
         "output_format": "files", "resize_mode": "no", "skip_reencode": True,
@@ -574,7 +554,8 @@ def peer_run(python: Path, url_list: Path, n_urls: int, work: Path, workers: int
         "number_sample_per_shard": max(1, math.ceil(n_urls / (4 * workers))),
         "compute_hash": "sha256",
     }
-    return run_measured(python, PEER_RUNNER, options, work, server, PEER_ENV)
+    return run_measured(bench, python, PEER_RUNNER, options, work, server, PEER_ENV,
+                        label="bench/ingest.py PEER_RUNNER: img2dataset.download(**options)")
 
 
 # ------------------------------------------------------------------ trials
@@ -586,36 +567,46 @@ class ScrapeRuns:
     peer: list[Run] = field(default_factory=list)
     curate_accounting: Accounting | None = None
     peer_accounting: Accounting | None = None
+    comparison: Comparison | None = None
 
 
-def scrape_trials(corpus: Corpus, workers: int, repeat: int, seed: int,
+def scrape_trials(bench: Bench, corpus: Corpus, workers: int, repeat: int, seed: int,
                   peer_python: Path | None) -> tuple[int, ScrapeRuns]:
-    """Curate and img2dataset take turns against one server, `repeat` times each."""
+    """Curate and img2dataset in alternating turns against one server, `repeat` times each."""
     runs = ScrapeRuns()
     with http_server(corpus.root) as server, scratch_dir("urls-") as lists:
         url_list = lists / "urls.txt"
         n_urls = write_url_list(corpus, server.base_url, url_list, seed)
-        log(f"serving {corpus.root} at {server.base_url} (pid {server.pid}); {n_urls:,} URLs")
-        for i in range(repeat):
-            log(f"scrape run {i + 1}/{repeat}: curate")
+        bench.log(f"serving {corpus.root} at {server.base_url} (pid {server.pid}); "
+                  f"{n_urls:,} URLs")
+
+        def curate() -> dict[str, Any]:
             with scratch_dir("curate-urls-") as work:
                 source = {"kind": "urls", "path": str(url_list)}
-                runs.curate.append(curate_run(work, source, workers, server))
+                run = curate_run(bench, work, source, workers, server)
+                runs.curate.append(run)
                 runs.curate_accounting = curate_accounting(work / "data" / "ingest", n_urls)
-            if peer_python is None:
-                continue
-            log(f"scrape run {i + 1}/{repeat}: img2dataset")
+            return {"seconds": run.call_s}
+
+        def img2dataset() -> dict[str, Any]:
+            assert peer_python is not None
             with scratch_dir("img2dataset-") as work:
-                runs.peer.append(peer_run(peer_python, url_list, n_urls, work, workers, server))
+                run = peer_run(bench, peer_python, url_list, n_urls, work, workers, server)
+                runs.peer.append(run)
                 runs.peer_accounting = peer_accounting(work / "out", n_urls)
+            return {"seconds": run.call_s}
+
+        sides = {"ours": curate, **({"img2dataset": img2dataset} if peer_python else {})}
+        runs.comparison = bench.compare(sides, repeat)
     return n_urls, runs
 
 
-def local_trials(corpus: Corpus, workers: int, repeat: int) -> dict[str, list[Run]]:
+def local_trials(bench: Bench, corpus: Corpus, workers: int, repeat: int
+                 ) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {"cold": [], "warm": [], "plus_1pct": []}
     for i in range(repeat):
-        log(f"local run {i + 1}/{repeat}: cold, warm, +1 %")
-        for kind, run in local_trial(corpus, workers).items():
+        bench.log(f"local run {i + 1}/{repeat}: cold, warm, +1 %")
+        for kind, run in local_trial(bench, corpus, workers).items():
             runs[kind].append(run)
     return runs
 
@@ -668,17 +659,18 @@ def scrape_report(corpus: Corpus, n_urls: int, runs: ScrapeRuns) -> dict[str, An
                      "not_images_or_broken": len(corpus.junk)},
         "curate_url_s": curate["per_s"],
         "img2dataset_url_s": None,
-        "ratio_curate_over_img2dataset": None,
+        "speedup_peer_time_over_ours": None,
         "curate_accounting": runs.curate_accounting.to_dict() if runs.curate_accounting else None,
         "curate": curate,
     }
     if not runs.peer:
         return report
     peer = summarize(runs.peer, n_urls)
+    assert runs.comparison is not None
     report.update({
         "img2dataset_url_s": peer["per_s"],
-        "ratio_curate_over_img2dataset": round(peer["call_s"] / curate["call_s"], 3),
-        "ratio_whole_subprocess": round(peer["whole_s"] / curate["whole_s"], 3),
+        "speedup_peer_time_over_ours": runs.comparison.speedup("img2dataset", "ours")["median"],
+        "speedup_whole_subprocess": round(peer["whole_s"] / curate["whole_s"], 3),
         "cpu_ratio_img2dataset_over_curate": round(peer["cpu_s"] / curate["cpu_s"], 3),
         "img2dataset_accounting": (runs.peer_accounting.to_dict() if runs.peer_accounting
                                    else None),
@@ -688,28 +680,9 @@ def scrape_report(corpus: Corpus, n_urls: int, runs: ScrapeRuns) -> dict[str, An
                                 "compute_hash": "sha256"},
         "accounting_note": "img2dataset does not detect duplicates: it stores every copy; its "
                            "`duplicate` count comes from its sha256 column",
+        "comparison": runs.comparison.to_dict(ours="ours"),
     })
     return report
-
-
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def versions(peer: Sequence[Run]) -> dict[str, Any]:
-    changes = _git("status", "--porcelain", "--", "curate")
-    return {
-        "python": platform.python_version(),
-        "gan-curate": version("gan-curate"),
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "curate_has_uncommitted_changes": bool(changes) if changes is not None else None,
-        **{p: version(p) for p in ("pillow", "httpx", "numpy", "pandas")},
-        "peer": peer[0].versions if peer else None,
-    }
 
 
 # -------------------------------------------------------------------- main
@@ -726,7 +699,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     parser.add_argument("--skip-peer", action="store_true",
                         help="measure curate only (no img2dataset venv, no peer runs)")
+    parser.add_argument("--quick", action="store_true",
+                        help="200 images, one round (a smoke run, written to bench/results/tmp/)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.repeat = 200, 1
     if args.images < 100 or args.repeat < 1 or args.workers < 0:
         parser.error("need --images >= 100, --repeat >= 1 and --workers >= 0")
     return args
@@ -736,31 +713,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the server and the scratch folders are cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    started = time.perf_counter()
+    bench = Bench("ingest", packages=("httpx",))
     cores = os.cpu_count() or 1
     workers = args.workers or cores
     load_at_start = os.getloadavg()[0]
     if load_at_start > cores / 2:
-        log(f"warning: load average {load_at_start:.1f} on {cores} cores: other work is "
-            "running; wall-clock figures will suffer more than the CPU ones")
-    corpus = ensure_corpus(args.images, args.seed, cores)
-    peer_python = None if args.skip_peer else ensure_peer_python()
-    local_runs = local_trials(corpus, workers, args.repeat)
-    n_urls, scrape_runs = scrape_trials(corpus, workers, args.repeat, args.seed, peer_python)
+        bench.log(f"warning: load average {load_at_start:.1f} on {cores} cores: other work is "
+                  "running; wall-clock figures will suffer more than the CPU ones")
+    corpus = ensure_corpus(bench, args.images, args.seed, cores)
+    peer_python = None if args.skip_peer else bench.peer(PEER)
+    local_runs = local_trials(bench, corpus, workers, args.repeat)
+    n_urls, scrape_runs = scrape_trials(bench, corpus, workers, args.repeat, args.seed,
+                                        peer_python)
     result = {
-        "bench": "ingest",
         "images": len(corpus.images),
-        "cores": cores,
         "workers": workers,
         "repeat": args.repeat,
         "local": local_report(corpus, local_runs),
         "scrape": scrape_report(corpus, n_urls, scrape_runs),
-        "load_average_1min": {"start": round(load_at_start, 2),
-                              "end": round(os.getloadavg()[0], 2)},
-        "versions": versions(scrape_runs.peer),
-        "bench_seconds": round(time.perf_counter() - started, 1),
     }
-    publish("ingest", result)
+    bench.publish(result, quick=args.quick or args.skip_peer)
     return result
 
 

@@ -3,10 +3,12 @@
 Run from the repository root with the project's virtualenv, after `make demo`:
 
     .venv/bin/python bench/matte.py [--images 200] [--workers 2] [--models u2netp u2net]
-                                    [--methods border_key grabcut]
+                                    [--methods border_key grabcut] [--repeat 1]
+                                    [--project DIR] [--params FILE] [--quick]
 
 It prints one JSON object on stdout (progress goes to stderr) and writes it, indented, to
-`bench/results/matte.json`.
+`bench/results/matte.json` (`--quick`: 20 images, u2netp, no model-free methods, to
+bench/results/tmp/). `--project` reads another checkout's demo outputs, read-only.
 
 What is measured
 ----------------
@@ -18,16 +20,18 @@ What is measured
   - peer: `rembg p -m MODEL IN OUT`, rembg's folder command (its `p_command` function run as
     the CLI would, see PEER_MAIN). It needs CLI extras the project does not install, so it
     runs from its own virtualenv, `.cache/venvs/rembg-cli`, made on first use with the same
-    rembg, onnxruntime, Pillow and numpy versions as this project's; models come from the
-    provisioned folder (U2NET_HOME). One process, ONNX Runtime using every core (its
-    default), writing RGBA cutouts;
+    rembg, onnxruntime, Pillow and numpy versions as this project's (made by
+    bench/harness.py); models come from the provisioned folder (U2NET_HOME). One process,
+    ONNX Runtime using every core (its default), writing RGBA cutouts;
   - ours: `curate matte` on a manifest of the same images, with an empty cache, `--workers`
     processes (one ONNX session each, one thread each), writing the composite on white and
     the mask, then judging every matte (mask statistics, and the MobileNetV2 embedding of
     every composite for `matte_off_subject`) and writing the report: the whole stage.
   Both are timed around the whole command (interpreter start, imports, model loading
-  included), so images/s is what a user gets at the command line. `ratio` = ours images/s /
-  peer images/s (goal >= 1.5 on 2 cores).
+  included), so images/s is what a user gets at the command line. The peer, ours and ours
+  without subject selection take alternating turns (bench/harness.py), `--repeat` rounds;
+  `speedup` = peer time / ours (higher is better, < 1: ours is slower; goal >= 1.5 on 2
+  cores).
   Ours runs with subject selection (the default) and without it (`before_subject_selection`,
   the backend's raw masks, what the stage did before #18):
   - `subject_selection_time_ratio`: the whole stage with selection / without, cold. At 200
@@ -53,12 +57,9 @@ What is measured
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,21 +75,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.demo_truth import base_images, true_mask_iou
-from bench.publish import publish
+from bench.harness import Bench, PeerEnv, median, python_env, scratch
 from core import models
 from core.manifest import read_table, write_table
 from curate.config import load_params
 from curate.demo.generate import mask_name
 
 BIN = Path(sys.executable).parent
-PEER_VENV = ROOT / ".cache" / "venvs" / "rembg-cli"
-TMP = ROOT / ".cache" / "bench" / "tmp"
-DEMO = ROOT / "data" / "demo"
-
-
-def log(msg: str) -> None:
-    print(f"[bench matte] {msg}", file=sys.stderr, flush=True)
-
+DEMO = ROOT / "data" / "demo"  # main() points it at --project's
 
 #: Runs rembg's `p` command function exactly as `rembg p` does. Neither the `rembg` console
 #: script nor the `rembg.commands` package is imported: both import every command, and the
@@ -104,34 +98,22 @@ PEER_MAIN = (
 )
 
 
-def ensure_peer() -> Path:
-    """The peer virtualenv's interpreter, created (or aligned) on first use.
-
-    rembg, onnxruntime, Pillow and numpy are pinned to this project's versions, so that both
-    tools decode and resize the same pixels and masks can be compared level for level.
-    """
+def peer_env() -> PeerEnv:
+    """The peer's virtualenv: rembg, onnxruntime, Pillow and numpy pinned to this project's
+    versions, so that both tools decode and resize the same pixels and masks can be compared
+    level for level; plus what `rembg p` needs (click, filetype, watchdog, tqdm)."""
     from importlib.metadata import version
 
-    python = PEER_VENV / "bin" / "python"
-    pins = {name: version(name) for name in ("rembg", "onnxruntime", "pillow", "numpy")}
-    probe = ("import json, importlib.metadata as m, filetype, watchdog, click, tqdm; "
-             f"print(json.dumps({{n: m.version(n) for n in {list(pins)!r}}}))")
-    if not python.exists():
-        log(f"creating {PEER_VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    found = subprocess.run([str(python), "-c", probe], check=False, capture_output=True, text=True)
-    if found.returncode != 0 or json.loads(found.stdout) != pins:
-        wanted = [f"{n}=={v}" for n, v in pins.items()] + ["click", "filetype", "watchdog",
-                                                           "tqdm"]
-        log(f"installing {' '.join(wanted)} into {PEER_VENV}")
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *wanted], check=True)
-    return python
+    pins = tuple(f"{n}=={version(n)}" for n in ("rembg", "onnxruntime", "pillow", "numpy"))
+    return PeerEnv("rembg-cli", (*pins, "click", "filetype", "watchdog", "tqdm"),
+                   probe="import rembg, filetype, watchdog, click, tqdm",
+                   report=("rembg", "onnxruntime", "pillow", "numpy"))
 
 
-def pick_images(n: int) -> pd.DataFrame:
-    source = next((p for p in (ROOT / "data/quality/manifest.parquet",
-                               ROOT / "data/dedup/manifest.parquet",
-                               ROOT / "data/ingest/manifest.parquet") if p.exists()), None)
+def pick_images(n: int, project: Path) -> pd.DataFrame:
+    source = next((p for p in (project / "data/quality/manifest.parquet",
+                               project / "data/dedup/manifest.parquet",
+                               project / "data/ingest/manifest.parquet") if p.exists()), None)
     if source is None:
         sys.exit("bench/matte.py needs the demo pipeline's manifests: run `make demo` first")
     table = read_table(source)
@@ -141,13 +123,14 @@ def pick_images(n: int) -> pd.DataFrame:
     return live.head(n).reset_index(drop=True)
 
 
-def run(cmd: list[str], env: dict[str, str]) -> float:
+BENCH: Bench  # this run's (main() makes it)
+
+
+def run(cmd: list[str], env: dict[str, str], label: str | None = None) -> float:
+    """Seconds of the whole command (interpreter start and imports included)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds
+    BENCH.run(cmd, env=env, label=label)
+    return time.perf_counter() - t0
 
 
 def compare_masks(rows: pd.DataFrame, ours_root: Path, peer_out: Path) -> dict[str, Any]:
@@ -185,7 +168,7 @@ def run_ours(method: str, model: str, tmp: Path, workers: int, models_dir: Path,
     out = tmp / f"ours-{tag}"
     cmd = [str(BIN / "curate"), "matte", "--params", str(params_file), "--manifest",
            str(tmp / "in.parquet"), "--out", str(out), "--report", str(tmp / f"{tag}.html")]
-    log(f"{tag}: curate matte ({workers} workers) ...")
+    BENCH.log(f"{tag}: curate matte ({workers} workers) ...")
     cold = run(cmd, env)
     return cold, run(cmd, env) if warm else float("nan"), out
 
@@ -259,36 +242,66 @@ def lost_subject(ious: pd.DataFrame) -> dict[str, Any]:
 
 
 def bench_model(model: str, rows: pd.DataFrame, folder: Path, tmp: Path, workers: int,
-                models_dir: Path, store: Path, env: dict[str, str]) -> dict[str, Any]:
-    peer_out = tmp / f"peer-{model}"
-    log(f"{model}: rembg p on {len(rows)} images ...")
-    peer_s = run([str(ensure_peer()), "-c", PEER_MAIN, "-m", model, str(folder), str(peer_out)],
-                 env)
-    raw_s, _, raw_out = run_ours("rembg", model, tmp, workers, models_dir, store, env,
-                                 subject=False)
-    ours_s, warm_s, ours_out = run_ours("rembg", model, tmp, workers, models_dir, store, env)
-    keep_only_subject_model(tmp, model, f"{model}-model-kept")
+                models_dir: Path, store: Path, env: dict[str, str], repeat: int,
+                peer: Path) -> dict[str, Any]:
+    """rembg p, ours and ours without subject selection in alternating turns; then ours with
+    the subject model already learned, and the scores of the last turns' masks."""
+    turn = iter(range(10**6))
+    outs: dict[str, Path] = {}
+
+    def rembg_p() -> float:
+        peer_out = tmp / f"peer-{model}-{next(turn)}"
+        seconds = run([str(peer), "-c", PEER_MAIN, "-m", model, str(folder), str(peer_out)], env,
+                      label=f"rembg p -m {model} IN OUT (bench/matte.py PEER_MAIN)")
+        outs["peer"] = peer_out
+        return seconds
+
+    def ours() -> dict[str, float]:
+        k = next(turn)
+        cold, warm, outs["ours"] = run_ours("rembg", model, tmp, workers, models_dir, store, env,
+                                            tag=f"{model}-{k}")
+        outs["ours_tag"] = tmp / f"{model}-{k}"
+        return {"seconds": cold, "warm_s": warm}
+
+    def ours_raw() -> float:
+        cold, _, outs["raw"] = run_ours("rembg", model, tmp, workers, models_dir, store, env,
+                                        subject=False, tag=f"{model}-raw-{next(turn)}",
+                                        warm=False)
+        return cold
+
+    BENCH.log(f"{model}: rembg p, ours and ours without subject selection on {len(rows)} "
+              f"images, {repeat} round(s)")
+    comparison = BENCH.compare({"rembg_p": rembg_p, "ours": ours, "ours_raw": ours_raw}, repeat)
+    keep_only_subject_model(tmp, outs["ours_tag"].name, f"{model}-model-kept")
     steady_s, _, _ = run_ours("rembg", model, tmp, workers, models_dir, store, env,
                               tag=f"{model}-model-kept", warm=False)
-    ious = ious_vs_truth(rows, ours_out)
-    raw_ious = ious_vs_truth(rows, raw_out)
+    ious = ious_vs_truth(rows, outs["ours"])
+    raw_ious = ious_vs_truth(rows, outs["raw"])
     n = len(rows)
+    ours_s = median(comparison.seconds("ours"), 2)
+    raw_s = median(comparison.seconds("ours_raw"), 2)
+    peer_s = median(comparison.seconds("rembg_p"), 2)
+    table = comparison.to_dict(ours="ours")
     return {
         **truth_scores(ious),
-        "before_subject_selection": {"seconds": round(raw_s, 2), **truth_scores(raw_ious)},
-        "subject_selection_time_ratio": round(ours_s / raw_s, 3),
+        "before_subject_selection": {"seconds": raw_s, **truth_scores(raw_ious)},
+        "subject_selection_time_ratio": round(median(comparison.ratios("ours", "ours_raw")), 3),
         "subject_selection_time_ratio_model_learned": round(steady_s / raw_s, 3),
-        "peer": {"seconds": round(peer_s, 2), "images_per_s": round(n / peer_s, 3)},
-        "ours": {"seconds": round(ours_s, 2), "images_per_s": round(n / ours_s, 3),
-                 "warm_s": round(warm_s, 2)},
-        "ratio": round(peer_s / ours_s, 2),
-        "masks": compare_masks(rows, raw_out, peer_out),
+        "peer": {"seconds": peer_s, "images_per_s": round(n / peer_s, 3)},
+        "ours": {"seconds": ours_s, "images_per_s": round(n / ours_s, 3),
+                 "warm_s": median((e["warm_s"] for e in comparison.extras("ours")), 2)},
+        "speedup": table["speedup_other_time_over_ours"]["rembg_p"]["median"],
+        "speedup_without_subject_selection": comparison.speedup("rembg_p", "ours_raw")["median"],
+        "masks": compare_masks(rows, outs["raw"], outs["peer"]),
         "matte_off_subject": lost_subject(ious),
+        "comparison": table,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    global DEMO, BENCH
+    BENCH = Bench("matte", packages=("rembg",))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--models", nargs="+", default=["u2netp", "u2net"],
@@ -296,21 +309,31 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=["border_key", "grabcut"],
                         choices=["border_key", "grabcut"],
                         help="model-free methods to time and score against the true masks")
-    args = parser.parse_args()
-    os.chdir(ROOT)
-    params = load_params(ROOT / "params.yaml")
-    models_dir = Path(os.environ.get(models.ENV_MODELS_DIR) or params.paths.models).resolve()
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of alternating turns")
+    parser.add_argument("--project", type=Path, default=ROOT,
+                        help="the checkout whose demo outputs to read (default: this one)")
+    parser.add_argument("--params", type=Path,
+                        help="params.yaml to read (default: the project's)")
+    parser.add_argument("--quick", action="store_true",
+                        help="20 images, u2netp only, no model-free methods (a smoke run)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.models, args.methods, args.repeat = 20, ["u2netp"], [], 1
+    project = args.project.resolve()
+    DEMO = project / "data" / "demo"
+    params = load_params(args.params or project / "params.yaml")
+    models_dir = Path(os.environ.get(models.ENV_MODELS_DIR)
+                      or project / params.paths.models).resolve()
     for name in args.models:
         models.require(name, models_dir)
-    store = (ROOT / params.paths.store).resolve()
-    rows = pick_images(args.images)
-    TMP.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"bench": "matte", "images": len(rows), "workers": args.workers,
-                              "cpus": os.cpu_count(), "machine": platform.machine(),
-                              "load_average_1min_start": round(os.getloadavg()[0], 2),
+    store = (project / params.paths.store).resolve()
+    rows = pick_images(args.images, project)
+    peer = BENCH.peer(peer_env())
+    result: dict[str, Any] = {"images": len(rows), "workers": args.workers,
+                              "repeat": args.repeat,
                               "megapixels_mean": round(float(
                                   (rows["width"] * rows["height"]).mean() / 1e6), 3)}
-    with tempfile.TemporaryDirectory(dir=TMP) as tmp_name:
+    with tempfile.TemporaryDirectory(dir=scratch()) as tmp_name:
         tmp = Path(tmp_name)
         folder = tmp / "images"
         folder.mkdir()
@@ -318,29 +341,29 @@ def main() -> None:
                                       strict=True):
             (folder / f"{image_id}.{ext}").symlink_to(store / rel)
         write_table(rows, tmp / "in.parquet", sort_by=["image_id"])
-        env = dict(os.environ, U2NET_HOME=str(models_dir / models.U2NET_SUBDIR),
-                   PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        env = python_env({"U2NET_HOME": str(models_dir / models.U2NET_SUBDIR),
+                          "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
         for model in args.models:
             result[model] = bench_model(model, rows, folder, tmp, args.workers, models_dir,
-                                        store, env)
+                                        store, env, args.repeat, peer)
         for method in args.methods:
             cold, warm, out = run_ours(method, "u2net", tmp, args.workers, models_dir, store, env)
             result[method] = {"seconds": round(cold, 2),
                               "images_per_s": round(len(rows) / cold, 3),
                               "warm_s": round(warm, 2),
                               "iou_vs_truth": iou_per_category(ious_vs_truth(rows, out))}
-    result["goals"] = {f"{m}_ratio>=1.5": result[m]["ratio"] >= 1.5 for m in args.models}
+    result["goals"] = {f"{m}_speedup>=1.5": result[m]["speedup"] >= 1.5 for m in args.models}
     for m in args.models:
         r = result[m]
         result["goals"].update({
-            f"{m}_pov_median_iou>=0.95": r["iou_vs_truth"]["pov"]["median"] >= 0.95,
-            f"{m}_pov_clutter_p90<=0.05": r["clutter_kept"]["pov"]["p90"] <= 0.05,
-            f"{m}_soles_median_iou>=0.99": r["iou_vs_truth"]["soles"]["median"] >= 0.99,
+            f"{m}_pov_median_iou>=0.95": r["iou_vs_truth"].get("pov", {}).get("median", 0) >= 0.95,
+            f"{m}_pov_clutter_p90<=0.05": r["clutter_kept"].get("pov", {}).get("p90", 1) <= 0.05,
+            f"{m}_soles_median_iou>=0.99":
+                r["iou_vs_truth"].get("soles", {}).get("median", 0) >= 0.99,
             f"{m}_subject_selection_time<=1.3x": r["subject_selection_time_ratio"] <= 1.3,
             f"{m}_subject_selection_time_model_learned<=1.3x":
                 r["subject_selection_time_ratio_model_learned"] <= 1.3})
-    result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    publish("matte", result)
+    BENCH.publish(result, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ must not shadow packages
 
 from bench.demo_truth import base_images, true_mask_iou
-from bench.publish import publish
+from bench.harness import Bench
 from curate.demo.generate import mask_name
 from curate.prepare.align import angle_error
 from curate.prepare.task import Settings, Task
@@ -93,5 +93,7 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    publish("prepare_quality", main())
+    bench = Bench("prepare_quality")
+    bench.record("in-process: curate.prepare.worker.choose_crop on the demo's tagged images")
+    bench.publish(main())
 

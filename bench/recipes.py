@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 import torch
 import yaml
 
-from bench.publish import provenance, publish
+from bench.harness import Bench
+from bench.harness import log as harness_log
 from train.checkpoint import first_difference, newest_images
 from train.config import train_config_from_mapping
 from train.export import load_generator
@@ -64,7 +65,7 @@ KILL_AFTER_KIMG = (0.512, 1.024)
 
 
 def log(message: str) -> None:
-    print(f"[recipes] {message}", file=sys.stderr, flush=True)
+    harness_log("recipes", message)
 
 
 def quiet(_message: str) -> None:
@@ -174,14 +175,16 @@ def managed(work: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    bench = Bench("recipes", packages=("torch",))
+    bench.record("in-process: train.stage.run_fit per preset (tiny), a conditional DCGAN; "
+                 "`train manage` in a subprocess for the managed restarts")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-recipes-") as tmp:
         work = Path(tmp)
         smoke = presets(work)
         cond = conditional(work)
         manager = managed(work)
-    publish("recipes", {
-        "provenance": provenance(),
+    bench.publish({
         "presets": smoke,
         "conditional_label_accuracy": cond["accuracy"],
         "conditional": cond,

@@ -177,25 +177,26 @@ def kill_every_stage(root: Path, kills: int, n_base: int, seed: int = 0,
 def main() -> None:
     import tempfile
 
-    from bench.publish import provenance, publish
+    from bench.harness import Bench
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--n-base", type=int, default=24)
     args = parser.parse_args()
+    bench = Bench("reliability")
     from bench.faults import FAULTS, run_against_faults
     from bench.hostile import ingest_corpus
     from bench.localserver import serving
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
+    log = bench.log
+    bench.record("in-process: bench.hostile.ingest_corpus, bench.faults.run_against_faults, "
+                 "bench.reliability.kill_every_stage (dvc.yaml's stage commands, killed)")
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         corpus = ingest_corpus(Path(tmp) / "hostile", log=log)
         with serving() as server:
             faults = run_against_faults(server, Path(tmp) / "faults")
         results = kill_every_stage(Path(tmp) / "kills", args.kills, args.n_base, log=log)
-    publish("reliability", {
+    bench.publish({
         # inputs, archives and params of kinds bench/hostile.py lists, plus the fault server's
         "hostile_kinds": corpus.kinds + len(FAULTS),
         "crashes": len(corpus.crashes),
@@ -211,7 +212,6 @@ def main() -> None:
                          "unaccounted": len(faults.unaccounted),
                          "seconds": round(faults.seconds, 1)},
         "n_base": args.n_base,
-        "provenance": provenance(),
     })
 
 

@@ -48,16 +48,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.publish import RESULTS_DIR, provenance
+from bench.harness import RESULTS_DIR, Bench, python_env
+from bench.harness import log as harness_log
 
 WORK = Path(os.environ.get("SCALE_WORK", "/tmp/gan-curate-scale"))
-CURATE = REPO / ".venv" / "bin" / "curate"
+CURATE = Path(sys.executable).parent / "curate"  # this virtualenv's command
 RESULT = RESULTS_DIR / "scale.json"
 STAGES = ("ingest", "dedup", "quality", "split")
 DUP_EVERY, OUTLIER_EVERY = 50, 100
 DUP_KINDS = ("resized", "cropped", "brighter", "mirrored")
 OUTLIER_KINDS = ("dark", "blurry")
 GiB = 1024 ** 3
+RUN: Bench  # this phase's run (main() makes it)
 
 
 # --------------------------------------------------------------------------- images
@@ -147,7 +149,7 @@ def synth(first: int, count: int) -> Path:
 
 
 def log(message: str) -> None:
-    print(f"[scale] {message}", file=sys.stderr, flush=True)
+    harness_log("scale", message)
 
 
 def project(tag: str, n: int, *, engine: str = "local", matte_model: str = "u2net") -> Path:
@@ -158,7 +160,7 @@ def project(tag: str, n: int, *, engine: str = "local", matte_model: str = "u2ne
     photos.mkdir(parents=True)
     add_images(photos, 0, n)
     subprocess.run([str(CURATE), "init", "--source", "photos", "--dir", "proj", "--no-git",
-                    "--no-dvc-add"], cwd=root, check=True, capture_output=True)
+                    "--no-dvc-add"], cwd=root, check=True, capture_output=True, env=python_env())
     params = root / "proj" / "params.yaml"
     text = params.read_text()
     text = text.replace("  models: models/pretrained", f"  models: {REPO / 'models/pretrained'}")
@@ -211,8 +213,9 @@ class Watch:
 def run_stage(proj: Path, args: list[str], n: int) -> dict[str, Any]:
     """One `curate` command in the project, timed and watched."""
     started = time.perf_counter()
+    RUN.record(f"(in the project) curate {' '.join(args)}")
     proc = subprocess.Popen([str(CURATE), *args], cwd=proj, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=python_env())
     watch = Watch(proc.pid)
     _, err = proc.communicate()
     seconds = time.perf_counter() - started
@@ -541,6 +544,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="dask: compare the last run's outputs again, without running")
     args = parser.parse_args()
+    global RUN
+    RUN = Bench("scale")
     if args.phase == "million-step":
         print(million_step(args.step, args.n))
         return
@@ -556,7 +561,8 @@ def main() -> None:
         figures = phases[args.phase](args.n)
     data = load()
     data.update(figures)
-    data.setdefault("runs", {})[f"{args.phase}:{args.n}"] = provenance()
+    # Each phase is its own run: its provenance (commit, load, commands) is kept per phase.
+    data.setdefault("runs", {})[f"{args.phase}:{args.n}"] = RUN.provenance()
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data), flush=True)

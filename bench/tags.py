@@ -2,10 +2,11 @@
 
 Run from the repository root with the project's virtualenv:
 
-    .venv/bin/python bench/tags.py [--tasks 5000] [--annotations 50000] [--repeat 3]
+    .venv/bin/python bench/tags.py [--tasks 5000] [--annotations 50000] [--repeat 3] [--quick]
 
 It prints one JSON line on stdout (everything else goes to stderr) and writes the same object,
-indented, to `bench/results/tags.json`.
+indented, to `bench/results/tags.json` (`--quick`: 300 tasks, 2,000 annotations, one round, to
+bench/results/tmp/).
 
 What is measured, and why
 -------------------------
@@ -24,9 +25,13 @@ What is measured, and why
   annotations (demo shape, ~5 results each) read, parsed, normalised to pixels, merged and
   written. Goal: under 10 s. The peer is label-studio-sdk's own converter flattening the same
   file to CSV (``Converter.convert_to_csv``, one row per annotation, no pixel conversion, no
-  merge), so ``speedup_vs_peer`` > 1 means we do more work in less time.
+  merge).
 
-Each time is the median of ``--repeat`` runs (push and pull use a fresh project per run). The
+Ours and the peer run in alternating turns (bench/harness.py), ``--repeat`` rounds, push and
+pull with a fresh project per turn; each time is the median of its turns. Every comparison
+gives ``speedup_peer_time_over_ours`` (peer time / ours: higher is better, < 1 means ours is
+slower) and ``time_ours_over_peer`` (its inverse: lower is better): push and pull do more
+than the bare SDK call, so they take longer than it. The
 server starts from the pre-migrated template (`curate.tags.localserver`); its venv and template
 are built on first use (a few minutes, once). Work files go to `.cache/bench/tags/` and are
 removed at the end.
@@ -38,9 +43,7 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -55,7 +58,7 @@ from label_studio_sdk import LabelStudio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.publish import publish
+from bench.harness import Bench, Comparison, median
 from core.config import from_mapping
 from core.console import console
 from core.manifest import write_table
@@ -70,12 +73,8 @@ WORK = ROOT / ".cache" / "bench" / "tags"
 GOAL_NORMALISE_S = 10.0
 
 
-def log(msg: str) -> None:
-    print(f"[bench tags] {msg}", file=sys.stderr, flush=True)
-
-
-def timed(fn: Callable[[], Any], cpu: list[float] | None = None) -> float:
-    """Wall seconds of ``fn()``; its CPU seconds in this process go to ``cpu`` when given.
+def timed(fn: Callable[[], Any]) -> dict[str, float]:
+    """Wall seconds of ``fn()`` and its CPU seconds in this process (a turn for the harness).
 
     CPU time is the figure that holds on a shared, loaded machine (wall time there includes
     waiting for a core); for push and pull it is the client's own work, the server's excluded.
@@ -83,13 +82,19 @@ def timed(fn: Callable[[], Any], cpu: list[float] | None = None) -> float:
     start, start_cpu = time.perf_counter(), time.process_time()
     with redirect_stdout(sys.stderr):
         fn()
-    if cpu is not None:
-        cpu.append(time.process_time() - start_cpu)
-    return time.perf_counter() - start
+    return {"seconds": time.perf_counter() - start, "cpu_s": time.process_time() - start_cpu}
 
 
-def median(xs: list[float]) -> float:
-    return round(statistics.median(xs), 3)
+def ratios(comparison: Comparison, peer: str) -> dict[str, Any]:
+    """Peer time / ours (higher is better) and its inverse, ours / peer (lower is better)."""
+    speedup = comparison.speedup(peer, "ours")["median"]
+    return {"speedup_peer_time_over_ours": speedup,
+            "time_ours_over_peer": round(median(comparison.ratios("ours", peer)), 3),
+            "comparison": comparison.to_dict(ours="ours")}
+
+
+def cpu(comparison: Comparison, side: str) -> float:
+    return median((e["cpu_s"] for e in comparison.extras(side)), 3)
 
 
 def synthetic_tasks(n: int, seed: int = 0) -> list[labelstudio.TaskTruth]:
@@ -137,26 +142,32 @@ def import_payload(export: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                 for a in t["annotations"]]} for t in export]
 
 
-def bench_push(server: LocalServer, work: Path, tasks: list[labelstudio.TaskTruth],
-               repeat: int) -> dict[str, Any]:
+def bench_push(bench: Bench, server: LocalServer, work: Path,
+               tasks: list[labelstudio.TaskTruth], repeat: int) -> dict[str, Any]:
     ls = LabelStudio(base_url=server.url, api_key=server.admin.token, timeout=600)
     xml = labelconfig.generate(params(work, "bench").tags)
     payload = [{"data": {"image": t.image_url, "image_id": t.image_id}} for t in tasks]
-    ours, again, peer, cpu = [], [], [], []
-    for r in range(repeat):
-        title = f"bench push {r}"
+    turn = iter(range(10**6))
+
+    def ours() -> dict[str, float]:
+        title = f"bench push {next(turn)}"
         push = partial(run_push, params(work, title), PushOptions(out_dir=work / "out" / title))
-        ours.append(timed(push, cpu))
-        again.append(timed(push))
-        pid = ls.projects.create(title=f"bench push peer {r}", label_config=xml).id
-        peer.append(timed(partial(ls.projects.import_tasks, id=pid, request=payload)))
-        log(f"push run {r}: ours {ours[-1]:.2f} s, re-push {again[-1]:.2f} s, "
-            f"peer {peer[-1]:.2f} s")
-    return {"tasks": len(tasks), "ours_s": median(ours), "ours_cpu_s": median(cpu),
-            "tasks_per_s": round(len(tasks) / median(ours), 1),
-            "peer_sdk_import_s": median(peer),
-            "ours_over_peer": round(median(ours) / median(peer), 2),
-            "repush_noop_s": median(again)}
+        first = timed(push)
+        return {**first, "repush_s": timed(push)["seconds"]}
+
+    def peer() -> dict[str, float]:
+        pid = ls.projects.create(title=f"bench push peer {next(turn)}", label_config=xml).id
+        return timed(partial(ls.projects.import_tasks, id=pid, request=payload))
+
+    bench.record("in-process: curate.stages.tags.run_push(params, PushOptions(out_dir)) "
+                 "against the local Label Studio; peer: LabelStudio.projects.import_tasks")
+    comparison = bench.compare({"ours": ours, "sdk_import": peer}, repeat)
+    ours_s = median(comparison.seconds("ours"), 3)
+    return {"tasks": len(tasks), "ours_s": ours_s, "ours_cpu_s": cpu(comparison, "ours"),
+            "tasks_per_s": round(len(tasks) / ours_s, 1),
+            "peer_sdk_import_s": median(comparison.seconds("sdk_import"), 3),
+            "repush_noop_s": median((e["repush_s"] for e in comparison.extras("ours")), 3),
+            **ratios(comparison, "sdk_import")}
 
 
 def _download_size(ls: LabelStudio, project_id: int, sizes: list[int]) -> None:
@@ -166,31 +177,31 @@ def _download_size(ls: LabelStudio, project_id: int, sizes: list[int]) -> None:
     sizes.append(sum(map(len, chunks)))
 
 
-def bench_pull(server: LocalServer, work: Path, tasks: list[labelstudio.TaskTruth],
-               repeat: int) -> dict[str, Any]:
+def bench_pull(bench: Bench, server: LocalServer, work: Path,
+               tasks: list[labelstudio.TaskTruth], repeat: int) -> dict[str, Any]:
     ls = LabelStudio(base_url=server.url, api_key=server.admin.token, timeout=600)
     xml = labelconfig.generate(params(work, "bench").tags)
     export, _ = labelstudio.build_export(tasks, CATEGORIES, seed=1)
     n_annotations = sum(len(t["annotations"]) for t in export)
     title = "bench pull"
     pid = ls.projects.create(title=title, label_config=xml).id
-    log(f"importing {len(export)} tasks with {n_annotations} annotations (setup)")
+    bench.log(f"importing {len(export)} tasks with {n_annotations} annotations (setup)")
     ls.projects.import_tasks(id=pid, request=import_payload(export))
-    ours, peer, cpu = [], [], []
-    size, size_box = 0, []
-    for r in range(repeat):
-        ours.append(timed(lambda: run_pull(params(work, title), out_dir=work / "out" / title),
-                          cpu))
-        peer.append(timed(partial(_download_size, ls, pid, size_box)))
-        size = size_box[-1]
-        log(f"pull run {r}: ours {ours[-1]:.2f} s, peer {peer[-1]:.2f} s")
-    return {"tasks": len(export), "annotations": n_annotations, "export_mb": round(size / 1e6, 1),
-            "ours_s": median(ours), "ours_cpu_s": median(cpu),
-            "peer_export_download_s": median(peer),
-            "ours_over_peer": round(median(ours) / median(peer), 2)}
+    sizes: list[int] = []
+    bench.record("in-process: curate.stages.tags.run_pull(params, out_dir); peer: "
+                 "LabelStudio.projects.exports.download_sync(JSON, all tasks)")
+    comparison = bench.compare({
+        "ours": lambda: timed(lambda: run_pull(params(work, title), out_dir=work / "out" / title)),
+        "sdk_export": lambda: timed(partial(_download_size, ls, pid, sizes)),
+    }, repeat)
+    return {"tasks": len(export), "annotations": n_annotations,
+            "export_mb": round(sizes[-1] / 1e6, 1),
+            "ours_s": median(comparison.seconds("ours"), 3), "ours_cpu_s": cpu(comparison, "ours"),
+            "peer_export_download_s": median(comparison.seconds("sdk_export"), 3),
+            **ratios(comparison, "sdk_export")}
 
 
-def bench_normalise(work: Path, n_annotations: int, repeat: int) -> dict[str, Any]:
+def bench_normalise(bench: Bench, work: Path, n_annotations: int, repeat: int) -> dict[str, Any]:
     from label_studio_sdk.converter import Converter
 
     n_tasks = int(n_annotations / 1.3) + 1
@@ -205,31 +216,41 @@ def bench_normalise(work: Path, n_annotations: int, repeat: int) -> dict[str, An
     del export
     p = params(work, "bench normalise", snapshot=path)
     xml = labelconfig.generate(p.tags)
-    ours, peer, cpu, peer_cpu = [], [], [], []
-    for r in range(repeat):
-        ours.append(timed(lambda: run_import(p, path, work / "out" / "normalise"), cpu))
+
+    def converter() -> dict[str, float]:
         out = work / "out" / "converter"
         shutil.rmtree(out, ignore_errors=True)
         conv = Converter(config=xml, project_dir=str(work), download_resources=False)
-        peer.append(timed(partial(conv.convert_to_csv, str(path), str(out), is_dir=False,
-                                  sep=","), peer_cpu))
-        log(f"normalise run {r}: ours {ours[-1]:.2f} s ({cpu[-1]:.2f} s CPU), converter "
-            f"{peer[-1]:.2f} s ({peer_cpu[-1]:.2f} s CPU)")
+        return timed(partial(conv.convert_to_csv, str(path), str(out), is_dir=False, sep=","))
+
+    bench.record("in-process: curate.stages.tags.run_import(params, export, out_dir); peer: "
+                 "label_studio_sdk.converter.Converter.convert_to_csv")
+    comparison = bench.compare({
+        "ours": lambda: timed(lambda: run_import(p, path, work / "out" / "normalise")),
+        "sdk_converter": converter}, repeat)
+    ours_s = median(comparison.seconds("ours"), 3)
     return {"tasks": n_tasks, "annotations": count, "file_mb": round(path.stat().st_size / 1e6, 1),
-            "ours_s": median(ours), "ours_cpu_s": median(cpu),
-            "annotations_per_s": round(count / median(ours)),
-            "goal_s": GOAL_NORMALISE_S, "meets_goal": median(ours) < GOAL_NORMALISE_S,
-            "peer_converter_csv_s": median(peer), "peer_converter_csv_cpu_s": median(peer_cpu),
-            "speedup_vs_peer": round(median(peer) / median(ours), 2),
-            "cpu_speedup_vs_peer": round(median(peer_cpu) / median(cpu), 2)}
+            "ours_s": ours_s, "ours_cpu_s": cpu(comparison, "ours"),
+            "annotations_per_s": round(count / ours_s),
+            "goal_s": GOAL_NORMALISE_S, "meets_goal": ours_s < GOAL_NORMALISE_S,
+            "peer_converter_csv_s": median(comparison.seconds("sdk_converter"), 3),
+            "peer_converter_csv_cpu_s": cpu(comparison, "sdk_converter"),
+            "cpu_speedup_peer_over_ours": round(cpu(comparison, "sdk_converter")
+                                                / cpu(comparison, "ours"), 2),
+            **ratios(comparison, "sdk_converter")}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--annotations", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="300 tasks, 2,000 annotations, one round (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks, args.annotations, args.repeat = 300, 2000, 1
+    bench = Bench("tags", packages=("label-studio-sdk",))
     console.quiet = True  # the stage's tables would drown the log; timings include no printing
     shutil.rmtree(WORK, ignore_errors=True)
     (WORK / "data/store").mkdir(parents=True)
@@ -239,25 +260,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         with LocalServer(WORK / "ls-data", WORK) as server:
             started = round(time.perf_counter() - start, 2)
-            log(f"server up in {started} s at {server.url}")
+            bench.log(f"server up in {started} s at {server.url}")
             os.environ["LABEL_STUDIO_URL"] = server.url  # what the stage reads
             os.environ["LABEL_STUDIO_API_KEY"] = server.admin.token
-            push = bench_push(server, WORK, tasks, args.repeat)
-            pull = bench_pull(server, WORK, tasks, args.repeat)
-        normalise = bench_normalise(WORK, args.annotations, args.repeat)
+            push = bench_push(bench, server, WORK, tasks, args.repeat)
+            pull = bench_pull(bench, server, WORK, tasks, args.repeat)
+        normalise = bench_normalise(bench, WORK, args.annotations, args.repeat)
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
+    bench.peers["label-studio (server)"] = {"label-studio": LS_REQUIREMENT.split("==")[-1]}
     result = {
-        "bench": "tags",
         "label_studio": LS_REQUIREMENT,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "repeat": args.repeat,
         "server_start_s": started,
         "push": push,
         "pull": pull,
         "normalise": normalise,
     }
-    publish("tags", result)
+    bench.publish(result, quick=args.quick)
     return result
 
 

@@ -5,7 +5,7 @@ Run from the repository root with the project's virtualenv:
     .venv/bin/python bench/training.py [--threads 1] [--batch 16] [--quick]
 
 It prints one JSON line on stdout (progress goes to stderr) and writes the same object,
-indented, to `bench/results/train.json` (`train-quick.json` with --quick).
+indented, to `bench/results/train.json` (--quick: to bench/results/tmp/).
 
 What is measured, and why
 -------------------------
@@ -36,8 +36,6 @@ OpenMP threads each waiting on the other are ~100x slower, not 2x faster (measur
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -50,7 +48,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.publish import publish
+from bench.harness import Bench
 from train.config import train_config_from_mapping
 from train.data import open_dataset
 from train.dist import init_distributed
@@ -70,10 +68,7 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 #: (warm-up, timed) iterations per model; StyleGAN2 at full width takes ~45 s per iteration.
 ITERATIONS = {"dcgan": (2, 6), "wgan_gp": (1, 3), "stylegan2": (1, 2), "stylegan2_small": (2, 4)}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+BENCH: Bench  # this run's (main() makes it)
 
 
 def photo_dataset(path: Path, n: int, resolution: int, seed: int = 0) -> Path:
@@ -124,7 +119,7 @@ def bench_model(name: str, data: Path, batch: int, work: Path) -> dict[str, Any]
         "params_D_M": round(sum(p.numel() for p in trainer.D.parameters()) / 1e6, 2),
         "config": MODELS[name],
     }
-    log(f"{name}: {result['img_per_s']} img/s, {result['s_per_kimg']} s/kimg")
+    BENCH.log(f"{name}: {result['img_per_s']} img/s, {result['s_per_kimg']} s/kimg")
     return result
 
 
@@ -149,13 +144,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="skip full-width StyleGAN2 and the 512 px loader (a smoke run)")
     args = parser.parse_args()
+    global BENCH
+    BENCH = Bench("train", packages=("torch",))
+    BENCH.record("in-process: train.loop.Trainer.iteration per model; torch DataLoader over "
+                 "train.data.open_dataset")
     torch.set_num_threads(args.threads)
     cache = REPO / ".cache" / "bench"
     cache.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads,
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "gpu": None},
+        "machine": {"threads": args.threads, "gpu": None},
         "batch": args.batch,
         "note": "CPU only: no GPU was lent to this session; GPU figures are out of scope here.",
     }
@@ -171,7 +168,7 @@ def main() -> None:
             data = photo_dataset(work / f"photos{res}.zip", n, res)
             loader[str(res)] = {f"workers_{w}": round(bench_loader(data, w, batches), 1)
                                 for w in (0, 1, 2)}
-            log(f"loader {res} px: {loader[str(res)]} img/s")
+            BENCH.log(f"loader {res} px: {loader[str(res)]} img/s")
         result["loader_img_per_s"] = loader
     best = {res: max(v.values()) for res, v in loader.items()}
     fastest_training = max(m["img_per_s"] for m in result["models"].values())
@@ -183,7 +180,7 @@ def main() -> None:
                 best[str(res)] / (1000 / s_per_kimg), 1)
     result["ratios"] = ratios
     result["reference_sg2ada_v100_s_per_kimg"] = SG2ADA_V100_S_PER_KIMG
-    publish("train-quick" if args.quick else "train", result)
+    BENCH.publish(result, quick=args.quick)
 
 
 if __name__ == "__main__":
