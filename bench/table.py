@@ -394,11 +394,28 @@ def train(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
                          "s/kimg)"))]
 
 
+def recipes(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
+    smoke = data["presets"]
+    ok = [name for name, run in smoke.items() if run["smoke_ok"]]
+    seconds = [run["s"] for run in smoke.values()]
+    load = (run_load(data) if harnessed(data)
+            else legacy_load(data["provenance"]["load_avg"][0], None))
+    return [Row("training recipes (CPU smoke sizes)", "bench/recipes.py",
+                ours=f"{len(ok)}/{len(smoke)} presets train, {num(min(seconds), 1)}-"
+                     f"{num(max(seconds), 1)} s each",
+                load=load, pre_harness=not harnessed(data),
+                quality=(f"conditional DCGAN: {pct(data['conditional_label_accuracy'])} of "
+                         "samples in the class asked for (toy classifier; goal 90%); managed "
+                         "job killed twice: "
+                         f"{'bit-exact' if data['manager_restarts_bit_exact'] else 'DIFFERS'} "
+                         "with an uninterrupted run"))]
+
+
 #: Result file (without .json) -> its rows, in the table's order.
 PHRASES: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[Row]]] = {
     "ingest": ingest, "dedup": dedup, "dedup_quality": dedup_quality, "quality": quality,
     "matte": matte, "prepare": prepare, "prepare_quality": prepare_quality, "tags": tags,
-    "scale": scale, "reliability": reliability, "train": train,
+    "scale": scale, "reliability": reliability, "train": train, "recipes": recipes,
 }
 
 
