@@ -112,7 +112,12 @@ def build(name: str, root: Path, n_base: int, workers: int) -> Path:
                             project)}
     for stage, cmd in _commands(project):
         print(f"[out_of_sample] {name}: {stage}", file=sys.stderr, flush=True)
-        seconds[stage] = _run(cmd, project)
+        try:
+            seconds[stage] = _run(cmd, project)
+        except RuntimeError as exc:  # a distribution prepare refuses is a finding, not a crash
+            if not stage.startswith("prepare"):
+                raise
+            seconds[stage] = f"failed: {str(exc).splitlines()[-3:]}"
     (project / "seconds.json").write_text(json.dumps(seconds))
     return project
 
@@ -154,12 +159,16 @@ def _pr(flagged: pd.Series, planted: pd.Series, kinds: pd.Series) -> dict:
 def outlier_figures(project: Path) -> dict:
     t = _truth(project).drop_duplicates("sha256").set_index("sha256")
     m = pd.read_parquet(project / "data/matte/manifest.parquet")
-    live = m[m["status"] == "ok"].set_index("image_id")
+    # live: not a duplicate nor rejected; a flagged image has status "outlier" and its reasons
+    live = m[m["status"].isin(["ok", "outlier"])].set_index("image_id")
     planted = live.index.map(t["kind"]).to_series(index=live.index).eq("outlier")
     kinds = live.index.map(t["subkind"]).to_series(index=live.index)
     q = live["quality_reasons"].map(lambda r: len(r) > 0 if r is not None else False)
     mt = live["matte_reasons"].map(lambda r: len(r) > 0 if r is not None else False)
     false_flags = live[(q | mt) & ~planted]
+    counts = pd.Series([x for r in false_flags.itertuples() for x in (
+        *(r.quality_reasons if r.quality_reasons is not None else []),
+        *(r.matte_reasons if r.matte_reasons is not None else []))]).value_counts().to_dict()
     reasons = {}
     for i, r in false_flags.iterrows():
         reasons[str(t.loc[i, "file"]) if i in t.index else i] = [
@@ -167,7 +176,7 @@ def outlier_figures(project: Path) -> dict:
             *list(r["matte_reasons"] if r["matte_reasons"] is not None else [])]
     return {"quality_stage": _pr(q, planted, kinds), "quality_or_matte": _pr(q | mt, planted,
                                                                               kinds),
-            "false_flags": reasons}
+            "false_flag_reasons": counts, "false_flags": reasons}
 
 
 def split_figures(project: Path, flavour: Flavour) -> dict:
