@@ -11,6 +11,7 @@ import typer
 
 from core.cli import App
 from core.console import console
+from core.errors import UserError
 from core.parallel import use_engine
 from curate.config import Params, load_params
 
@@ -185,14 +186,23 @@ def demo_data(
         help="Random seed; the same seed gives identical files.")] = 0,
     n_base: Annotated[int, typer.Option(help="Number of base images before planted cases.")] = 420,
     workers: WorkersOption = None,
+    subject: Annotated[str, typer.Option(
+        help="feet (soles/pov) or figures (cartoon superheroes, full/upper).")] = "feet",
+    variant: Annotated[str, typer.Option(
+        help="default, or shifted: other backgrounds, lighting, scale, camera tilt, JPEG mix, "
+             "duplicate edits and outlier kinds (out-of-sample checks).")] = "default",
 ) -> None:
     """Generate the embedded demo dataset: feet of two kinds with planted duplicates, outliers
     and bad files, ground truth and a Label Studio export snapshot."""
     import os
 
-    from curate.demo.generate import generate_demo
+    from curate.demo.generate import SUBJECTS, VARIANTS, generate_demo
 
-    summary = generate_demo(out, seed=seed, n_base=n_base, workers=workers or os.cpu_count() or 1)
+    if subject not in SUBJECTS or variant not in VARIANTS:
+        raise UserError(f"--subject must be one of {', '.join(SUBJECTS)} and --variant one of "
+                        f"{', '.join(VARIANTS)}")
+    summary = generate_demo(out, seed=seed, n_base=n_base, workers=workers or os.cpu_count() or 1,
+                            subject=subject, variant=variant)
     console.print(str(summary))
 
 

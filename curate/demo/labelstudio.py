@@ -37,6 +37,7 @@ class TaskTruth:
     heel: tuple[float, float]
     toe: tuple[float, float]
     should_reject: bool = False
+    keypoint_names: tuple[str, str] = ("heel", "toe")  # labels of the two points (heel, toe)
 
 
 def _stamp(minutes: float) -> str:
@@ -76,7 +77,7 @@ def _regions(t: TaskTruth, rng: np.random.Generator, category: str, jitter: floa
                    "width": _pct(x1 - x0, t.width), "height": _pct(y1 - y0, t.height),
                    "rotation": 0, "rectanglelabels": ["crop"]}},
     ]
-    for label, (px, py) in (("heel", t.heel), ("toe", t.toe)):
+    for label, (px, py) in zip(t.keypoint_names, (t.heel, t.toe)):
         out.append({**common, "id": _region_id(rng), "from_name": FROM_NAMES["keypoints"],
                     "type": "keypointlabels",
                     "value": {"x": _pct(j(px), t.width), "y": _pct(j(py), t.height),

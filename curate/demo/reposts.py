@@ -45,7 +45,7 @@ def _text(rng: np.random.Generator, words: int) -> str:
     return " ".join(_WORDS[int(i)] for i in rng.integers(0, len(_WORDS), words)).upper()
 
 
-def _put_text(img: np.ndarray, text: str, box: tuple[int, int, int, int],
+def put_text(img: np.ndarray, text: str, box: tuple[int, int, int, int],
               colour: tuple[int, int, int], outline: tuple[int, int, int] | None) -> None:
     """Centre `text` in box (x, y, w, h), as large as fits."""
     x, y, w, h = box
@@ -100,8 +100,8 @@ def caption(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     if rng.random() < 0.35:
         out = rgb.copy()
         band = int(h * rng.uniform(0.10, 0.16))
-        _put_text(out, _text(rng, 3), (0, int(h * 0.02), w, band), (255, 255, 255), (0, 0, 0))
-        _put_text(out, _text(rng, 3), (0, h - band - int(h * 0.02), w, band), (255, 255, 255),
+        put_text(out, _text(rng, 3), (0, int(h * 0.02), w, band), (255, 255, 255), (0, 0, 0))
+        put_text(out, _text(rng, 3), (0, h - band - int(h * 0.02), w, band), (255, 255, 255),
                   (0, 0, 0))
         return out, np.array([[1.0, 0, 0], [0, 1.0, 0]])
     bar = int(h * rng.uniform(0.12, 0.25))
@@ -112,7 +112,7 @@ def caption(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     top = rng.random() < 0.6
     y0 = bar if top else 0
     out[y0:y0 + h] = rgb
-    _put_text(out, _text(rng, int(rng.integers(3, 7))), (0, 0 if top else h, w, bar), fg, None)
+    put_text(out, _text(rng, int(rng.integers(3, 7))), (0, 0 if top else h, w, bar), fg, None)
     return out, np.array([[1.0, 0, 0], [0, 1.0, y0]])
 
 
@@ -148,10 +148,10 @@ def screenshot(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
                      else ((255, 255, 255), (20, 20, 20), (200, 200, 200)))
     out = np.full((sh, sw, 3), bg, np.uint8)
     status, header = int(sh * 0.035), int(sh * 0.07)
-    _put_text(out, "9:41", (0, 0, sw // 5, status), fg, None)
+    put_text(out, "9:41", (0, 0, sw // 5, status), fg, None)
     cv2.rectangle(out, (sw - 70, status // 3), (sw - 30, 2 * status // 3), fg, -1)
     cv2.circle(out, (int(sw * 0.08), status + header // 2), header // 3, muted, -1)
-    _put_text(out, "@" + _text(rng, 1).lower(), (int(sw * 0.15), status, sw // 3, header), fg,
+    put_text(out, "@" + _text(rng, 1).lower(), (int(sw * 0.15), status, sw // 3, header), fg,
               None)
     margin = int(sw * rng.uniform(0.0, 0.04))
     nw = sw - 2 * margin
@@ -165,7 +165,7 @@ def screenshot(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
         cv2.circle(out, (cx, y + 18), 14, fg, 2, cv2.LINE_AA)
     y += 48
     while y + 24 < sh:
-        _put_text(out, _text(rng, int(rng.integers(3, 8))).lower(), (int(sw * 0.04), y,
+        put_text(out, _text(rng, int(rng.integers(3, 8))).lower(), (int(sw * 0.04), y,
                   int(sw * rng.uniform(0.4, 0.9)), 24), fg if rng.random() < 0.5 else muted,
                   None)
         y += int(rng.integers(30, 46))

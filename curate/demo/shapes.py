@@ -20,6 +20,11 @@ positive = counter-clockwise as seen on screen (image y points down), so with ``
 The crop box (``bbox``) is the tight box around the foot outline (heel to toes, toes included) in
 pixel coordinates; for ``pov`` the leg that continues to the image edge is NOT part of the box.
 All drawing is a pure function of the ``numpy.random.Generator`` it receives (deterministic).
+
+``shifted=True`` draws the out-of-sample variant (`curate demo-data --variant shifted`): other
+backdrops (dark and saturated studio sweeps; grass, sand and bedsheet floors), harder lighting
+(strong colour casts, exposure and light gradients), smaller subjects, camera tilt
+(foreshortened feet) and more rotated soles. The default path draws exactly what it always did.
 """
 
 from __future__ import annotations
@@ -61,6 +66,12 @@ _STUDIO = np.array(
 _POLISH = np.array(
     [[0.70, 0.06, 0.12], [0.86, 0.25, 0.47], [0.35, 0.07, 0.22], [0.12, 0.12, 0.15],
      [0.78, 0.47, 0.58], [0.20, 0.30, 0.65]],
+    dtype=np.float32,
+)
+#: Backdrops of the shifted variant: dark, saturated or coloured sweeps the default never uses.
+_STUDIO_SHIFTED = np.array(
+    [[0.10, 0.12, 0.20], [0.55, 0.10, 0.14], [0.08, 0.40, 0.40], [0.20, 0.20, 0.20],
+     [0.85, 0.62, 0.10], [0.30, 0.55, 0.20], [0.45, 0.20, 0.55]],
     dtype=np.float32,
 )
 _FABRIC = np.array(
@@ -322,8 +333,8 @@ def _clutter(rng: np.random.Generator, img: np.ndarray) -> None:
             cv2.fillPoly(img, [np.round(np.array(pts) * 16).astype(np.int32)], dark, cv2.LINE_AA, 4)
         elif kind == "cable":
             n = int(rng.integers(3, 7))
-            start = rng.uniform(0, 1, 2) * (w, h)
-            pts = np.cumsum(rng.normal(0, size * 0.25, (n, 2)), axis=0) + start
+            steps = rng.normal(0, size * 0.25, (n, 2))  # drawn before the start, as always
+            pts = np.cumsum(steps, axis=0) + rng.uniform(0, 1, 2) * (w, h)
             cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, col,
                           max(2, int(size * rng.uniform(0.005, 0.015))), cv2.LINE_AA, 4)
         else:
@@ -357,8 +368,8 @@ def _blob(u: np.ndarray, v: np.ndarray, cu: float, cv: float, su: float, sv: flo
     return np.exp(-(((u - cu) / su) ** 2 + ((v - cv) / sv) ** 2) * 0.5)
 
 
-def _fit(rng: np.random.Generator, pts: np.ndarray, w: int, h: int, theta: float
-         ) -> tuple[float, np.ndarray]:
+def _fit(rng: np.random.Generator, pts: np.ndarray, w: int, h: int, theta: float,
+         scale: tuple[float, float] = (0.5, 0.92)) -> tuple[float, np.ndarray]:
     """Random scale and centre so the rotated foot fits in the frame with a margin."""
     c, s = math.cos(theta), math.sin(theta)
     ru, rv = np.array([c, -s]), np.array([-s, -c])
@@ -367,16 +378,17 @@ def _fit(rng: np.random.Generator, pts: np.ndarray, w: int, h: int, theta: float
     ext = hi - lo
     margin = 0.03
     lmax = min(w * (1 - 2 * margin) / ext[0], h * (1 - 2 * margin) / ext[1])
-    length = lmax * rng.uniform(0.5, 0.92)
+    length = lmax * rng.uniform(*scale)
     lo_px, hi_px = lo * length, hi * length
     cx = rng.uniform(w * margin - lo_px[0], w * (1 - margin) - hi_px[0])
     cy = rng.uniform(h * margin - lo_px[1], h * (1 - margin) - hi_px[1])
     return length, np.array([cx, cy])
 
 
-def sample_rotation(rng: np.random.Generator, category: str) -> float:
-    """Mostly upright-ish feet; soles sometimes at any angle."""
-    if category == "soles" and rng.random() < 0.3:
+def sample_rotation(rng: np.random.Generator, category: str, shifted: bool = False) -> float:
+    """Mostly upright-ish feet; soles sometimes at any angle (more often in the shifted
+    variant)."""
+    if category == "soles" and rng.random() < (0.55 if shifted else 0.3):
         return float(rng.uniform(-180, 180))
     spread = 28.0 if category == "soles" else 22.0
     return float(np.clip(rng.normal(0, spread), -75, 75))
@@ -399,25 +411,58 @@ def sample_size(rng: np.random.Generator) -> tuple[int, int]:
             return w, h
 
 
+def _shifted_backdrop(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A dark or saturated sweep with a hard light falloff (shifted variant, soles)."""
+    col = _STUDIO_SHIFTED[rng.integers(len(_STUDIO_SHIFTED))] * rng.uniform(0.85, 1.15)
+    yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
+    xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
+    cx, cy = rng.uniform(-0.6, 0.6, 2)
+    spot = 1.25 - rng.uniform(0.3, 0.6) * ((xx - cx) ** 2 + (yy - cy) ** 2)
+    lum = np.clip(spot, 0.3, 1.4) + 0.02 * _smooth_noise(rng, (h, w), 40)
+    return lum[..., None] * col[None, None, :]
+
+
+def _shifted_floor(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Grass, sand or a rumpled bedsheet (shifted variant, pov), with some clutter."""
+    kind = rng.choice(["grass", "sand", "sheet"])
+    size = min(h, w)
+    if kind == "grass":
+        base = np.array([0.18, 0.42, 0.12], np.float32) * rng.uniform(0.7, 1.2)
+        lum = 1 + 0.25 * _fine_noise(rng, (h, w), 1.5) + 0.2 * _smooth_noise(rng, (h, w), size / 8)
+    elif kind == "sand":
+        base = np.array([0.86, 0.74, 0.52], np.float32) * rng.uniform(0.85, 1.05)
+        lum = 1 + 0.08 * _fine_noise(rng, (h, w), 0.8) + 0.1 * _smooth_noise(rng, (h, w), size / 5)
+    else:
+        base = rng.uniform(0.4, 0.95, 3).astype(np.float32)
+        lum = 1 + 0.18 * np.tanh(1.5 * _smooth_noise(rng, (h, w), size / 7))
+    img = (lum[..., None] * base).astype(np.float32)
+    _clutter(rng, img)
+    return cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 2.0))
+
+
 def render_foot(rng: np.random.Generator, category: str, width: int, height: int,
-                rotation_deg: float | None = None) -> FootRender:
+                rotation_deg: float | None = None, shifted: bool = False) -> FootRender:
     """Draw one foot photo of ``category`` at ``width`` x ``height``; return pixels + ground
-    truth."""
+    truth. ``shifted``: the out-of-sample variant (see the module docstring)."""
     if category not in CATEGORIES:
         raise ValueError(f"category must be one of {CATEGORIES}, got {category!r}")
     pov = category == "pov"
     geo = _geometry(category, rng)
     mirror = -1.0 if rng.random() < 0.5 else 1.0  # left or right foot
     if rotation_deg is None:
-        rotation_deg = sample_rotation(rng, category)
+        rotation_deg = sample_rotation(rng, category, shifted)
     theta = math.radians(rotation_deg)
-    foot_pts = np.concatenate([geo.body, *geo.toes])
-    length, centre = _fit(rng, foot_pts * np.array([mirror, 1.0]), width, height, theta)
+    # Camera tilt (shifted variant): the foot foreshortened along its axis; heel->toe keeps
+    # its direction, so the rotation truth is unchanged.
+    fore = float(rng.uniform(0.72, 0.95)) if shifted else 1.0
+    foot_pts = np.concatenate([geo.body, *geo.toes]) * np.array([mirror, fore])
+    length, centre = _fit(rng, foot_pts, width, height, theta,
+                          (0.3, 0.6) if shifted else (0.5, 0.92))
     c, s = math.cos(theta), math.sin(theta)
     ru, rv = np.array([c, -s]), np.array([-s, -c])
 
     def to_px(p: np.ndarray) -> np.ndarray:
-        return centre + length * ((p[:, :1] * mirror) * ru + p[:, 1:] * rv)
+        return centre + length * ((p[:, :1] * mirror) * ru + (p[:, 1:] * fore) * rv)
 
     body_px = to_px(geo.body)
     toes_px = [to_px(t) for t in geo.toes]
@@ -429,7 +474,10 @@ def render_foot(rng: np.random.Generator, category: str, width: int, height: int
     toe = tuple(float(v) for v in to_px(np.array([[0.0, 1.0]]))[0])
 
     h, w = height, width
-    img = _room_background(rng, h, w) if pov else _studio_background(rng, h, w)
+    if shifted:
+        img = _shifted_floor(rng, h, w) if pov else _shifted_backdrop(rng, h, w)
+    else:
+        img = _room_background(rng, h, w) if pov else _studio_background(rng, h, w)
     full_mask = np.zeros((h, w), np.uint8)
 
     # Work only in the region the foot (and its shadow) can touch.
@@ -453,12 +501,12 @@ def render_foot(rng: np.random.Generator, category: str, width: int, height: int
     yy, xx = np.mgrid[ry0:ry1, rx0:rx1].astype(np.float32)
     dx, dy = xx - centre[0], yy - centre[1]
     u = (dx * ru[0] + dy * ru[1]) / length * mirror
-    v = (dx * rv[0] + dy * rv[1]) / length
+    v = (dx * rv[0] + dy * rv[1]) / length / fore
 
     skin, dark = _skin(rng)
     light = rng.uniform(0, 2 * math.pi)
     lx, ly = math.cos(light), math.sin(light)
-    gradient = 1.0 + 0.12 * (dx * lx + dy * ly) / length
+    gradient = 1.0 + (0.3 if shifted else 0.12) * (dx * lx + dy * ly) / length
     texture = 1.0 + 0.022 * _fine_noise(rng, (rh, rw), max(0.6, length / 900)) \
         + 0.035 * _smooth_noise(rng, (rh, rw), max(4.0, length / 25))
 
@@ -537,8 +585,9 @@ def render_foot(rng: np.random.Generator, category: str, width: int, height: int
     full_mask[ry0:ry1, rx0:rx1] = union
 
     # Camera: white balance, exposure, sensor noise.
-    wb = np.array([1.0, 1.0, 1.0], np.float32) + rng.normal(0, 0.025, 3).astype(np.float32)
-    img *= wb * rng.uniform(0.92, 1.08)
+    wb = np.array([1.0, 1.0, 1.0], np.float32) + rng.normal(
+        0, 0.09 if shifted else 0.025, 3).astype(np.float32)
+    img *= wb * (rng.uniform(0.75, 1.2) if shifted else rng.uniform(0.92, 1.08))
     img += rng.normal(0, 0.008, (h, w, 1)).astype(np.float32)
     out = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return FootRender(out, full_mask, category, float(rotation_deg), bbox,

@@ -47,6 +47,8 @@ class ProjectSpec:
     resolution: int = 512
     train: str = "quick"  # quick (a CPU-sized first model) | full (real-run values)
     models: str = "models/pretrained"
+    keypoint_targets: tuple[tuple[float, float], ...] = ((0.5, 0.8), (0.5, 0.2))
+    colour_style: str = "disabled"  # quality.checks.colour_style mode (absolute: at z 3.0)
 
 
 #: This repository's demo: `make demo` runs the pipeline these values describe.
@@ -57,10 +59,26 @@ DEMO = ProjectSpec(
     distributions=(DistributionConfig("soles", ("soles",)), DistributionConfig("pov", ("pov",))),
 )
 
+#: The second demo subject (`curate demo-data --subject figures`): cartoon superhero figures,
+#: full or upper body, aligned on the eyes (MTCNN first, the annotators' eye points next), the
+#: colour-style check on (realistic colours are outliers in drawn art). Written by
+#: `bench/out_of_sample.py` into its project; nothing here is tuned on the figures.
+FIGURES = ProjectSpec(
+    sources=({"kind": "folder", "path": "data/demo/raw"},),
+    categories=("full", "upper"), keypoints=("eye_left", "eye_right"),
+    snapshot="data/demo/labelstudio_export.json", export="data/tags/export.json",
+    distributions=(DistributionConfig("full", ("full",), align=("face", "keypoints", "mask",
+                                                                 "center")),
+                   DistributionConfig("upper", ("upper",), align=("face", "keypoints", "mask",
+                                                                   "center"))),
+    keypoint_targets=((0.4, 0.3), (0.6, 0.3)), colour_style="absolute",
+)
+
 
 def render_params(spec: ProjectSpec) -> str:
     values = asdict(spec)
     values["distributions"] = [asdict(d) for d in spec.distributions]
+    values["keypoint_targets"] = [list(t) for t in spec.keypoint_targets]
     return _ENV.get_template("params.yaml.j2").render(**values)
 
 
