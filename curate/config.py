@@ -53,6 +53,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
     if origin in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
+        if value is not None and len(options) == 1 and dataclasses.is_dataclass(options[0]):
+            return _coerce(value, options[0], key)  # a section or null: name the bad key in it
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key)
@@ -703,6 +706,24 @@ class PathsConfig:
     cache: Path = Path(".cache/curate")
     reports: Path = Path("reports")
     models: Path = Path("models/pretrained")
+    #: A queued DVC experiment runs in a temporary copy of the workspace: `shared` links its
+    #: relative store, per-image caches and matte outputs to the workspace's (a warm run);
+    #: `own` lets the copy build its own (a cold run). See curate/workspace.py.
+    experiments: Literal["shared", "own"] = "shared"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The generated demo collection (`curate demo-data`), when the pipeline makes it: the
+    demo's dvc.yaml has a stage that runs the generator with these, so DVC versions its
+    output like any raw input. Absent from a project on a user's own photos."""
+
+    n_base: int = 420  # base photos before the planted cases, which scale with it
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        if self.n_base < 1:
+            raise ConfigError(f"{key}.n_base: got {self.n_base}, expected 1 or more")
 
 
 @dataclass(frozen=True)
@@ -732,6 +753,7 @@ class Params:
     workers: int = 0
     background: tuple[int, ...] = (255, 255, 255)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    demo: DemoConfig | None = None  # the demo pipeline only: its generated raw inputs
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)

@@ -46,6 +46,7 @@ class ProjectSpec:
     resolution: int = 512
     train: str = "quick"  # quick (a CPU-sized first model) | full (real-run values)
     models: str = "models/pretrained"
+    demo: bool = False  # a `demo` section: the pipeline generates its own raw inputs
 
 
 #: This repository's demo: `make demo` runs the pipeline these values describe.
@@ -54,6 +55,7 @@ DEMO = ProjectSpec(
     categories=("soles", "pov"), keypoints=("heel", "toe"),
     snapshot="data/demo/labelstudio_export.json", export="data/tags/export.json",
     distributions=(DistributionConfig("soles", ("soles",)), DistributionConfig("pov", ("pov",))),
+    demo=True,
 )
 
 
@@ -87,9 +89,11 @@ def render_pipeline(params: Params, project: Path) -> str:
     project = Path(project)
     sources = [_dep(s.path, project) for s in params.ingest.sources]
     snapshot = [_dep(params.tags.snapshot, project)] if params.tags.snapshot else []
+    store = _dep(params.paths.store, project)
     return _ENV.get_template("dvc.yaml.j2").render(
         ingest_deps=list(dict.fromkeys(sources)), tags_deps=snapshot,
-        code=code_prefix(project))
+        code=code_prefix(project), demo=params.demo is not None,
+        store=None if Path(store).is_absolute() else store)
 
 
 def pipeline_deps(dvc_yaml: Path) -> dict[str, set[str]]:
