@@ -118,6 +118,14 @@ def test_a_queued_experiment_runs_on_the_workspaces_caches(v1: Path) -> None:
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], v1))
     experiments = [e for rev in shown for e in (rev.get("experiments") or [])]
     assert any(e.get("name") == "longer" for e in experiments), shown
+    # Its curation outputs are the workspace's, hash for hash; only training differs.
+    (ref,) = [r for r in _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+                              v1).split() if r.endswith("/longer")]
+    theirs = yaml.safe_load(_run(["git", "show", f"{ref}:dvc.lock"], v1))["stages"]
+    ours = yaml.safe_load(lock)["stages"]
+    curation = sorted(s for s in ours if not s.startswith("train"))
+    assert {s: theirs[s]["outs"] for s in curation} == {s: ours[s]["outs"] for s in curation}
+    assert theirs["train@0"]["params"] != ours["train@0"]["params"]
     # The workspace is as it was: same lock, nothing for DVC to redo, no copy left behind.
     assert (v1 / "dvc.lock").read_bytes() == lock
     assert "up to date" in _run(["dvc", "status"], v1)

@@ -58,6 +58,21 @@ def test_a_users_project_has_no_demo_stage_and_an_outside_store_is_no_output(
     assert not any("store" in str(o) for o in stages["ingest"]["outs"])
 
 
+def test_init_dvc_adds_the_sources_it_can_version_and_says_how_for_the_others(
+        tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    for folder in (project / "photos", project / "data" / "raw", tmp_path / "elsewhere"):
+        folder.mkdir(parents=True)
+    said: list[str] = []
+    init_project(InitOptions(sources=(project / "photos", project / "data" / "raw",
+                                      tmp_path / "elsewhere"), project=project, dvc_add=True),
+                 run=lambda cmd, cwd: said.append(" ".join(map(str, cmd))), say=said.append)
+    assert any(line.endswith("-m dvc add -q photos") for line in said)
+    assert not any("dvc add -q data" in line for line in said)
+    assert any("under data/" in line and "move it out" in line for line in said)
+    assert any("dvc import-url" in line and "elsewhere" in line for line in said)
+
+
 def test_demo_and_experiments_settings_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("demo: {n_base: 0}\n")
