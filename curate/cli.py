@@ -527,12 +527,11 @@ def gc(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Only say what would be deleted and how much it would free.")] = False,
 ) -> None:
-    """Free store files, matte and prepare outputs and cache rows no current manifest references.
+    """Free store files, mattes, crops and cache rows no current manifest references.
 
-    Judged against the manifests and dataset cards in this workspace now (run it on the
-    version you work on): images gone from the sources, matte variants and prepare crops of
-    earlier settings, their cache rows. Refuses while a stage runs on this cache. Anything
-    deleted is recomputed if it is needed again (e.g. after checking out an older version).
+    Judged against the manifests and dataset cards in this workspace now (run it on the version you work on): images gone from the sources, matte variants and prepare crops of earlier settings, their cache rows.
+
+    Refuses while a stage runs on this cache. Anything deleted is recomputed when needed again (e.g. after checking out an older version).
     """
     from curate.gc import apply, human, plan_gc
     from curate.runlock import RunLocked, exclusive
