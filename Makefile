@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: help setup models demo-data demo test test-all bench-table clean browser gpu
 
 help:
-	@echo "make demo      set up, provision models, generate demo data, run dvc repro"
+	@echo "make demo      set up, provision models, run dvc repro (its first stage makes the demo data)"
 	@echo "make test      set up, provision models, run the test suite (CI runs this)"
 	@echo "make test-all  the test suite including tests marked slow"
 	@echo "make clean     remove generated data, caches and reports (keeps .venv and models)"
@@ -41,10 +41,12 @@ gpu: setup
 models: setup
 	$(BIN)/curate models provision
 
+# The demo's raw photos are the output of dvc.yaml's demo-data stage: DVC versions them like
+# any input (a queued experiment, a clone with `dvc pull` and `dvc checkout` get them).
 demo-data: setup
-	$(BIN)/curate demo-data --out data/demo
+	$(BIN)/dvc repro demo-data
 
-demo: models demo-data
+demo: models
 	$(BIN)/dvc repro
 	@echo "outputs: data/ (manifests, stores), reports/ (HTML reports); see README"
 

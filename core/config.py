@@ -52,6 +52,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
     if origin in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
+        if value is not None and len(options) == 1 and dataclasses.is_dataclass(options[0]):
+            return _coerce(value, options[0], key)  # a section or null: name the bad key in it
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key)
@@ -169,6 +172,10 @@ class PathsConfig:
     cache: Path = Path(".cache/curate")
     reports: Path = Path("reports")
     models: Path = Path("models/pretrained")
+    #: A queued DVC experiment runs in a temporary copy of the workspace: `shared` links its
+    #: relative store, per-image caches and matte outputs to the workspace's (a warm run);
+    #: `own` lets the copy build its own (a cold run). See curate/workspace.py.
+    experiments: Literal["shared", "own"] = "shared"
 
 
 @dataclass(frozen=True)

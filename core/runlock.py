@@ -30,8 +30,9 @@ class RunLocked(UserError, RuntimeError):
 
 
 def lock_path(locks_dir: Path, folder: Path) -> Path:
-    """The lock file of `folder` (its resolved path names it, readably and uniquely)."""
-    resolved = Path(os.path.abspath(folder))
+    """The lock file of `folder` (its resolved path names it, readably and uniquely; links
+    resolved, so a queued experiment's linked store shares the workspace's lock)."""
+    resolved = Path(os.path.realpath(folder))
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
     return Path(locks_dir) / f"{resolved.name or 'root'}-{digest}.lock"
 
@@ -54,11 +55,33 @@ def _read_holder(fh: IO[str]) -> str:
 
 
 @contextlib.contextmanager
+def shared(locks_dir: Path, folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock together with any other shared holder, while no run holds it
+    exclusively (or raise `RunLocked`, naming that run, at once). Stages share the per-image
+    state's lock; `curate gc` takes it exclusively, so it never deletes under a running stage."""
+    path = lock_path(locks_dir, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the block)
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"{folder} is held by another run ({_read_holder(fh)}): wait for "
+                            "it to finish, or stop it, then run this again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+@contextlib.contextmanager
 def exclusive(locks_dir: Path, *folders: Path) -> Iterator[None]:
     """Hold the locks of `folders` for the block, or raise `RunLocked` at once."""
     handles = []
     try:
-        for folder in sorted({Path(os.path.abspath(f)) for f in folders}):
+        for folder in sorted({Path(os.path.realpath(f)) for f in folders}):
             path = lock_path(locks_dir, folder)
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the block)

@@ -44,11 +44,21 @@ def _params(path: Path) -> Params:
 
 
 @contextlib.contextmanager
-def _one_run(params: Params, *folders: Path) -> Iterator[None]:
-    """Refuse to run while another run writes the same folders (see core.runlock)."""
+def _one_run(params: Params, *folders: Path, shared: tuple[Path, ...] = ()) -> Iterator[None]:
+    """Refuse to run while another run writes the same folders (see core.runlock). In a
+    queued experiment's copy, first link the store, the caches and `shared` to the
+    workspace's (see curate.workspace)."""
     from core.runlock import exclusive
+    from core.runlock import shared as shared_lock
+    from curate.workspace import share_with_workspace
 
-    with exclusive(params.paths.cache / "locks", *folders):
+    linked = share_with_workspace(params, *shared)
+    if linked:
+        console.print("experiment: using the workspace's " + ", ".join(map(str, linked))
+                      + " (paths.experiments: shared)")
+    locks = params.paths.cache / "locks"
+    # Every stage shares the per-image state's lock; `curate gc` takes it alone.
+    with exclusive(locks, *folders, *shared), shared_lock(locks, params.paths.cache):
         yield
 
 
@@ -171,10 +181,10 @@ def matte(
     poor_separation, small_foreground and soft_matte, and the composites' embeddings
     matte_off_subject (thresholds under matte.checks).
     """
-    from curate.stages.matte import MatteOptions, run_matte
+    from curate.stages.matte import OUT_SUBDIR, MatteOptions, run_matte
 
     loaded = _params(params)
-    with _one_run(loaded, out):
+    with _one_run(loaded, out, shared=(out / OUT_SUBDIR,)):
         run_matte(loaded, MatteOptions(manifest=manifest, out_dir=out, report=report,
                                        tags=tags, workers=workers))
 
@@ -544,6 +554,48 @@ def show(
         typer.echo(to_json(story))
     else:
         render(story)
+
+
+@app.command()
+def gc(
+    params: ParamsOption = Path("params.yaml"),
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only say what would be deleted and how much it would free.")] = False,
+) -> None:
+    """Free store files, mattes, crops and cache rows no current manifest references.
+
+    Judged against the manifests and dataset cards in this workspace now (run it on the version
+    you work on): images gone from the sources, matte variants and prepare crops of earlier
+    settings, their cache rows.
+
+    Refuses while a stage runs on this cache. Anything deleted is recomputed when needed again
+    (e.g. after checking out an older version).
+    """
+    from core.runlock import RunLocked, exclusive
+    from curate.gc import apply, human, plan_gc
+
+    loaded = _params(params)
+    cache = loaded.paths.cache
+    try:
+        with exclusive(cache / "locks", cache):
+            plan = plan_gc(loaded)
+            for note in plan.notes:
+                console.print(f"gc: {note}")
+            for kind, tally in sorted(plan.tally.items()):
+                console.print(f"  {human(tally.bytes):>9}  {tally.count:>7,}  {kind}")
+            if dry_run or not plan.tally:
+                verb = "would free" if dry_run else "frees"
+                console.print(f"gc: {verb} {human(plan.bytes)} (nothing deleted)")
+                return
+            freed = apply(plan)
+    except RunLocked:
+        raise UserError(f"a stage is running on {cache} (`dvc repro`, a queued experiment or "
+                        "a curate command): run gc when it has finished") from None
+    console.print(f"gc: freed {human(freed)}")
+    if any(k.startswith(("store", "matte")) for k in plan.tally):
+        console.print("gc: data/store and data/matte/out are DVC outputs (not in DVC's cache): "
+                      "`dvc status` now lists the stages that write them; `dvc repro` reruns "
+                      "those from the per-image caches and writes the same manifests")
 
 
 if __name__ == "__main__":

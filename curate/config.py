@@ -598,12 +598,27 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    """The generated demo collection (`curate demo-data`), when the pipeline makes it: the
+    demo's dvc.yaml has a stage that runs the generator with these, so DVC versions its
+    output like any raw input. Absent from a project on a user's own photos."""
+
+    n_base: int = 420  # base photos before the planted cases, which scale with it
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        if self.n_base < 1:
+            raise ConfigError(f"{key}.n_base: got {self.n_base}, expected 1 or more")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml. Sections of later stages are added as they land."""
 
     workers: int = 0
     background: tuple[int, ...] = (255, 255, 255)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    demo: DemoConfig | None = None  # the demo pipeline only: its generated raw inputs
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)

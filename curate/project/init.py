@@ -133,13 +133,19 @@ def init_project(options: InitOptions, run: Callable[..., None], say: Callable[[
     if options.dvc_add:
         for source in params.ingest.sources:
             path = (source.path if source.path.is_absolute() else project / source.path).resolve()
-            if path.is_relative_to(project.resolve()):
-                inside = path.relative_to(project.resolve())
-                run([sys.executable, "-m", "dvc", "add", "-q", str(inside)], project)
-                say(f"dvc add {source.path}: versioned (commit {source.path}.dvc with git)")
-            else:
-                say(f"{source.path} is outside the project, so DVC cannot version it: copy it "
-                    "in and init again, or keep it where it is (it is a dependency either way)")
+            if not path.is_relative_to(project.resolve()):
+                say(f"{source.path} is outside the project, so DVC cannot version it: "
+                    f"`dvc import-url {source.path} photos` versions a copy (then point "
+                    "ingest.sources at photos and run `curate pipeline`), or keep it where it "
+                    "is (it is a dependency either way, on this machine only)")
+                continue
+            inside = path.relative_to(project.resolve())
+            if inside.parts[:1] == ("data",):  # GITIGNORE: DVC refuses a git-ignored .dvc file
+                say(f"{source.path} is under data/, which git ignores, so its .dvc file could "
+                    "not be committed: move it out of data/ (e.g. to photos/) and init again")
+                continue
+            run([sys.executable, "-m", "dvc", "add", "-q", str(inside)], project)
+            say(f"dvc add {source.path}: versioned (commit {source.path}.dvc with git)")
 
 
 def next_steps(project: Path, git: bool) -> list[str]:

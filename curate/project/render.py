@@ -49,6 +49,7 @@ class ProjectSpec:
     models: str = "models/pretrained"
     keypoint_targets: tuple[tuple[float, float], ...] = ((0.5, 0.8), (0.5, 0.2))
     colour_style: str = "disabled"  # quality.checks.colour_style mode (absolute: at z 3.0)
+    demo: bool = False  # a `demo` section: the pipeline generates its own raw inputs
 
 
 #: This repository's demo: `make demo` runs the pipeline these values describe.
@@ -57,6 +58,7 @@ DEMO = ProjectSpec(
     categories=("soles", "pov"), keypoints=("heel", "toe"),
     snapshot="data/demo/labelstudio_export.json", export="data/tags/export.json",
     distributions=(DistributionConfig("soles", ("soles",)), DistributionConfig("pov", ("pov",))),
+    demo=True,
 )
 
 #: The second demo subject (`curate demo-data --subject figures`): cartoon superhero figures,
@@ -108,9 +110,11 @@ def render_pipeline(params: Params, project: Path) -> str:
     snapshot = [_dep(params.tags.snapshot, project)] if params.tags.snapshot else []
     code = code_prefix(project)
     deps = {stage: [] for stage in STAGE_ENTRIES} if code is None else stage_code_deps()
+    store = _dep(params.paths.store, project)
     return _ENV.get_template("dvc.yaml.j2").render(
         ingest_deps=list(dict.fromkeys(sources)), tags_deps=snapshot, code=code,
-        code_deps=deps)
+        code_deps=deps, demo=params.demo is not None,
+        store=None if Path(store).is_absolute() else store)
 
 
 #: The module each stage's command runs, and the command-line module that calls it.

@@ -100,6 +100,13 @@ def variant_key(params: Params, backend_params: dict[str, Any]) -> tuple[str, st
     return op, f"{label}-{op.rsplit(':', 1)[-1][:10]}", raw_name
 
 
+def current_variant(params: Params) -> tuple[str, str | None]:
+    """(folder of the composites and masks, folder of the backend's raw masks or None when
+    subject selection is off) that these params write under data/matte/out/."""
+    _, variant, raw_name = variant_key(params, backend_class(params.matte).settings(params.matte))
+    return variant, raw_name if params.matte.subject.enabled else None
+
+
 @dataclass
 class _Work:
     """Mattes of the live images: cached or just made, failures, and what it cost."""
@@ -276,6 +283,7 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
     _count(summary, manifest, out)
     metrics = summary.metrics()
     metrics["variant"] = variant
+    metrics["raw_variant"] = layout.raw.name if layout.raw is not None else None  # for `curate gc`
     metrics["cutoffs"] = {n: r.cutoff for n, r in results.items()}
     atomic.write_text(options.out_dir / "summary.json",
                       json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -54,6 +54,8 @@ from curate.prepare.worker import Prepared, method_crop, prepare
 #: Bump when the code changes what an image's crop looks like (cached crops are then redone).
 #: 2: mask alignment keeps the mask's largest part and takes the frame exit as the bottom.
 VERSION = 2
+#: Under paths.cache: one folder of PNG crops per settings hash.
+PREPARED_SUBDIR = "prepare"
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,12 @@ def build_tasks(rows: pd.DataFrame, tags: pd.DataFrame | None, params: Params,
     return tasks
 
 
+def prepared_op(settings_hash: str) -> str:
+    """The cache op of the per-image metadata of the PNGs under
+    <paths.cache>/prepare/<settings_hash>/ (what `curate gc` keeps for a current dataset)."""
+    return op_key("prepare.image", VERSION, {"settings": settings_hash})
+
+
 class PreparedPngs:
     """Prepared PNGs on disk (one folder per settings hash); their metadata is cached per
     image by `cached_map`.
@@ -173,7 +181,7 @@ class PreparedPngs:
 
     def __init__(self, root: Path, settings_hash: str) -> None:
         self.root = root / settings_hash
-        self.op = op_key("prepare.image", VERSION, {"settings": settings_hash})
+        self.op = prepared_op(settings_hash)
 
     def png_path(self, image_id: str, variant: int) -> Path:
         return self.root / image_id[:2] / f"{image_id}-{variant}.png"
@@ -418,7 +426,7 @@ def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd
     if params.prepare.match_keypoint_framing:
         settings = calibrate_framing(tasks, settings)
     settings_hash = _settings_hash(settings, params.prepare.source)
-    outputs = PreparedPngs(params.paths.cache / "prepare", settings_hash)
+    outputs = PreparedPngs(params.paths.cache / PREPARED_SUBDIR, settings_hash)
     meta, errors = _prepare_all(tasks, settings, outputs, cache,
                                 options.workers or params.n_workers, summary)
     # Counted only when the dataset is made of the composites (prepare.source: matte).

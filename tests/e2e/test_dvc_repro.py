@@ -44,6 +44,7 @@ def _run(cmd: list[str], cwd: Path) -> str:
 def _fast_params(path: Path) -> None:
     """The same pipeline, sized for a test: the fast matte model, small datasets, a short run."""
     params = yaml.safe_load(path.read_text())
+    params["demo"]["n_base"] = N_BASE  # the demo-data stage generates the raw inputs
     params["matte"]["model"] = "u2netp"
     params["prepare"]["resolution"] = 128
     params["train"].update(kimg=0.2, resolution=32)
@@ -65,7 +66,6 @@ def _fresh_clone(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = _fresh_clone(tmp_path_factory.mktemp("repo"))
-    _run(["curate", "demo-data", "--out", "data/demo", "--n-base", str(N_BASE)], root)
     _run(["dvc", "repro"], root)
     return root
 
@@ -198,7 +198,6 @@ def test_the_pipeline_on_a_dask_cluster_gives_the_same_outputs(
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["compute"]["engine"] = "dask"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copytree(repo_copy / "data/demo", root / "data/demo")
     _run(["dvc", "repro"], root)
     close = ["m_matte_outlier"]
     for stage in ("ingest", "dedup", "quality", "matte", "split"):
@@ -216,10 +215,16 @@ def test_the_pipeline_on_a_dask_cluster_gives_the_same_outputs(
 
 
 def test_new_image_reruns_incrementally(repo_copy: Path) -> None:
+    """A new source folder (the demo's own raw folder is the demo-data stage's output, which
+    DVC would put back): added to params, `curate pipeline`, `dvc repro`."""
     before = pd.read_parquet(repo_copy / "data/ingest/manifest.parquet")
-    new = repo_copy / "data/demo/raw/photos/new-batch/added.png"
+    new = repo_copy / "new-batch/added.png"
     new.parent.mkdir(parents=True)
     Image.new("RGB", (320, 240), (200, 120, 90)).save(new)
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["ingest"]["sources"].append({"kind": "folder", "path": "new-batch"})
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["curate", "pipeline"], repo_copy)
     out = _run(["dvc", "repro", "ingest"], repo_copy)  # later stages: tested above
     after = pd.read_parquet(repo_copy / "data/ingest/manifest.parquet")
     assert len(after) == len(before) + 1

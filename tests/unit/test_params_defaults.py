@@ -24,6 +24,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "ingest.sources": [{"kind": "folder", "path": "data/demo/raw", "include": ["*"],
                         "exclude": [".*", "*/.*"]}],           # the demo's photos
     "tags.snapshot": "data/demo/labelstudio_export.json",        # the demo's annotations
+    "demo": {"n_base": 420, "seed": 0},  # the demo pipeline generates its raw inputs
     # train: the `quick` preset's run-management cadence, for minutes on a CPU
     "train.tick_kimg": 0.5,
     "train.checkpoint_kimg": 2,

@@ -28,6 +28,63 @@ def test_repo_params_and_pipeline_are_the_demo_rendering() -> None:
                                                               REPO)
 
 
+def test_the_demo_pipeline_makes_and_versions_its_own_raw_inputs() -> None:
+    """The demo's raw files are a cached stage output, so a queued experiment's copy of the
+    workspace, a clone after `dvc pull` and `dvc checkout` of a tag all get them."""
+    params = load_params(REPO / "params.yaml")
+    assert params.demo is not None and params.demo.n_base == 420
+    assert params.paths.experiments == "shared"
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    demo = stages["demo-data"]
+    assert demo["cmd"] == ("curate demo-data --out data/demo --n-base ${demo.n_base} "
+                           "--seed ${demo.seed}")
+    assert demo["params"] == ["demo"] and demo["outs"] == ["data/demo"]  # cached: versioned
+    assert "data/demo/raw" in stages["ingest"]["deps"]  # inside the demo's output: one DAG
+    assert "data/demo/labelstudio_export.json" in stages["tags"]["deps"]
+    assert {"data/store": {"persist": True, "cache": False}} in stages["ingest"]["outs"]
+
+
+def test_a_users_project_has_no_demo_stage_and_an_outside_store_is_no_output(
+        tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    project = _init(tmp_path, tmp_path / "photos")
+    params = load_params(project / "params.yaml")
+    assert params.demo is None and params.paths.experiments == "shared"
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    assert "demo-data" not in stages
+    assert {"data/store": {"persist": True, "cache": False}} in stages["ingest"]["outs"]
+    set_key(project / "params.yaml", "paths.store", str(tmp_path / "shared-store"))
+    stages = yaml.safe_load(render_pipeline(load_params(project / "params.yaml"), project)
+                            )["stages"]
+    # DVC refuses outputs outside the project: the manifest pins the store's content instead.
+    assert not any("store" in str(o) for o in stages["ingest"]["outs"])
+
+
+def test_init_dvc_adds_the_sources_it_can_version_and_says_how_for_the_others(
+        tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    for folder in (project / "photos", project / "data" / "raw", tmp_path / "elsewhere"):
+        folder.mkdir(parents=True)
+    said: list[str] = []
+    init_project(InitOptions(sources=(project / "photos", project / "data" / "raw",
+                                      tmp_path / "elsewhere"), project=project, dvc_add=True),
+                 run=lambda cmd, cwd: said.append(" ".join(map(str, cmd))), say=said.append)
+    assert any(line.endswith("-m dvc add -q photos") for line in said)
+    assert not any("dvc add -q data" in line for line in said)
+    assert any("under data/" in line and "move it out" in line for line in said)
+    assert any("dvc import-url" in line and "elsewhere" in line for line in said)
+
+
+def test_demo_and_experiments_settings_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("demo: {n_base: 0}\n")
+    with pytest.raises(ConfigError, match="demo.n_base"):
+        load_params(path)
+    path.write_text("paths: {experiments: mine}\n")
+    with pytest.raises(ConfigError, match="paths.experiments.*'shared', 'own'"):
+        load_params(path)
+
+
 def _init(tmp_path: Path, *sources: Path, **options) -> Path:
     project = tmp_path / "proj"
     said: list[str] = []
