@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.dedup_quality import evaluate as dedup_evaluate
+from bench.dedup_quality import evaluate as dedup_evaluate, truth_groups
 from bench.harness import provenance
 from curate.demo.generate import Flavour
 
@@ -129,13 +129,7 @@ def _truth(project: Path) -> pd.DataFrame:
 
 def dedup_figures(project: Path) -> dict:
     t = _truth(project)
-    file_to_id = dict(zip(t["file"], t["sha256"]))
-    root = {sha: sha for sha in t["sha256"]}
-    kind = {}
-    for r in t.itertuples():
-        if r.kind in ("near_duplicate", "repost"):
-            root[r.sha256] = file_to_id[r.duplicate_of]
-            kind[r.sha256] = r.subkind
+    root, kind = truth_groups(project / "data/demo")
     out = pd.read_parquet(project / "data/dedup/manifest.parquet")
     res = dedup_evaluate(out, root, kind, dict(zip(t["sha256"], t["file"])))
     copies = sum(v["copies"] for v in res["per_kind"].values())
