@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.dedup_quality import evaluate as dedup_evaluate, truth_groups
+from bench.dedup_quality import evaluate as dedup_evaluate
+from bench.dedup_quality import truth_groups
 from bench.harness import provenance
 from curate.demo.generate import Flavour
 
