@@ -102,9 +102,9 @@ params = from_mapping(Params, args["params"], "bench")
 options = PrepareOptions(**{k: v if k == "workers" else Path(v)
                             for k, v in args["options"].items()})
 started = time.perf_counter()
-summary = run_prepare(params, "bench", options)
+result = run_prepare(params, "bench", options)
 seconds = time.perf_counter() - started
-print(json.dumps({"seconds": seconds, "cached": summary.cached}))
+print(json.dumps({"seconds": seconds, "cached": result.cached}))
 """
 
 

@@ -115,7 +115,7 @@ options = QualityOptions(manifest=Path(a["manifest"]), tags=Path(a["tags"]) if a
                          out_dir=out, report=out / "r.html", workers=a["workers"])
 started = time.perf_counter()
 result = run_quality(params, options)
-print(json.dumps({"seconds": time.perf_counter() - started, "decoded": result.decoded}))
+print(json.dumps({"seconds": time.perf_counter() - started, "decoded": result.computed}))
 """
 
 

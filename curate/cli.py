@@ -314,12 +314,14 @@ def tags_pull(
 
     loaded = _params(params)
     with _one_run(loaded, out):
-        tables = run_pull(loaded, out, snapshot, manifest)
+        pulled = run_pull(loaded, out, snapshot, manifest)
     if use:
+        from core.manifest import read_table
         from curate.project.edit import set_key, use_categories
 
         target = (snapshot or loaded.tags.export).as_posix()
-        tagged = sorted(set(tables.merged["category"].dropna()) & set(loaded.tags.categories))
+        merged = read_table(pulled.outputs["merged"])
+        tagged = sorted(set(merged["category"].dropna()) & set(loaded.tags.categories))
         set_key(params, "tags.snapshot", target)
         changes = use_categories(params, tagged)
         for line in [f"tags.snapshot = {target}", *changes]:

@@ -42,6 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.atomic import TEMP_MARKER
+from core.stage import Status
 from curate.config import Params
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -168,7 +169,7 @@ def _prepare_references(data: Path) -> dict[str, set[tuple[str, int]]] | None:
                       ["image_id", "variant", "status", "class_name"])
         if table is None:
             continue
-        for row in table[table.status == "ok"].itertuples():
+        for row in table[table.status == Status.OK].itertuples():
             h = by_class.get(getattr(row, "class_name", None), card["settings_hash"])
             held.setdefault(h, set()).add((str(row.image_id), int(row.variant)))
     return held

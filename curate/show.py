@@ -45,6 +45,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.errors import ParamsError, UserError
+from core.stage import Status
 from curate.config import Params
 from curate.quality.checks import CHECKS
 
@@ -213,7 +214,7 @@ def ingest_facts(loc: Locations, image_id: str) -> Facts:
     rejects.sort(key=lambda r: (r.get("source_uri") or "", r.get("reason") or ""))
     if section["state"] != PRESENT and rejects:
         section = {"state": PRESENT, "manifest": section["manifest"], "image_id": image_id,
-                   "status": "rejected", "reason": rejects[0]["reason"],
+                   "status": Status.REJECTED.value, "reason": rejects[0]["reason"],
                    "source_uris": [r["source_uri"] for r in rejects]}
     section["rejects"] = rejects
     return section
@@ -223,7 +224,7 @@ def dedup_facts(loc: Locations, image_id: str) -> Facts:
     """The image's cluster: the kept image, and every member with the link that joined it."""
     section = stage_row(loc, "dedup", image_id)
     cluster = section.get("cluster_id")
-    section["kept_image"] = cluster or (image_id if section.get("status") == "ok" else None)
+    section["kept_image"] = cluster or (image_id if section.get("status") == Status.OK else None)
     members = (read_rows(loc.manifest("dedup"), "cluster_id", cluster, MEMBER_COLUMNS)
                if cluster else None) or []
     section["members"] = sorted(members, key=lambda m: (m["image_id"] != cluster,
@@ -424,7 +425,7 @@ def _short(image_id: Any) -> str:
 
 
 def _status(value: Any) -> str:
-    colour = {"ok": "green", None: "dim"}.get(value, "red")
+    colour = {Status.OK.value: "green", None: "dim"}.get(value, "red")
     return f"[{colour}]{_text(value)}[/]"
 
 
@@ -461,7 +462,7 @@ def overview(story: Facts) -> Table:
         section = story[stage]
         status, reason = _decision(stage, section)
         if stage in CHAIN and section["state"] == PRESENT:
-            if status != "ok" and status == previous:
+            if status != Status.OK and status == previous:
                 reason = f"{reason} [dim](carried over)[/]"
             previous = status
             status = _status(status)
@@ -497,8 +498,8 @@ def sources_table(ingest: Facts) -> Table:
     rejected = {r["source_uri"]: r for r in ingest.get("rejects", [])}
     for uri in ingest.get("source_uris") or []:
         r = rejected.get(uri)
-        table.add_row(_text(uri), _status("ok") if r is None else f"[red]{_text(r['reason'])}[/]",
-                      "-" if r is None else _text(r.get("message")))
+        outcome = _status(Status.OK) if r is None else f"[red]{_text(r['reason'])}[/]"
+        table.add_row(_text(uri), outcome, "-" if r is None else _text(r.get("message")))
     return table
 
 
@@ -578,7 +579,7 @@ def sections(story: Facts) -> list[RenderableType]:
                                           "bytes", "exif_orientation", "n_frames")))
     if dedup.get("members"):
         out.append(dedup_table(dedup))
-    elif dedup["state"] == PRESENT and dedup.get("status") == "ok":
+    elif dedup["state"] == PRESENT and dedup.get("status") == Status.OK:
         out.append("dedup: no duplicate found; kept")
     if story["tags"]["state"] == PRESENT:
         out += tags_tables(story["tags"])

@@ -26,6 +26,7 @@ import pandas as pd
 from core import atomic
 from core.cache import ResultCache, op_key
 from core.imagemap import cached_map
+from core.stage import Status
 from curate.config import Params
 
 KIND_LABEL = {"exact": "identical pixels", "hash": "perceptual hash",
@@ -128,7 +129,7 @@ def write_report(path: Path, out: pd.DataFrame, params: Params, cache: ResultCac
     copies = out[out.get("n_sources", pd.Series(1, index=out.index)).fillna(1) > 1]
     copies = copies.sort_values(["n_sources", "image_id"], ascending=[False, True]).head(
         cfg.report_max_clusters)
-    unreadable = out[out["status"] == "unreadable"]
+    unreadable = out[out["status"] == Status.UNREADABLE]
     needed = pd.concat([*shown, copies]) if shown or len(copies) else out.head(0)
     thumbs = thumbnails(needed, params, cache, workers) if len(needed) else {}
 
@@ -171,7 +172,7 @@ def _kind_rank(kind: Any) -> int:
 
 def _headline(out: pd.DataFrame, extra: dict[str, int], n_clusters: int
               ) -> list[tuple[str, str, bool]]:
-    dups = out[out["status"] == "duplicate"]
+    dups = out[out["status"] == Status.DUPLICATE]
     by_kind: Sequence[tuple[str, int]] = [
         (k, int((dups["dup_kind"] == k).sum())) for k in KIND_LABEL]
     return [
@@ -186,7 +187,7 @@ def _headline(out: pd.DataFrame, extra: dict[str, int], n_clusters: int
          False),
         ("hash or embedding links dropped: no features in common",
          f"{extra.get('links_contradicted', 0):,}", False),
-        ("unreadable", f"{int((out['status'] == 'unreadable').sum()):,}", False),
+        ("unreadable", f"{int((out['status'] == Status.UNREADABLE).sum()):,}", False),
     ]
 
 

@@ -43,6 +43,7 @@ from core.cache import ResultCache, op_key
 from core.console import StageSummary, console
 from core.imagemap import cached_map
 from core.manifest import read_table, write_table
+from core.stage import StageResult, Status
 from curate.config import Params
 from curate.dedup import clusters as cl
 from curate.dedup.borders import FULL, Box
@@ -72,20 +73,6 @@ class DedupOptions:
     out_dir: Path = Path("data/dedup")
     report: Path | None = None  # default: <paths.reports>/duplicates.html
     workers: int | None = None
-
-
-@dataclass
-class DedupResult:
-    """What a run produced and what it cost (computed now vs taken from the cache)."""
-
-    manifest: pd.DataFrame
-    summary: StageSummary
-    hashes_computed: int = 0
-    hashes_cached: int = 0
-    embeddings_computed: int = 0
-    embeddings_cached: int = 0
-    report: Path | None = None
-    reposts: RepostResult | None = None  # candidate pairs verified now and from the cache
 
 
 @dataclass
@@ -351,7 +338,7 @@ class DedupRun:
 
     def build(self, manifest: pd.DataFrame, cache: ResultCache) -> tuple[pd.DataFrame,
                                                                          _Features]:
-        live_mask = manifest["status"] == "ok"
+        live_mask = manifest["status"] == Status.OK
         live = manifest[live_mask]
         feats = self.features(cache, live)
         ok = live[live["image_id"].isin(set(feats.ids))]  # same order as feats.ids
@@ -363,10 +350,10 @@ class DedupRun:
         for col in DEDUP_COLUMNS:
             out[col] = assigned[col].reindex(out.index).astype(object)
         dup = out["duplicate_of"].notna()
-        out.loc[dup, "status"] = "duplicate"
+        out.loc[dup, "status"] = Status.DUPLICATE.value
         out.loc[dup, "reason"] = "duplicate_of:" + out.loc[dup, "duplicate_of"].astype(str)
         bad = out["image_id"].isin(feats.errors)
-        out.loc[bad, "status"] = "unreadable"
+        out.loc[bad, "status"] = Status.UNREADABLE.value
         out.loc[bad, "reason"] = out.loc[bad, "image_id"].map(feats.errors)
         out["cluster_size"] = out["cluster_size"].astype("Int64")
         out["hash_distance"] = out["hash_distance"].astype("Int64")
@@ -386,10 +373,11 @@ class DedupRun:
         """Outcomes partition the input rows; cluster figures go to `self.extra`."""
         s = self.summary
         s.count("passed_through", n=int((~live_mask).sum()))
-        s.count("kept", n=int((out["status"] == "ok").sum()))
-        for kind, n in out.loc[out["status"] == "duplicate", "dup_kind"].value_counts().items():
+        s.count("kept", n=int((out["status"] == Status.OK).sum()))
+        kinds = out.loc[out["status"] == Status.DUPLICATE, "dup_kind"].value_counts()
+        for kind, n in kinds.items():
             s.count("duplicate", f"duplicate_{kind}", int(n))
-        for reason in out.loc[out["status"] == "unreadable", "reason"]:
+        for reason in out.loc[out["status"] == Status.UNREADABLE, "reason"]:
             s.count("unreadable", str(reason).split(":", 1)[0])
         self.extra = {
             "clusters": int(out["cluster_id"].dropna().nunique()),
@@ -421,8 +409,13 @@ def _candidate(row: pd.Series, sharp: float, framing: str | None) -> cl.Candidat
                         int(row["bytes"]), uris, framing)
 
 
-def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> DedupResult:
-    """Find duplicate clusters in the ingest manifest; write manifest, summary and report."""
+def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> StageResult:
+    """Find duplicate clusters in the ingest manifest; write manifest, summary and report.
+
+    ``computed``: images hashed now (``summary.cached``: hashes from the cache). ``details``:
+    ``embeddings_computed``, ``embeddings_cached``, and ``reposts`` (the `RepostResult` of
+    repost verification: pairs verified now and from the cache; None when it is off).
+    """
     from curate.dedup.report import write_report
 
     manifest = read_table(options.in_manifest)
@@ -444,7 +437,7 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> DedupRe
         f"dedup: hashed {counts.get('hashes_computed', 0):,} images "
         f"({counts.get('hashes_cached', 0):,} from cache), embedded "
         f"{counts.get('embeddings_computed', 0):,} ({counts.get('embeddings_cached', 0):,} "
-        f"from cache); {int((out['status'] == 'duplicate').sum()):,} duplicates -> "
+        f"from cache); {int((out['status'] == Status.DUPLICATE).sum()):,} duplicates -> "
         f"{options.out_dir}/manifest.parquet, report {report}")
     if run.reposts is not None:
         r = run.reposts
@@ -452,7 +445,12 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> DedupRe
             f"dedup: reposts: {r.candidates:,} candidate pairs, {r.pairs_computed:,} verified "
             f"now ({r.pairs_cached:,} from cache, {r.features_computed:,} images' features "
             f"computed) in {r.seconds:.1f} s")
-    return DedupResult(out, run.summary, counts.get("hashes_computed", 0),
-                       counts.get("hashes_cached", 0), counts.get("embeddings_computed", 0),
-                       counts.get("embeddings_cached", 0), report, run.reposts)
+    return StageResult(
+        run.summary,
+        {"manifest": options.out_dir / "manifest.parquet",
+         "summary": options.out_dir / "summary.json", "report": report},
+        computed=counts.get("hashes_computed", 0),
+        details={"embeddings_computed": counts.get("embeddings_computed", 0),
+                 "embeddings_cached": counts.get("embeddings_cached", 0),
+                 "reposts": run.reposts})
 

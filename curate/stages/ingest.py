@@ -30,6 +30,7 @@ from core.console import StageSummary, console, progress_bar
 from core.imagemap import map_items
 from core.manifest import REJECT_COLUMNS, write_table
 from core.parallel import make_executor
+from core.stage import StageResult, Status
 from core.store import Store
 from curate.config import IngestConfig, Params, SourceConfig
 from curate.sources.local import ArchiveLimits, is_archive, iter_archive, walk_folder
@@ -354,7 +355,7 @@ class IngestRun:
                 "exif_orientation": info["exif_orientation"],
                 "n_frames": info["n_frames"],
                 "source_uris": [record["source_uri"]],
-                "status": "ok",
+                "status": Status.OK.value,
                 "reason": None,
             }
             self.summary.count("stored")
@@ -375,8 +376,11 @@ MANIFEST_COLUMNS = [
 ]
 
 
-def run_ingest(params: Params, options: IngestOptions = IngestOptions()) -> StageSummary:
-    """Ingest every source in params.ingest.sources; write manifest, rejects and summary."""
+def run_ingest(params: Params, options: IngestOptions = IngestOptions()) -> StageResult:
+    """Ingest every source in params.ingest.sources; write manifest, rejects and summary.
+
+    ``computed``: inputs read, hashed and probed in this run (the rest came from the cache).
+    """
     run = IngestRun(params, options)
     swept = run.store.sweep()
     if swept:
@@ -391,4 +395,8 @@ def run_ingest(params: Params, options: IngestOptions = IngestOptions()) -> Stag
     run.summary.print()
     console.print(f"ingest: {len(manifest):,} unique images in {params.paths.store}, "
                   f"{len(rejects):,} rejects -> {options.out_dir}/rejects.parquet")
-    return run.summary
+    out = options.out_dir
+    return StageResult(run.summary, {"manifest": out / "manifest.parquet",
+                                     "rejects": out / "rejects.parquet",
+                                     "summary": out / "summary.json"},
+                       computed=len(run.records) - run.summary.cached)

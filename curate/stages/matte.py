@@ -40,6 +40,7 @@ from core.device import check
 from core.imagemap import cached_map, map_items
 from core.manifest import read_table, write_table
 from core.parallel import engine_is_local, make_executor
+from core.stage import StageResult, Status
 from core.store import Store
 from curate.config import Params
 from curate.matte import subject
@@ -71,17 +72,6 @@ class MatteOptions:
     report: Path | None = None  # default: <paths.reports>/mattes.html
     tags: Path | None = Path("data/tags/merged.parquet")  # annotator boxes and keypoints
     workers: int | None = None
-
-
-@dataclass
-class MatteResult:
-    summary: StageSummary
-    processed: int  # matted now
-    remeasured: int  # matted before, statistics measured again
-    cached: int
-    variant: str
-    manifest: Path
-    report: Path
 
 
 def variant_key(params: Params, backend_params: dict[str, Any]) -> tuple[str, str, str]:
@@ -252,8 +242,12 @@ def _learned_note(images: int, rounds: int) -> str:
     return f"subject model: learned on {images} images, {rounds} rounds"
 
 
-def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteResult:
-    """Matte every live image, judge the mattes, write manifest, summary and report."""
+def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> StageResult:
+    """Matte every live image, judge the mattes, write manifest, summary and report.
+
+    ``computed``: images matted now. ``details``: ``remeasured`` (matted before, statistics
+    measured again) and ``variant`` (the folder of this settings' mattes under ``out_dir``).
+    """
     summary = StageSummary("matte")
     manifest = read_table(options.manifest)
     mdir = models.models_dir(params.paths.models)
@@ -267,7 +261,7 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
     op, variant, raw_name = variant_key(params,
                                         backend_class(params.matte).settings(params.matte))
     root = options.out_dir / OUT_SUBDIR / variant
-    live = manifest[manifest["status"].eq("ok")]
+    live = manifest[manifest["status"].eq(Status.OK)]
     workers = options.workers or params.n_workers
     enabled = params.matte.subject.enabled
     layout = _Layout(root, options.out_dir / OUT_SUBDIR / raw_name if enabled else None, mdir,
@@ -311,8 +305,11 @@ def run_matte(params: Params, options: MatteOptions = MatteOptions()) -> MatteRe
     summary.print()
     console.print(f"matte: {work.made:,} matted, {work.remeasured:,} re-measured, "
                   f"{work.cached:,} from cache -> {root}; report: {report}")
-    return MatteResult(summary, work.made, work.remeasured, work.cached, variant,
-                       options.out_dir / "manifest.parquet", report)
+    return StageResult(summary, {"manifest": options.out_dir / "manifest.parquet",
+                                 "summary": options.out_dir / "summary.json", "report": report,
+                                 "mattes": root},
+                       computed=work.made,
+                       details={"remeasured": work.remeasured, "variant": variant})
 
 
 def load_hints(path: Path | None) -> dict[str, subject.Hints]:
@@ -398,7 +395,7 @@ def _judge(params: Params, manifest: pd.DataFrame, known: dict[str, Any],
     frame = manifest.set_index("image_id", drop=False)
     frame.index.name = None
     frame = frame.join(stats, how="left")
-    judged = frame["status"].eq("ok") & frame.index.isin(list(known))
+    judged = frame["status"].eq(Status.OK) & frame.index.isin(list(known))
     results = evaluate_all(frame, params.matte.checks, judged, sources=("matte",))
     reasons = reasons_per_row(results, frame.index)
     for image_id in errors:
@@ -421,24 +418,24 @@ def _judge(params: Params, manifest: pd.DataFrame, known: dict[str, Any],
     mapped = ids.map(reasons)
     out["matte_reasons"] = [list(r) if isinstance(r, list) else [] for r in mapped]
     out["matte_error"] = ids.map(errors).astype("string")
-    live = out["status"].eq("ok")
+    live = out["status"].eq(Status.OK)
     failed = live & ids.isin(list(errors))
     flagged = live & ~failed & out["matte_reasons"].map(len).gt(0)
-    out.loc[flagged, "status"] = "outlier"
+    out.loc[flagged, "status"] = Status.OUTLIER.value
     out.loc[flagged, "reason"] = out.loc[flagged, "matte_reasons"].map(",".join)
-    out.loc[failed, "status"] = "error"
+    out.loc[failed, "status"] = Status.ERROR.value
     out.loc[failed, "reason"] = "matte_failed"
     return out, results, reasons, frame, judged
 
 
 def _count(summary: StageSummary, manifest: pd.DataFrame, out: pd.DataFrame) -> None:
-    was_live = manifest["status"].eq("ok")
+    was_live = manifest["status"].eq(Status.OK)
     for status, n in manifest.loc[~was_live, "status"].value_counts().items():
         summary.count(f"passed through ({status})", n=int(n))
-    summary.count("matted, kept", n=int((out["status"] == "ok").sum()))
-    flagged = was_live & out["status"].eq("outlier")
+    summary.count("matted, kept", n=int((out["status"] == Status.OK).sum()))
+    flagged = was_live & out["status"].eq(Status.OUTLIER)
     summary.count("matted, flagged", n=int(flagged.sum()))
-    summary.count("failed", n=int((was_live & out["status"].eq("error")).sum()))
-    for reasons in out.loc[was_live & ~out["status"].eq("ok"), "matte_reasons"]:
+    summary.count("failed", n=int((was_live & out["status"].eq(Status.ERROR)).sum()))
+    for reasons in out.loc[was_live & ~out["status"].eq(Status.OK), "matte_reasons"]:
         for r in reasons:
             summary.reasons[r] += 1

@@ -43,6 +43,7 @@ from core.errors import ParamsError
 from core.imagemap import cached_map
 from core.manifest import read_table, write_table
 from core.parallel import engine_is_local
+from core.stage import StageResult, Status
 from core.store import Store
 from curate.config import DistributionConfig, Params
 from curate.matte import subject
@@ -237,7 +238,7 @@ def _rows(rows: pd.DataFrame, meta: dict[str, dict], errors: dict[str, str]) -> 
     for image_id in sorted(rows.image_id):
         if image_id in errors or meta[image_id]["skipped"]:
             records.append({"image_id": image_id, "archive_name": None, "variant": None,
-                            "transform": None, "status": "excluded",
+                            "transform": None, "status": Status.EXCLUDED.value,
                             "reason": "prepare_failed" if image_id in errors else "upscale",
                             "message": errors.get(image_id) or meta[image_id]["skipped"],
                             "method": meta.get(image_id, {}).get("method"),
@@ -248,7 +249,7 @@ def _rows(rows: pd.DataFrame, meta: dict[str, dict], errors: dict[str, str]) -> 
         for out in m["outputs"]:
             records.append({"image_id": image_id, "archive_name": None,
                             "variant": out["variant"], "transform": out["transform"],
-                            "status": "ok", "reason": None, "message": None,
+                            "status": Status.OK.value, "reason": None, "message": None,
                             "method": m["method"], "angle_deg": m["angle_deg"],
                             "upscale": m["upscale"]})
     return pd.DataFrame(records).astype({"variant": "Int64", "archive_name": "object"})
@@ -256,7 +257,7 @@ def _rows(rows: pd.DataFrame, meta: dict[str, dict], errors: dict[str, str]) -> 
 
 def _numbered(table: pd.DataFrame) -> pd.DataFrame:
     """`table` with archive names given to its dataset images in row order (the zip's order)."""
-    ok = table.status == "ok"
+    ok = table.status == Status.OK
     table = table.copy()
     table.loc[ok, "archive_name"] = [archive_name(i) for i in range(int(ok.sum()))]
     return table
@@ -266,9 +267,9 @@ def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.
           settings_hash: str, params: Params, resolution: int, zip_name: str,
           settings: Settings, cleaned: set[str]) -> dict:
     """The dataset card: what is in the dataset, where it came from, and what was left out."""
-    live = table[table.status == "ok"]
+    live = table[table.status == Status.OK]
     parents = dist_rows[dist_rows.image_id.isin(live.image_id)]
-    others = all_rows[(all_rows.get("distribution") == name) & (all_rows.status != "ok")]
+    others = all_rows[(all_rows.get("distribution") == name) & (all_rows.status != Status.OK)]
     return {
         "name": name, "file": zip_name, "images": len(live),
         "source_images": int(live.image_id.nunique()), "resolution": resolution,
@@ -279,7 +280,7 @@ def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.
             table[table.variant.fillna(0) == 0].method.dropna()).items())),
         "framing_matched_to_keypoints": {m: dataclasses.asdict(f) for m, f in settings.framing},
         "matte_clutter_removed": len(cleaned & set(live.image_id)),
-        "excluded_here": dict(sorted(Counter(table[table.status != "ok"].reason).items())),
+        "excluded_here": dict(sorted(Counter(table[table.status != Status.OK].reason).items())),
         "removed_upstream": dict(sorted(Counter(others.reason.fillna(others.status)).items())),
     }
 
@@ -376,7 +377,7 @@ def _framing_text(framing: dict[str, dict]) -> str:
 
 def why_empty(name: str, manifest: pd.DataFrame, split_manifest: Path) -> str:
     """What to do when distribution `name` got no live image from the split."""
-    live = manifest[manifest.status == "ok"]
+    live = manifest[manifest.status == Status.OK]
     counts = Counter(live["distribution"].dropna()) if "distribution" in live else Counter()
     proposals = Counter(live["proposal"].dropna()) if "proposal" in live else Counter()
     if proposals and not counts:
@@ -418,7 +419,7 @@ def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd
                           cache: ResultCache, summary: StageSummary) -> _Prepared:
     """Prepare one distribution's live images with its own settings (framing calibrated on
     its own images), so that its PNGs are the cache entries `--dist` makes and reuses."""
-    rows = manifest[(manifest.status == "ok") & (manifest.distribution == dist.name)]
+    rows = manifest[(manifest.status == Status.OK) & (manifest.distribution == dist.name)]
     if rows.empty:
         raise PrepareError(why_empty(dist.name, manifest, options.split_manifest))
     settings = settings_for(params, dist)
@@ -450,7 +451,7 @@ def _prepare_each(params: Params, dists: list[DistributionConfig], options: Prep
 def _check_disjoint(manifest: pd.DataFrame, names: list[str]) -> None:
     """Refuse an image that two of `names` both hold: it would get two labels (the split gives
     one distribution an image, so this means a hand-edited or broken manifest)."""
-    live = manifest[(manifest.status == "ok") & manifest.distribution.isin(names)]
+    live = manifest[(manifest.status == Status.OK) & manifest.distribution.isin(names)]
     held = live.groupby("image_id").distribution.agg(lambda d: sorted(set(d)))
     twice = held[held.map(len) > 1]
     if not twice.empty:
@@ -517,7 +518,7 @@ def _export(name: str, parts: list[_Prepared], manifest: pd.DataFrame, params: P
                 options.out_dir / name / "manifest.parquet", sort_by=["image_id", "variant"])
     for k, part in enumerate(parts):
         _refuse_empty(part.name, table[table.class_index == k], options.out_dir / name)
-    live = table[table.status == "ok"]
+    live = table[table.status == Status.OK]
     zip_path = options.datasets_dir / f"{name}.zip"
     result = write_dataset_zip(
         zip_path, (parts[k].outputs.png_path(i, v).read_bytes()
@@ -532,8 +533,8 @@ def _export(name: str, parts: list[_Prepared], manifest: pd.DataFrame, params: P
     atomic.write_text(options.datasets_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     atomic.write_text(options.datasets_dir / f"{name}.md", _card_markdown(card) + "\n")
     for row in table.itertuples():
-        summary.count("exported" if row.status == "ok" else "excluded",
-                      None if row.status == "ok" else row.reason)
+        summary.count("exported" if row.status == Status.OK else "excluded",
+                      None if row.status == Status.OK else row.reason)
     summary.save(options.out_dir / name / "summary.json")
     summary.print()
     console.print(f"prepare {name}: {result.count} images {result.resolution}x"
@@ -544,7 +545,7 @@ def _export(name: str, parts: list[_Prepared], manifest: pd.DataFrame, params: P
 def _refuse_empty(name: str, table: pd.DataFrame, out_dir: Path) -> None:
     """Stop when prepare left out every image of distribution `name` (no dataset, or an empty
     class), saying where the per-image reasons are."""
-    if (table.status == "ok").any():
+    if (table.status == Status.OK).any():
         return
     why = ", ".join(f"{k}: {v}" for k, v in Counter(table.reason).items())
     raise PrepareError(f"every image of {name!r} was left out ({why}); see "
@@ -562,25 +563,36 @@ def _contents_text(card: dict) -> str:
 
 
 def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOptions()
-                ) -> StageSummary:
-    """Prepare and export the dataset of distribution ``name``."""
-    dists = _distributions(params, [name])
-    summary = StageSummary(f"prepare {name}")
-    parts, manifest = _prepare_each(params, dists, options, summary)
-    _export(name, parts, manifest, params, options, summary, labelled=False)
-    return summary
+                ) -> StageResult:
+    """Prepare and export the dataset of distribution ``name``.
+
+    ``computed``: images aligned and cropped now (the rest came from the cache). ``details``:
+    ``card``, the dataset card also written as ``<name>.json``.
+    """
+    return _run(params, name, _distributions(params, [name]), options, labelled=False)
 
 
 def run_prepare_combined(params: Params, name: str, members: list[str],
-                         options: PrepareOptions = PrepareOptions()) -> StageSummary:
+                         options: PrepareOptions = PrepareOptions()) -> StageResult:
     """Export distributions ``members`` as one class-labelled dataset ``name``.
 
     Class k is ``members[k]``: its images are prepared exactly as ``run_prepare`` prepares
     them (its own alignment and framing), so after the single datasets this is mostly cache
     hits and a re-zip. For class-conditional training (BigGAN-style, StyleGAN's ``--cond``).
     """
-    dists = _check_combination(params, name, members)
+    return _run(params, name, _check_combination(params, name, members), options,
+                labelled=True)
+
+
+def _run(params: Params, name: str, dists: list[DistributionConfig], options: PrepareOptions,
+         labelled: bool) -> StageResult:
     summary = StageSummary(f"prepare {name}")
     parts, manifest = _prepare_each(params, dists, options, summary)
-    _export(name, parts, manifest, params, options, summary, labelled=True)
-    return summary
+    card = _export(name, parts, manifest, params, options, summary, labelled)
+    data = options.datasets_dir
+    return StageResult(
+        summary, {"zip": data / f"{name}.zip", "card": data / f"{name}.json",
+                  "card_markdown": data / f"{name}.md", "grid": data / f"{name}_grid.png",
+                  "manifest": options.out_dir / name / "manifest.parquet",
+                  "summary": options.out_dir / name / "summary.json"},
+        computed=sum(len(p.rows) for p in parts) - summary.cached, details={"card": card})

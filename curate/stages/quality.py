@@ -33,6 +33,7 @@ from core.cache import ResultCache, op_key
 from core.console import StageSummary, console
 from core.imagemap import cached_map
 from core.manifest import read_table, write_table
+from core.stage import StageResult, Status
 from curate.config import Params, QualityConfig
 from curate.quality import outliers
 from curate.quality.checks import CheckResult, evaluate_all, reasons_per_row
@@ -184,7 +185,8 @@ def judge(params: Params, frame: pd.DataFrame, meas: Measurements, use_tags: boo
           workers: int) -> Judgement:
     """Set-relative scores, then thresholds: flags and reasons per image (no decoding)."""
     cfg = params.quality
-    live = frame["status"].eq("ok") if "status" in frame else pd.Series(True, index=frame.index)
+    live = (frame["status"].eq(Status.OK) if "status" in frame
+            else pd.Series(True, index=frame.index))
     unreadable = frame.index.isin(list(meas.errors))
     judged = live & ~unreadable
     groups = frame["category"].tolist() if use_tags else None
@@ -227,8 +229,8 @@ def output_manifest(manifest: pd.DataFrame, j: Judgement, meas: Measurements) ->
     reasons = ids.map(j.reasons)
     out["quality_reasons"] = [list(r) if isinstance(r, list) else [] for r in reasons]
     out["quality_error"] = ids.map(meas.errors).astype("string")
-    flagged = out["quality_reasons"].map(len).gt(0) & out["status"].eq("ok")
-    out.loc[flagged, "status"] = "outlier"
+    flagged = out["quality_reasons"].map(len).gt(0) & out["status"].eq(Status.OK)
+    out.loc[flagged, "status"] = Status.OUTLIER.value
     out.loc[flagged, "reason"] = out.loc[flagged, "quality_reasons"].map(",".join)
     return out
 
@@ -239,10 +241,10 @@ def _summarise(summary: StageSummary, manifest: pd.DataFrame, out: pd.DataFrame,
     summary.cached = meas.cached
     before = manifest["status"].value_counts()
     for status, n in before.items():
-        if status != "ok":
+        if status != Status.OK:
             summary.count(f"passed through ({status})", n=int(n))
-    flagged = out["status"].eq("outlier") & manifest["status"].eq("ok")
-    summary.count("kept", n=int((out["status"] == "ok").sum()))
+    flagged = out["status"].eq(Status.OUTLIER) & manifest["status"].eq(Status.OK)
+    summary.count("kept", n=int((out["status"] == Status.OK).sum()))
     summary.count("outlier", n=int(flagged.sum()))
     for reasons in out.loc[flagged, "quality_reasons"]:
         for r in reasons:
@@ -254,7 +256,7 @@ def _report(params: Params, j: Judgement, thumbs: Mapping[str, str], manifest: p
             path: Path) -> Path:
     cfg = params.quality.report
     task_ids = {i: int(t) for i, t in j.frame["task_id"].dropna().items()}
-    n_live = int(manifest["status"].eq("ok").sum())
+    n_live = int(manifest["status"].eq(Status.OK).sum())
     inp = ReportInput(
         title="Quality outliers", frame=j.frame, results=j.results, reasons=j.reasons,
         thumbs=thumbs, judged=j.judged, extra_reasons=j.extra,
@@ -274,28 +276,20 @@ def _metrics(summary: StageSummary, j: Judgement) -> dict[str, Any]:
     return metrics
 
 
-@dataclass
-class QualityResult:
-    """What a run did: the summary, and how many images it had to decode."""
+def run_quality(params: Params, options: QualityOptions = QualityOptions()) -> StageResult:
+    """Measure, score and judge every live image of the input manifest; write all outputs.
 
-    summary: StageSummary
-    decoded: int
-    cached: int
-    manifest: Path
-    report: Path
-
-
-def run_quality(params: Params, options: QualityOptions = QualityOptions()) -> QualityResult:
-    """Measure, score and judge every live image of the input manifest; write all outputs."""
+    ``computed``: images decoded and measured now (the rest came from the cache).
+    """
     summary = StageSummary("quality")
     manifest = read_table(options.manifest)
     if "status" not in manifest:
-        manifest["status"] = "ok"
+        manifest["status"] = Status.OK.value
     if "reason" not in manifest:
         manifest["reason"] = None
     tags = load_tags(options.tags, params.tags.categories)
     workers = options.workers or params.n_workers
-    live = manifest[manifest["status"].eq("ok")]
+    live = manifest[manifest["status"].eq(Status.OK)]
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
         meas = measure_images(params, live[["image_id", "store_path"]], cache, workers)
         frame = build_frame(manifest, meas, tags)
@@ -310,5 +304,6 @@ def run_quality(params: Params, options: QualityOptions = QualityOptions()) -> Q
     summary.print()
     console.print(f"quality: decoded {meas.decoded:,} images, {meas.cached:,} from cache; "
                   f"report: {report}")
-    return QualityResult(summary, meas.decoded, meas.cached,
-                         options.out_dir / "manifest.parquet", report)
+    return StageResult(summary, {"manifest": options.out_dir / "manifest.parquet",
+                                 "summary": options.out_dir / "summary.json", "report": report},
+                       computed=meas.decoded)

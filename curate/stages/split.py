@@ -30,6 +30,7 @@ import pandas as pd
 from core import atomic
 from core.console import StageSummary, console
 from core.manifest import read_table, write_table
+from core.stage import StageResult, Status
 from curate.config import Params
 from curate.embeddings import embed_detailed, manifest_items
 from curate.split.propagate import cross_validated_accuracy, kmeans, knn_predict
@@ -135,11 +136,15 @@ def assign(live: pd.DataFrame, emb: np.ndarray, tagged: pd.Series, params: Param
     return out, report
 
 
-def run_split(params: Params, options: SplitOptions = SplitOptions()) -> StageSummary:
+def run_split(params: Params, options: SplitOptions = SplitOptions()) -> StageResult:
+    """Assign every live image a distribution; write manifest, report.json, summary and report.
+
+    ``computed``: images embedded now (the rest came from the embedding cache).
+    """
     summary = StageSummary("split")
     manifest = read_table(options.manifest)
     tags = read_table(options.tags) if options.tags.exists() else None
-    live = manifest[manifest.status == "ok"]
+    live = manifest[manifest.status == Status.OK]
     result = embed_detailed(params, manifest_items(params, live), workers=options.workers,
                             description="split: embeddings")
     summary.cached = result.cached
@@ -164,9 +169,9 @@ def run_split(params: Params, options: SplitOptions = SplitOptions()) -> StageSu
     })
     atomic.write_text(options.out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     report_path = options.report or params.paths.reports / "split.html"
-    write_split_report(report_path, out[out.status == "ok"], report, params,
+    write_split_report(report_path, out[out.status == Status.OK], report, params,
                        options.workers or params.n_workers)
-    for row in out[out.status == "ok"].itertuples():
+    for row in out[out.status == Status.OK].itertuples():
         summary.count("unassigned" if pd.isna(row.distribution) else row.distribution,
                       row.dist_source)
     summary.save(options.out_dir / "summary.json")
@@ -177,7 +182,11 @@ def run_split(params: Params, options: SplitOptions = SplitOptions()) -> StageSu
                   f"{report['mode']}; report -> {report_path}")
     for hint in next_steps(report, params):
         console.print(f"[yellow]next:[/] {hint}")
-    return summary
+    return StageResult(summary, {"manifest": options.out_dir / "manifest.parquet",
+                                 "report_json": options.out_dir / "report.json",
+                                 "summary": options.out_dir / "summary.json",
+                                 "report": report_path},
+                       computed=result.computed)
 
 
 def next_steps(report: dict, params: Params) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from core import atomic
 from core.console import StageSummary, console, progress_bar
 from core.errors import UserError
 from core.manifest import read_table, write_table
+from core.stage import StageResult, Status
 from curate.config import Params, TagsConfig
 from curate.tags import agreement, labelconfig, merge, normalise
 from curate.tags.client import Connection, LabelStudioClient, LabelStudioError
@@ -92,13 +93,21 @@ def _parse_export(data: bytes, source: str) -> list[dict[str, Any]]:
     return export
 
 
-def _finish(tables: TagTables, out_dir: Path) -> TagTables:
+def _finish(tables: TagTables, out_dir: Path, stage: str,
+            outputs: dict[str, Path] | None = None) -> StageResult:
+    """Write the tables; the result counts the tagged images per verdict."""
     tables.write(out_dir)
     agreement.print_summary(tables.summary)
     console.print(f"tags: wrote {out_dir}/tags.parquet ({len(tables.tags):,} rows), "
                   f"{out_dir}/merged.parquet ({len(tables.merged):,} images), "
                   f"{out_dir}/agreement.json")
-    return tables
+    summary = StageSummary(stage)
+    for verdict, n in tables.merged["verdict"].value_counts().items():
+        summary.count(str(verdict), n=int(n))
+    return StageResult(summary, {"tags": out_dir / "tags.parquet",
+                                 "merged": out_dir / "merged.parquet",
+                                 "agreement": out_dir / "agreement.json", **(outputs or {})},
+                       computed=len(tables.merged), details={"agreement": tables.summary})
 
 
 # ------------------------------------------------------------------- import
@@ -114,8 +123,10 @@ def image_sizes(manifest: Path | None) -> dict[str, tuple[int, int]] | None:
 
 
 def run_import(params: Params, file: Path | None = None,
-               out_dir: Path = Path("data/tags"), manifest: Path | None = None) -> TagTables:
+               out_dir: Path = Path("data/tags"), manifest: Path | None = None) -> StageResult:
     """Normalise an export file (default ``tags.snapshot``) into the tag tables.
+
+    The result counts images per merged verdict; ``details["agreement"]`` is agreement.json.
 
     With no file and ``tags.snapshot: null`` there are no tags yet, which is a normal state
     (a first run on untagged photos): the tables are written empty, with their columns, and
@@ -128,7 +139,7 @@ def run_import(params: Params, file: Path | None = None,
     if path is None:
         console.print("tags: no snapshot (tags.snapshot is null): writing empty tag tables; "
                       "tag images with `curate tags push` / `curate tags pull`")
-        return _finish(build_tables([], schema, cfg), Path(out_dir))
+        return _finish(build_tables([], schema, cfg), Path(out_dir), "tags import")
     path = Path(path)
     if not path.is_file():
         what = "tags.snapshot points at" if file is None else "there is"
@@ -139,7 +150,7 @@ def run_import(params: Params, file: Path | None = None,
         export = _parse_export(path.read_bytes(), str(path))
         console.print(f"tags: importing {path} ({len(export):,} tasks)")
         tables = build_tables(export, schema, cfg, image_sizes(manifest))
-    return _finish(tables, Path(out_dir))
+    return _finish(tables, Path(out_dir), "tags import")
 
 
 # --------------------------------------------------------------------- pull
@@ -162,8 +173,11 @@ def _existing_project(client: LabelStudioClient, cfg: TagsConfig) -> dict[str, A
 
 
 def run_pull(params: Params, out_dir: Path = Path("data/tags"),
-             snapshot: Path | None = None, manifest: Path | None = None) -> TagTables:
-    """Export the project, then write the snapshot and the tag tables (see module docstring)."""
+             snapshot: Path | None = None, manifest: Path | None = None) -> StageResult:
+    """Export the project, then write the snapshot and the tag tables (see module docstring).
+
+    The result is `run_import`'s, with the snapshot among the outputs.
+    """
     cfg = params.tags
     snapshot = Path(snapshot or cfg.export)
     with _for_people():
@@ -178,11 +192,11 @@ def run_pull(params: Params, out_dir: Path = Path("data/tags"),
         tables = build_tables(export, schema, cfg, image_sizes(manifest))
     atomic.write_bytes(snapshot, raw)
     console.print(f"tags: snapshot {snapshot} ({len(export):,} tasks, {len(raw) / 1e6:.1f} MB)")
-    _finish(tables, Path(out_dir))
+    result = _finish(tables, Path(out_dir), "tags pull", {"snapshot": snapshot})
     if cfg.snapshot is None or snapshot.resolve() != Path(cfg.snapshot).resolve():
         console.print(f"[yellow]note:[/] `dvc repro` imports tags.snapshot ({cfg.snapshot}); set "
                       f"it to {snapshot} in params.yaml to build the pipeline on this pull")
-    return tables
+    return result
 
 
 # --------------------------------------------------------------------- push
@@ -199,49 +213,37 @@ class PushOptions:
     out_dir: Path = Path("data/tags")
 
 
-@dataclass
-class PushReport:
-    """What a push did: per-image outcomes (the stage summary) and project-level events."""
-
-    project_id: int = 0
-    summary: StageSummary = field(default_factory=lambda: StageSummary("tags push"))
-    events: list[str] = field(default_factory=list)
-
-    def print(self, url: str, strategy: str) -> None:
-        self.summary.print()
-        for event in self.events:
-            console.print(f"tags push: {event}")
-        created = self.summary.counts["new task"]
-        console.print(f"tags push: {created:,} new tasks ({strategy}) in project "
-                      f"{self.project_id}: {url}/projects/{self.project_id}/data")
-
-
 def _ensure_project(client: LabelStudioClient, cfg: TagsConfig, xml: str,
-                    report: PushReport) -> None:
+                    events: list[str]) -> int:
+    """The id of the project titled as in params, made or updated to match them."""
     project = client.find_project(cfg.project.title)
     wanted = {"description": cfg.project.description,
               "maximum_annotations": cfg.project.annotators_per_task}
     if project is None:
-        report.project_id = client.create_project(cfg.project.title, label_config=xml, **wanted)
-        report.events.append(f"created project {cfg.project.title!r}")
-        return
-    report.project_id = int(project["id"])
+        events.append(f"created project {cfg.project.title!r}")
+        return client.create_project(cfg.project.title, label_config=xml, **wanted)
+    project_id = int(project["id"])
     changes = {k: v for k, v in wanted.items() if project[k] != v}
     if project["label_config"].strip() != xml.strip():
         changes["label_config"] = xml
     if changes:
-        client.update_project(report.project_id, **changes)
-        report.events.append(f"updated project {cfg.project.title!r}: {', '.join(sorted(changes))}")
+        client.update_project(project_id, **changes)
+        events.append(f"updated project {cfg.project.title!r}: {', '.join(sorted(changes))}")
+    return project_id
 
 
-def run_push(params: Params, options: PushOptions = PushOptions()) -> PushReport:
-    """Create/update the project and import tasks for the selected images."""
+def run_push(params: Params, options: PushOptions = PushOptions()) -> StageResult:
+    """Create/update the project and import tasks for the selected images.
+
+    ``computed``: tasks created. ``details``: ``project_id``, and ``events``, what changed in
+    the project itself (created, updated, storage added).
+    """
     cfg = params.tags
     if not cfg.categories:
         raise TagsError("tags.categories is empty, so annotators would have nothing to choose: "
                         "name the categories in params.yaml (e.g. tags.categories: [soles, pov])")
-    report = PushReport()
-    summary = report.summary
+    summary = StageSummary("tags push")
+    events: list[str] = []
     strategy = options.strategy or cfg.push.strategy
     n = options.n if options.n is not None else cfg.push.n
     seed = options.seed if options.seed is not None else cfg.push.seed
@@ -254,14 +256,13 @@ def run_push(params: Params, options: PushOptions = PushOptions()) -> PushReport
                                    f'value="${labelconfig.IMAGE}" in its <Image> tag')
         urls = image_urls(cfg.images, params.paths.store)
         manifest = read_table(Path(options.manifest or cfg.push.manifest))
-        live = manifest[manifest["status"] == "ok"] if "status" in manifest else manifest
+        live = manifest[manifest["status"] == Status.OK] if "status" in manifest else manifest
         client = _connect(cfg)
-        _ensure_project(client, cfg, xml, report)
-        if urls.storage_path and urls.storage_path not in client.local_storages(
-                report.project_id):
-            client.add_local_storage(report.project_id, urls.storage_path, STORAGE_TITLE)
-            report.events.append(f"added local-files storage {urls.storage_path}")
-        existing = {str(d["image_id"]): (tid, d) for tid, d in client.tasks(report.project_id)
+        project_id = _ensure_project(client, cfg, xml, events)
+        if urls.storage_path and urls.storage_path not in client.local_storages(project_id):
+            client.add_local_storage(project_id, urls.storage_path, STORAGE_TITLE)
+            events.append(f"added local-files storage {urls.storage_path}")
+        existing = {str(d["image_id"]): (tid, d) for tid, d in client.tasks(project_id)
                     if d.get("image_id")}
         store_paths = dict(zip(live["image_id"].astype(str), live["store_path"].astype(str),
                                strict=True))
@@ -270,7 +271,7 @@ def run_push(params: Params, options: PushOptions = PushOptions()) -> PushReport
         chosen = select(strategy, candidates, n, seed)
         tasks = [{"data": {labelconfig.IMAGE: urls.url(store_paths[i]), "image_id": i}}
                  for i in chosen]
-        created = _import(client, report.project_id, tasks, cfg.push.batch_size)
+        created = _import(client, project_id, tasks, cfg.push.batch_size)
     if created != len(tasks):
         raise TagsError(f"Label Studio made {created} tasks out of {len(tasks)} sent; run "
                         "`curate tags push` again (it only sends what is missing)")
@@ -280,8 +281,13 @@ def run_push(params: Params, options: PushOptions = PushOptions()) -> PushReport
     summary.count("new task", n=created)
     summary.count("already tagged", n=tagged)
     summary.count("not selected", n=len(candidates) - len(chosen))
-    report.print(client.url, strategy)
-    return report
+    summary.print()
+    for event in events:
+        console.print(f"tags push: {event}")
+    console.print(f"tags push: {created:,} new tasks ({strategy}) in project {project_id}: "
+                  f"{client.url}/projects/{project_id}/data")
+    return StageResult(summary, computed=created,
+                       details={"project_id": project_id, "events": events})
 
 
 def _candidates(live: pd.DataFrame, in_project: set[str], out_dir: Path

@@ -78,7 +78,6 @@ def ingest() -> Callable[..., IngestResult]:
     """`ingest(params, out_dir, **IngestOptions)` runs the stage in-process and reads its tables."""
 
     def run(params: Params, out: Path, **options: Any) -> IngestResult:
-        summary = run_ingest(params, IngestOptions(out_dir=out, **options))
-        return IngestResult(summary, out)
+        return IngestResult(run_ingest(params, IngestOptions(out_dir=out, **options)).summary, out)
 
     return run

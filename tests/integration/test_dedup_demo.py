@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from core.config import from_mapping
+from core.manifest import read_table
 from curate.config import Params
 from curate.dedup.hashing import HashSpec, hash_image
 from curate.demo.generate import _version_text, generate_demo
@@ -48,7 +49,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.D
     run_ingest(params, IngestOptions(out_dir=root / "ingest"))
     result = run_dedup(params, DedupOptions(in_manifest=root / "ingest/manifest.parquet",
                                             out_dir=root / "dedup"))
-    return demo, root, result.manifest
+    return demo, root, read_table(result.outputs["manifest"])
 
 
 def test_default_params_reach_the_quality_goal(demo_run) -> None:

@@ -18,6 +18,7 @@ from PIL import Image, ImageEnhance
 
 from core.config import from_mapping
 from core.manifest import read_table, write_table
+from core.stage import StageResult
 from curate.config import Params
 from curate.stages.dedup import DEDUP_COLUMNS, DedupOptions, run_dedup
 from curate.stages.ingest import IngestOptions, run_ingest
@@ -153,7 +154,7 @@ def test_rerun_reads_everything_from_the_cache_and_gives_the_same_bytes(run) -> 
     report = (root / "reports/duplicates.html").read_bytes()
     again = run_dedup(params, DedupOptions(in_manifest=root / "ingest/manifest.parquet",
                                            out_dir=root / "dedup", workers=1))
-    assert again.hashes_computed == 0 and again.embeddings_computed == 0
+    assert again.computed == 0 and again.details["embeddings_computed"] == 0
     assert (root / "dedup/manifest.parquet").read_bytes() == before
     assert (root / "reports/duplicates.html").read_bytes() == report
 
@@ -175,7 +176,7 @@ def test_rows_of_other_statuses_pass_through_and_unreadable_images_get_a_reason(
     write_table(manifest, tmp_path / "in.parquet", sort_by=["image_id"])
     res = run_dedup(params, DedupOptions(in_manifest=tmp_path / "in.parquet",
                                          out_dir=tmp_path / "out"))
-    out = res.manifest.set_index("image_id")
+    out = read_table(res.outputs["manifest"]).set_index("image_id")
     first = manifest.iloc[0]
     assert out.loc[first.image_id, "status"] == "outlier"
     assert out.loc[first.image_id, "reason"] == "blurry"
@@ -195,16 +196,16 @@ def test_adding_one_percent_of_images_computes_only_those(tmp_path, images) -> N
     opts = DedupOptions(in_manifest=tmp_path / "ingest/manifest.parquet",
                         out_dir=tmp_path / "dedup", workers=1)
     first = run_dedup(params, opts)
-    assert (first.hashes_computed, first.embeddings_computed) == (100, 100)
+    assert (first.computed, first.details["embeddings_computed"]) == (100, 100)
+    first_hashes = read_table(first.outputs["manifest"]).set_index("image_id")["perceptual_hash"]
     images.write(raw / "new.png", images.png(200, 150, seed=1000))
     run_ingest(params, IngestOptions(out_dir=tmp_path / "ingest", workers=1))
     second = run_dedup(params, opts)
-    assert (second.hashes_computed, second.hashes_cached) == (1, 100)
-    assert (second.embeddings_computed, second.embeddings_cached) == (1, 100)
-    assert len(second.manifest) == 101
-    np.testing.assert_array_equal(
-        second.manifest.set_index("image_id").loc[first.manifest.image_id, "perceptual_hash"],
-        first.manifest.set_index("image_id")["perceptual_hash"])
+    assert (second.computed, second.cached) == (1, 100)
+    assert (second.details["embeddings_computed"], second.details["embeddings_cached"]) == (1, 100)
+    second_hashes = read_table(second.outputs["manifest"]).set_index("image_id")["perceptual_hash"]
+    assert len(second_hashes) == 101
+    np.testing.assert_array_equal(second_hashes.loc[first_hashes.index], first_hashes)
 
 
 def test_embedding_links_what_a_strict_hash_threshold_misses(run, tmp_path) -> None:
@@ -214,15 +215,19 @@ def test_embedding_links_what_a_strict_hash_threshold_misses(run, tmp_path) -> N
     strict = make_params(root, hash_threshold=2, cosine_threshold=0.95,
                          verify={"enabled": False})  # else verification claims the link
     res = run_dedup(strict, opts)
-    assert res.hashes_computed == 0 and res.embeddings_computed == 0  # all from the cache
-    row = {Path(u).name: r for r in res.manifest.itertuples() for u in r.source_uris}[
-        "astronaut-cropped.jpg"]
+    assert res.computed == 0 and res.details["embeddings_computed"] == 0  # all from the cache
+    row = _rows_by_uri(res)["astronaut-cropped.jpg"]
     assert row.status == "duplicate" and row.dup_kind == "embedding"
     assert row.hash_distance > 2 and row.distance == pytest.approx(1 - row.cosine, abs=1e-5)
     no_embed = run_dedup(make_params(root, hash_threshold=2, embeddings=False), opts)
-    row = {Path(u).name: r for r in no_embed.manifest.itertuples() for u in r.source_uris}[
-        "astronaut-cropped.jpg"]
+    row = _rows_by_uri(no_embed)["astronaut-cropped.jpg"]
     assert row.status == "ok" and pd.isna(row.cluster_id)
+
+
+def _rows_by_uri(result: StageResult) -> dict[str, Any]:
+    """File name of every source URI -> its row of the run's output manifest."""
+    return {Path(u).name: r for r in read_table(result.outputs["manifest"]).itertuples()
+            for u in r.source_uris}
 
 
 def _jpeg(rgb: np.ndarray, path: Path, quality: int = 88) -> None:
@@ -261,7 +266,8 @@ def test_reposts_are_verified_with_their_transform_and_the_clean_copy_kept(tmp_p
     opts = DedupOptions(in_manifest=tmp_path / "ingest/manifest.parquet",
                         out_dir=tmp_path / "dedup")
     first = run_dedup(params, opts)
-    by_file = {Path(r.source_uri).name: r for r in first.manifest.itertuples()}
+    by_file = {Path(r.source_uri).name: r
+               for r in read_table(first.outputs["manifest"]).itertuples()}
     original = by_file["left.jpg"]
     assert original.status == "ok" and original.cluster_size == 5
     for name in ("mirror.jpg", "caption.jpg", "letterbox.jpg", "screenshot.jpg"):
@@ -276,17 +282,20 @@ def test_reposts_are_verified_with_their_transform_and_the_clean_copy_kept(tmp_p
         assert by_file[name].status == "ok" and pd.isna(by_file[name].cluster_id), name
     page = (tmp_path / "reports/duplicates.html").read_text()
     assert "verified repost" in page and "adds a border, caption or app UI" in page
-    assert first.reposts is not None and first.reposts.pairs_computed > 0
+    verified = first.details["reposts"]
+    assert verified is not None and verified.pairs_computed > 0
 
-    again = run_dedup(params, opts)
-    assert again.reposts.pairs_computed == 0 and again.reposts.features_computed == 0
-    assert again.reposts.pairs_cached == first.reposts.candidates
+    again = run_dedup(params, opts).details["reposts"]
+    assert again.pairs_computed == 0 and again.features_computed == 0
+    assert again.pairs_cached == verified.candidates
     _jpeg(np.ascontiguousarray(left[20:, 30:]), raw / "crop.jpg")
     run_ingest(params, IngestOptions(out_dir=tmp_path / "ingest", workers=1))
     third = run_dedup(params, opts)
-    assert third.reposts.features_computed == 1  # partners' features come from the cache
-    assert 0 < third.reposts.pairs_computed < first.reposts.pairs_computed
-    crop = {Path(r.source_uri).name: r for r in third.manifest.itertuples()}["crop.jpg"]
+    reverified = third.details["reposts"]
+    assert reverified.features_computed == 1  # partners' features come from the cache
+    assert 0 < reverified.pairs_computed < verified.pairs_computed
+    crop = {Path(r.source_uri).name: r
+            for r in read_table(third.outputs["manifest"]).itertuples()}["crop.jpg"]
     assert crop.duplicate_of == original.image_id
 
 

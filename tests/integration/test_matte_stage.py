@@ -142,10 +142,11 @@ def test_studio_shot_is_cut_out_and_blank_frame_is_flagged(data: SimpleNamespace
 
 def test_rerun_is_cached_and_new_settings_make_a_new_variant(data: SimpleNamespace) -> None:
     again = run_matte(data.params, data.options)
-    assert again.processed == 0 and again.remeasured == 0 and again.variant == data.result.variant
+    assert again.computed == 0 and again.details["remeasured"] == 0
+    assert again.details["variant"] == data.result.details["variant"]
     grey = dataclasses.replace(data.params, background=(128, 128, 128))
     other = run_matte(grey, dataclasses.replace(data.options, out_dir=data.root / "grey"))
-    assert other.variant != data.result.variant and other.processed == 4
+    assert other.details["variant"] != data.result.details["variant"] and other.computed == 4
     row = read_table(data.root / "grey" / "manifest.parquet").set_index("image_id").loc[
         data.ids["blank.jpg"]]
     img = np.asarray(Image.open(data.root / "grey" / row["matte_path"]))
@@ -163,7 +164,7 @@ def test_a_damaged_composite_is_matted_again_not_reused(data: SimpleNamespace,
     whole = composite.read_bytes()
     composite.write_bytes(whole[: len(whole) // 2])  # a copy cut short (disk full, sync lost)
     again = run_matte(data.params, options)
-    assert again.processed == 1
+    assert again.computed == 1
     assert composite.read_bytes() == whole
 
 
@@ -195,7 +196,7 @@ def test_model_free_method_needs_no_model(data: SimpleNamespace, tmp_path: Path)
     result = run_matte(params, dataclasses.replace(data.options, out_dir=tmp_path / "bk"))
     out = read_table(tmp_path / "bk" / "manifest.parquet").set_index("image_id")
     studio = out.loc[data.ids["studio.jpg"]]
-    assert result.variant.startswith("border_key-")
+    assert result.details["variant"].startswith("border_key-")
     assert 0.1 < studio["m_fg_fraction"] < 0.4 and studio["m_boundary_sharpness"] > 0.5
     assert "small_foreground" in out.loc[data.ids["blank.jpg"], "matte_reasons"]
 

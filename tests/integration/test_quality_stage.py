@@ -156,7 +156,7 @@ def test_threshold_change_rescores_without_decoding(stage: SimpleNamespace,
     params = dataclasses.replace(stage.params, quality=stricter)
     options = dataclasses.replace(stage.options, out_dir=tmp_path, report=tmp_path / "r.html")
     result = run_quality(params, options)
-    assert calls == [] and result.decoded == 0
+    assert calls == [] and result.computed == 0
     out = read_table(tmp_path / "manifest.parquet").merge(stage.inp[["image_id", "subkind"]])
     live = stage.out["status"].ne("duplicate").sum()
     assert out["quality_reasons"].map(lambda r: "tiny" in r).sum() == pytest.approx(live / 2, abs=1)
@@ -182,7 +182,7 @@ def test_new_image_costs_one_decode_and_unreadable_file_is_a_reason(
     options = dataclasses.replace(stage.options, manifest=tmp_path / "in.parquet",
                                   out_dir=tmp_path, report=tmp_path / "r.html")
     result = run_quality(stage.params, options)
-    assert result.decoded == 1  # only the new file; everything else from the cache
+    assert result.computed == 1  # only the new file; everything else from the cache
     row = read_table(tmp_path / "manifest.parquet").set_index("image_id").loc["f" * 64]
     assert list(row["quality_reasons"]) == ["unreadable"] and row["status"] == "outlier"
     assert "truncated" in row["quality_error"] or "cannot" in row["quality_error"]
@@ -193,7 +193,7 @@ def test_new_image_costs_one_decode_and_unreadable_file_is_a_reason(
 @pytest.fixture(scope="module")
 def page(stage: SimpleNamespace, open_report) -> object:
     """The report opened from file:// in headless Chromium (tests/conftest.py)."""
-    return open_report(stage.result.report)
+    return open_report(stage.result.outputs["report"])
 
 
 def test_report_loads_without_errors_or_injected_script(page: object) -> None:

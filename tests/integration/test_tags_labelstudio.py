@@ -155,7 +155,7 @@ def test_push_creates_the_project_and_serves_images_from_the_store(
     report = run_push(workspace.params(title), PushOptions(out_dir=workspace.out(title)))
     live = workspace.manifest[workspace.manifest["status"] == "ok"]
     assert report.summary.counts["new task"] == len(live) > 10
-    assert report.events == [f"created project {title!r}", ("added local-files storage "
+    assert report.details["events"] == [f"created project {title!r}", ("added local-files storage "
                              f"{workspace.root.as_posix()}/data/store")]
     tasks = project_tasks(env, title)
     assert set(tasks) == set(live["image_id"])
@@ -175,7 +175,7 @@ def test_push_creates_the_project_and_serves_images_from_the_store(
     again = run_push(workspace.params(title), PushOptions(out_dir=workspace.out(title)))
     assert again.summary.counts["new task"] == 0
     assert again.summary.counts["already in project"] == len(live)
-    assert again.events == [] and again.project_id == report.project_id
+    assert again.details == {"events": [], "project_id": report.details["project_id"]}
     assert len(project_tasks(env, title)) == len(live)
 
 
@@ -243,12 +243,12 @@ def test_round_trip_merges_annotators_and_converts_geometry(env: LocalServer,
     s = sizes[bad]
     submit(env, admin, tasks[bad][0], [category("sandals", s)])
 
-    tables = run_pull(workspace.params(title), out_dir=workspace.out(title))
+    pulled = run_pull(workspace.params(title), out_dir=workspace.out(title))
     out = workspace.out(title)
     assert (out / "export.json").exists()
     tags = read_table(out / "tags.parquet")
     merged = read_table(out / "merged.parquet").set_index("image_id")
-    assert len(merged) == 6 and tables.summary["images"] == 6
+    assert len(merged) == 6 and pulled.details["agreement"]["images"] == 6
 
     row = merged.loc[disagree]
     w, h = sizes[disagree]
@@ -292,11 +292,12 @@ def test_round_trip_merges_annotators_and_converts_geometry(env: LocalServer,
     row = merged.loc[bad]
     assert pd.isna(row.verdict) and list(row.problems) == ["unknown_choice:sandals"]
 
-    (pair,) = tables.summary["pairwise"]
+    (pair,) = pulled.details["agreement"]["pairwise"]
     assert pair["annotators"] == [1, 2] and pair["images"] == 4
     assert pair["agreement"] == 0.5  # corrected and agreed match; disagree and rejected do not
-    assert tables.summary["cancelled"] == 1 and tables.summary["superseded"] == 1
-    assert tables.summary["pending_tasks"] == len(tasks) - 6
+    agreed = pulled.details["agreement"]
+    assert agreed["cancelled"] == 1 and agreed["superseded"] == 1
+    assert agreed["pending_tasks"] == len(tasks) - 6
 
     # images tagged here are not sent again to another project
     again = run_push(workspace.params("second round"),

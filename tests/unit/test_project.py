@@ -179,9 +179,9 @@ def test_using_a_pull_gives_tag_categories_their_distributions(tmp_path: Path) -
 def test_no_snapshot_writes_empty_tag_tables(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     params = load_params(_init(tmp_path, tmp_path / "photos") / "params.yaml")
-    tables = run_import(params, None, tmp_path / "tags")
-    assert tables.merged.empty and "verdict" in tables.merged.columns
-    merged = pd.read_parquet(tmp_path / "tags" / "merged.parquet")
+    result = run_import(params, None, tmp_path / "tags")
+    merged = pd.read_parquet(result.outputs["merged"])
+    assert "verdict" in merged.columns and sum(result.summary.counts.values()) == 0
     assert len(merged) == 0 and {"image_id", "category", "reject"} <= set(merged.columns)
 
 
