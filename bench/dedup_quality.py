@@ -54,9 +54,10 @@ from bench import unseen_photos
 from bench.harness import Bench, load_avg
 from core.cache import ResultCache
 from core.manifest import read_table
-from curate.config import Params, SourceConfig, load_params
+from curate.config import Params, load_params
 from curate.demo.generate import NEAR_KINDS
 from curate.demo.reposts import REPOST_KINDS
+from curate.ingest.config import SourceConfig
 from curate.stages.dedup import DedupOptions, DedupRun
 from curate.stages.ingest import IngestOptions, run_ingest
 

@@ -100,7 +100,8 @@ print(json.dumps({"seconds": seconds}))
 OURS_SCRIPT = r"""
 import dataclasses, json, sys, time
 from pathlib import Path
-from curate.config import Threshold, load_params
+from curate.config import load_params
+from curate.quality.config import Threshold
 from curate.stages.quality import QualityOptions, run_quality
 a = json.loads(Path(sys.argv[1]).read_text())
 params = load_params(Path(a["params"]))

@@ -404,8 +404,8 @@ def million_step(step: str, rows: int) -> float:
         labels = components(rows, i, j)
         assert (labels[src] == labels[dst]).all(), "a planted pair was missed"
     elif step == "quality_rethreshold":
-        from curate.config import QualityConfig
         from curate.quality.checks import evaluate_all, reasons_per_row
+        from curate.quality.config import QualityConfig
         from curate.quality.properties import property_columns
 
         frame = pd.DataFrame(rng.normal(0, 1, (rows, len(property_columns()))).astype(
@@ -434,7 +434,7 @@ def million_step(step: str, rows: int) -> float:
         started = time.perf_counter()
         knn_predict(train, labels, query, 2, 10)
     elif step == "tags_merge":
-        from curate.config import TagsMergeConfig
+        from curate.tags.config import TagsMergeConfig
         from curate.tags.labelconfig import TagSchema
         from curate.tags.merge import merge
         from curate.tags.normalise import BBOX, keypoint_columns, tag_columns

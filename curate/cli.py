@@ -462,8 +462,8 @@ def split(
 
 
 def _name_proposals(params: Path, pairs: list[str]) -> None:
-    from curate.config import PROPOSAL_NAME
     from curate.project.edit import name_proposals
+    from curate.split.config import PROPOSAL_NAME
 
     names = {}
     for pair in pairs:

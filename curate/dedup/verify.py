@@ -35,7 +35,7 @@ from core.parallel import one_thread_per_worker
 from curate.dedup.borders import FULL, Box
 
 if TYPE_CHECKING:
-    from curate.config import VerifyConfig
+    from curate.dedup.config import VerifyConfig
 
 #: Bump when matching or the dense check change a verdict ...
 VERIFY_VERSION = 15

@@ -24,7 +24,7 @@ from PIL import Image
 
 from core import models
 from core.device import onnx_providers
-from curate.config import MatteConfig
+from curate.matte.config import MatteConfig
 from curate.registry import name_registry
 
 

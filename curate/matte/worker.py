@@ -22,9 +22,9 @@ from PIL import Image
 from core import atomic, imageio
 from core.device import torch_device
 from core.imagemap import Failure
-from curate.config import MatteConfig
 from curate.matte import subject
 from curate.matte.backends import cached_backend
+from curate.matte.config import MatteConfig
 from curate.matte.stats import STATS_VERSION, mask_stats
 from curate.quality.worker import thumbnail_data_uri
 

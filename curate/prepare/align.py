@@ -186,7 +186,7 @@ class Framing:
 
     `scale` multiplies the crop's side; (`dx`, `dy`) moves its centre, in its own upright frame
     (x to the subject's right, y down), in units of its side. Measured on the images that have
-    both (see `stages.prepare.calibrate_framing`): a mask's tight box and two keypoints put the
+    both (see `curate.prepare.framing`): a mask's tight box and two keypoints put the
     subject at different sizes and places, and a GAN learns best from one consistent framing.
     """
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from core import atomic, models
 from core.config import ConfigError
 from core.errors import ParamsError
-from curate.config import DistributionConfig, load_params
+from curate.config import load_params
+from curate.ingest.local import is_archive
 from curate.project.render import (
     DEFAULT_ALIGN,
     ProjectSpec,
@@ -25,7 +26,7 @@ from curate.project.render import (
     render_params,
     render_pipeline,
 )
-from curate.sources.local import is_archive
+from curate.split.config import DistributionConfig
 
 URL_LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
 GITIGNORE = """\

@@ -10,8 +10,9 @@ from typing import Any
 import jinja2
 import yaml
 
-from curate.config import DistributionConfig, Params
+from curate.config import Params
 from curate.project.codedeps import code_deps
+from curate.split.config import DistributionConfig
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: The folder holding the `curate` and `train` packages' sources (a checkout of this project).

@@ -27,7 +27,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from curate.config import Threshold
+from curate.quality.config import Threshold
 from curate.registry import name_registry
 
 Source = Literal["pixels", "metadata", "embedding", "matte"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
 from pathlib import Path
@@ -46,23 +46,14 @@ from core.manifest import read_table, write_table
 from core.stage import StageResult, Status
 from curate.config import Params
 from curate.dedup import clusters as cl
+from curate.dedup import graph
 from curate.dedup.borders import FULL, Box
-from curate.dedup.cosine import cosine_pairs
-from curate.dedup.hamming import hamming_pairs
+from curate.dedup.graph import DEDUP_COLUMNS, Features
 from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_one
 from curate.dedup.reposts import Photo, RepostResult, RepostVerifier, candidate_pairs, framed_items
 
 PIXELS_OP = op_key("dedup.pixels", 1)
-#: Pairs this close (and of one size) get their decoded pixels compared: two decoders of
-#: identical pixels (a JPEG decoded at reduced scale, its PNG copy) can differ by a bit or two.
-EXACT_MAX_BITS = 2
 BATCH = 32  # images per worker task
-
-#: Columns this stage adds to the manifest, in order.
-DEDUP_COLUMNS = ("perceptual_hash", "cluster_id", "cluster_size", "duplicate_of", "dup_kind",
-                 "distance", "linked_to", "hash_distance", "cosine", "kept_because",
-                 "transform", "transform_scale", "transform_rotation_deg", "transform_mirror",
-                 "transform_box", "framing")
 
 
 @dataclass(frozen=True)
@@ -73,21 +64,6 @@ class DedupOptions:
     out_dir: Path = Path("data/dedup")
     report: Path | None = None  # default: <paths.reports>/duplicates.html
     workers: int | None = None
-
-
-@dataclass
-class _Features:
-    """Per live image: hash, sharpness, embedding (row-aligned with `ids`)."""
-
-    ids: list[str]
-    hashes: np.ndarray
-    sharpness: np.ndarray
-    blank: np.ndarray  # no perceptual content: compared by exact pixels only
-    vectors: np.ndarray | None
-    errors: dict[str, str] = field(default_factory=dict)
-    content: list[Box] = field(default_factory=list)  # photo inside added framing
-    framed_vectors: np.ndarray | None = None  # embeddings of the framed images' content ...
-    framed_owners: np.ndarray | None = None  # ... and whose they are (indices into ids)
 
 
 class DedupRun:
@@ -137,7 +113,7 @@ class DedupRun:
         self.result_counts["hashes_computed"] = computed
         return found, errors
 
-    def features(self, cache: ResultCache, live: pd.DataFrame) -> _Features:
+    def features(self, cache: ResultCache, live: pd.DataFrame) -> Features:
         hashed, errors = self.hash_images(cache, live)
         ok = live[live["image_id"].isin(hashed)]
         ids = list(ok["image_id"])
@@ -167,7 +143,7 @@ class DedupRun:
             for image_id, message in res.errors.items():
                 if "#" not in image_id:  # a framed photo's error is its image's error
                     console.print(f"[yellow]warning:[/] no embedding for {image_id}: {message}")
-        return _Features(ids, hashes, sharp, blank, vectors, errors, content, framed_vectors,
+        return Features(ids, hashes, sharp, blank, vectors, errors, content, framed_vectors,
                          framed_owners)
 
     def photos(self, rows: pd.DataFrame, content: list[Box]) -> list[Photo]:
@@ -195,55 +171,21 @@ class DedupRun:
         cache.put_many(PIXELS_OP, new)
         return found
 
-    def edges(self, cache: ResultCache, feats: _Features, frame: pd.DataFrame
-              ) -> dict[tuple[int, int], cl.Edge]:
-        """All duplicate edges between live images (indices into feats.ids)."""
-        cfg = self.cfg
-        dims = list(zip(frame["width"], frame["height"]))
-        live = np.flatnonzero(~feats.blank)
-        hi, hj, hd = hamming_pairs(feats.hashes[live], cfg.hash_threshold, self.spec.bits)
-        pairs: dict[tuple[int, int], list[Any]] = {
-            (int(live[a]), int(live[b])): ["hash", int(d), None] for a, b, d in zip(hi, hj, hd)}
-        same = [(a, b) for (a, b), (_, d, _) in pairs.items()
-                if d <= EXACT_MAX_BITS and dims[a] == dims[b]]
-        by_dims: dict[tuple[int, int], list[int]] = {}
-        for k in np.flatnonzero(feats.blank):  # blank images: candidates when sizes match
-            by_dims.setdefault(dims[k], []).append(int(k))
-        for group in by_dims.values():
-            for b in group[1:]:
-                pairs[(group[0], b)] = ["blank", _popcount(feats.hashes, group[0], b), None]
-                same.append((group[0], b))
-        if same:
-            involved = sorted({x for pair in same for x in pair})
-            digests = self.pixel_digests(cache, frame.iloc[involved])
-            for a, b in same:
-                da, db = digests.get(feats.ids[a]), digests.get(feats.ids[b])
-                if da is not None and da == db:
-                    pairs[(a, b)][0] = "exact"
-            pairs = {k: v for k, v in pairs.items() if v[0] != "blank"}
-        if feats.vectors is not None:
-            ci, cj, cs = cosine_pairs(feats.vectors, cfg.cosine_threshold)
-            for a, b, s in zip(ci, cj, cs):
-                key = (int(a), int(b))
-                if key in pairs:
-                    pairs[key][2] = float(s)
-                else:
-                    pairs[key] = ["embedding", _popcount(feats.hashes, a, b), float(s)]
-            for (a, b), entry in pairs.items():
-                if entry[2] is None:
-                    entry[2] = _cos(feats.vectors, a, b)
-        edges = {k: cl.Edge(kind, d, cos) for k, (kind, d, cos) in pairs.items()}
-        if feats.vectors is not None and cfg.verify.enabled:
-            self.add_verified(cache, feats, frame, edges)
-        return edges
+    def edges(self, cache: ResultCache, feats: Features, frame: pd.DataFrame
+              ) -> dict[graph.Pair, cl.Edge]:
+        """All duplicate edges between live images (indices into feats.ids): hash, exact
+        pixels, embedding, and (when verification is on) verified reposts."""
+        found = graph.edges(feats, list(zip(frame["width"], frame["height"])), self.cfg,
+                            self.spec.bits,
+                            lambda rows: self.pixel_digests(cache, frame.iloc[rows]))
+        if feats.vectors is not None and self.cfg.verify.enabled:
+            self.add_verified(cache, feats, frame, found)
+        return found
 
-    def add_verified(self, cache: ResultCache, feats: _Features, frame: pd.DataFrame,
-                     edges: dict[tuple[int, int], cl.Edge]) -> None:
-        """Verify each image's nearest candidates and the hash-linked pairs (not those of
-        identical pixels): a linked verdict adds a ``verified`` edge or upgrades an
-        ``embedding`` one; a hash edge keeps its kind and gains the verdict's framing. A hash
-        or embedding link between two feature-rich images that share no features at all
-        (two halves of one texture) is dropped: `Verdict.contradicts`."""
+    def add_verified(self, cache: ResultCache, feats: Features, frame: pd.DataFrame,
+                     found: dict[graph.Pair, cl.Edge]) -> None:
+        """Verify each image's nearest candidates and the hash-linked pairs, and fold the
+        verdicts into ``found`` (`graph.apply_verdicts`)."""
         v = self.cfg.verify
         assert feats.vectors is not None
         rows, owners = feats.vectors, np.arange(len(feats.ids))
@@ -251,93 +193,27 @@ class DedupRun:
             rows = np.concatenate([rows, feats.framed_vectors])
             owners = np.concatenate([owners, feats.framed_owners])
         near = candidate_pairs(rows, owners, v.candidates, v.candidate_cosine)
-        hashed = [k for k, e in edges.items() if e.kind == "hash"]
-        exact = {k for k, e in edges.items() if e.kind == "exact"}
-        pairs = sorted({p for p in near + hashed
-                        if p not in exact and not feats.blank[p[0]] and not feats.blank[p[1]]})
-        photos = self.photos(frame, feats.content)
-        linked = {p for p in pairs if p in edges}  # a verdict may veto these
-        result = RepostVerifier(self.params, cache, self.workers).run(photos, pairs, linked)
+        pairs = graph.pairs_to_verify(feats, found, near)
+        linked = {p for p in pairs if p in found}  # a verdict may veto these
+        result = RepostVerifier(self.params, cache, self.workers).run(
+            self.photos(frame, feats.content), pairs, linked)
         self.reposts = result
         for key, message in sorted(result.errors.items())[:5]:
             console.print(f"[yellow]warning:[/] repost check skipped for {key}: {message} "
                           "(retried on the next run)")
         if len(result.errors) > 5:
             console.print(f"[yellow]warning:[/] ... and {len(result.errors) - 5} more")
-        for a, b in pairs:
-            ia, ib = feats.ids[a], feats.ids[b]
-            verdict = result.verdicts.get((ia, ib) if ia < ib else (ib, ia))
-            if verdict is None:
-                continue
-            if ia > ib:  # stored mapping the larger id into the smaller: orient b into a
-                verdict = verdict.flipped()
-            known = edges.get((a, b))
-            if known is not None and verdict.contradicts:  # feature-rich, nothing in common
-                del edges[(a, b)]
-                self.vetoed += 1
-            elif known is not None and known.kind == "hash":  # linked anyway: keep framing
-                edges[(a, b)] = cl.Edge("hash", known.hash_distance, known.cosine, verdict)
-            elif verdict.linked:
-                edges[(a, b)] = cl.Edge("verified", _popcount(feats.hashes, a, b),
-                                        _cos(feats.vectors, a, b), verdict)
+        self.vetoed += graph.apply_verdicts(feats, found, pairs, result.verdicts)
 
-    # ------------------------------------------------------------------ clusters
-
-    def assign(self, frame: pd.DataFrame, feats: _Features,
-               edges: dict[tuple[int, int], cl.Edge]) -> pd.DataFrame:
+    def assign(self, frame: pd.DataFrame, feats: Features,
+               found: dict[graph.Pair, cl.Edge]) -> pd.DataFrame:
         """Per live image: cluster, kept or duplicate, and the link that explains it."""
-        n = len(feats.ids)
-        keys = np.array(list(edges), dtype=np.int64).reshape(-1, 2)
-        labels = cl.components(n, keys[:, 0], keys[:, 1])
-        adj = cl.adjacency(edges)
-        flags = cl.framing_flags(edges)
-        out = {c: [None] * n for c in DEDUP_COLUMNS}
-        out["perceptual_hash"] = [f"{int(h):0{-(-self.spec.bits // 4)}x}" for h in feats.hashes]
-        out["cluster_size"] = [1] * n
-        members: dict[int, list[int]] = {}
-        for idx, label in enumerate(labels):
-            members.setdefault(int(label), []).append(idx)
-        cfg = self.cfg
-        for group in members.values():
-            if len(group) < 2:
-                continue
-            cands = [_candidate(frame.iloc[i], feats.sharpness[i], flags.get(i)) for i in group]
-            best = cl.choose_kept(cands, cfg.keep, cfg.source_priority,
-                                  cfg.sharpness_tolerance)
-            kept = group[cands.index(best)]
-            links = cl.link_paths(kept, adj)
-            by_index = dict(zip(group, cands))
-            for i in group:
-                out["cluster_id"][i] = feats.ids[kept]
-                out["cluster_size"][i] = len(group)
-                out["framing"][i] = flags.get(i)
-                if i == kept:
-                    continue
-                via, edge = links[i]
-                if edge.verdict is not None and edge.verdict.linked:
-                    # stored mapping the larger index into the smaller: orient it i -> via
-                    v = edge.verdict if i > via else edge.verdict.flipped()
-                    out["transform"][i] = v.describe()
-                    out["transform_scale"][i] = round(v.scale, 4)
-                    out["transform_rotation_deg"][i] = round(v.rotation_deg, 2)
-                    out["transform_mirror"][i] = v.mirror
-                    out["transform_box"][i] = [round(x, 4) for x in v.a_box]
-                out["duplicate_of"][i] = feats.ids[kept]
-                out["dup_kind"][i] = edge.kind
-                out["distance"][i] = edge.distance
-                out["linked_to"][i] = feats.ids[via]
-                out["hash_distance"][i] = _popcount(feats.hashes, i, kept)
-                if feats.vectors is not None:
-                    out["cosine"][i] = _cos(feats.vectors, i, kept)
-                out["kept_because"][i] = cl.decide(best, by_index[i], cfg.keep,
-                                                   cfg.source_priority,
-                                                   cfg.sharpness_tolerance)[1]
-        return pd.DataFrame(out, index=frame.index)
+        return graph.assign(frame, feats, found, self.cfg, self.spec.bits)
 
     # ------------------------------------------------------------------ output
 
     def build(self, manifest: pd.DataFrame, cache: ResultCache) -> tuple[pd.DataFrame,
-                                                                         _Features]:
+                                                                         Features]:
         live_mask = manifest["status"] == Status.OK
         live = manifest[live_mask]
         feats = self.features(cache, live)
@@ -369,7 +245,7 @@ class DedupRun:
         return out, feats
 
     def _count(self, out: pd.DataFrame, manifest: pd.DataFrame, live_mask: pd.Series,
-               feats: _Features) -> None:
+               feats: Features) -> None:
         """Outcomes partition the input rows; cluster figures go to `self.extra`."""
         s = self.summary
         s.count("passed_through", n=int((~live_mask).sum()))
@@ -391,22 +267,6 @@ class DedupRun:
                 repost_pairs_linked=self.reposts.linked,
                 links_contradicted=self.vetoed,
                 framed_images=int(sum(1 for b in feats.content if b != FULL)))
-
-
-def _popcount(hashes: np.ndarray, a: int, b: int) -> int:
-    return (int(hashes[a]) ^ int(hashes[b])).bit_count()
-
-
-def _cos(vectors: np.ndarray, a: int, b: int) -> float | None:
-    value = float(np.dot(vectors[a], vectors[b]))
-    return None if np.isnan(value) else round(value, 6)
-
-
-def _candidate(row: pd.Series, sharp: float, framing: str | None) -> cl.Candidate:
-    uris = row.get("source_uris")
-    uris = tuple(uris) if uris is not None and len(uris) else (str(row["source_uri"]),)
-    return cl.Candidate(row["image_id"], int(row["width"]), int(row["height"]), float(sharp),
-                        int(row["bytes"]), uris, framing)
 
 
 def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> StageResult:

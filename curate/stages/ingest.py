@@ -1,9 +1,9 @@
 """Ingest stage: folders, archives and URL lists into the content-addressed store.
 
 Reader / worker / writer, as in img2dataset: this module enumerates inputs and
-owns the cache and the output tables; `ingest_worker` hashes, validates and
-stores bytes in worker processes, and `scrape_worker` fetches URLs there too
-(with `sources.scrape`), so image bytes never pass through the coordinator.
+owns the cache and the output tables; `curate.ingest.worker` hashes, validates
+and stores bytes in worker processes, and `curate.ingest.scrape_worker` fetches URLs
+there too (with `curate.ingest.scrape`), so image bytes never pass through the coordinator.
 
 Incremental by construction: a local file is recognised by (path, size, mtime)
 and an archive likewise, a URL by itself, a content hash by its probe result;
@@ -32,16 +32,17 @@ from core.manifest import REJECT_COLUMNS, write_table
 from core.parallel import make_executor
 from core.stage import StageResult, Status
 from core.store import Store
-from curate.config import IngestConfig, Params, SourceConfig
-from curate.sources.local import ArchiveLimits, is_archive, iter_archive, walk_folder
-from curate.sources.urls import read_url_list
-from curate.stages.ingest_worker import Limits, Record, accept, reject
-from curate.stages.scrape_worker import (
+from curate.config import Params
+from curate.ingest.config import IngestConfig, SourceConfig
+from curate.ingest.local import ArchiveLimits, is_archive, iter_archive, walk_folder
+from curate.ingest.scrape_worker import (
     UrlOutcome,
     close_clients,
     fetch_urls,
     share_of_limits,
 )
+from curate.ingest.urls import read_url_list
+from curate.ingest.worker import Limits, Record, accept, reject
 
 FILE_OP = op_key("ingest.file", 1)
 #: Reasons not cached: the input is tried again on the next run (a crash may be transient).

@@ -30,7 +30,6 @@ from functools import partial
 from operator import attrgetter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from core import atomic
@@ -45,12 +44,13 @@ from core.manifest import read_table, write_table
 from core.parallel import engine_is_local
 from core.stage import StageResult, Status
 from core.store import Store
-from curate.config import DistributionConfig, Params
-from curate.matte import subject
-from curate.prepare.align import Framing, NotApplicable, framing_between
+from curate.config import Params
+from curate.prepare import card as dataset_card
+from curate.prepare.framing import calibrate_framing
 from curate.prepare.grid import sample_grid
 from curate.prepare.task import Settings, Task
-from curate.prepare.worker import Prepared, method_crop, prepare
+from curate.prepare.worker import Prepared, prepare
+from curate.split.config import DistributionConfig
 
 #: Bump when the code changes what an image's crop looks like (cached crops are then redone).
 #: 2: mask alignment keeps the mask's largest part and takes the frame exit as the bottom.
@@ -83,47 +83,6 @@ def settings_for(params: Params, dist: DistributionConfig) -> Settings:
         box_margin=p.box_margin, mask_margin=p.mask_margin, pad=p.pad,
         background=tuple(params.background), max_upscale=p.max_upscale,
         png_compression=p.png_compression, augment=p.augment, device=p.face_device)
-
-
-#: Fewest images with keypoints and a box (or a mask) before the framing is matched.
-MIN_FRAMING_PAIRS = 5
-#: Images measured for the framing: their median is stable well before this many, and the
-#: measuring (read the mask, fit the crop: ~10 ms an image) is redone on every run.
-FRAMING_SAMPLE = 100
-
-
-def calibrate_framing(tasks: list[Task], settings: Settings) -> Settings:
-    """`settings` with box and mask crops reframed to match the keypoint crops.
-
-    A mask's tight box fills the frame (the subject spans ~85% of it), two keypoints mapped to
-    fixed targets leave a margin (heel to toe spans 60% by default): mixed in one dataset, the
-    subject would change size from image to image, which a GAN spends capacity on. On the
-    images that have keypoints and the method's input (a box, a mask), the median framing
-    between the two crops is measured and applied to every crop of that method. It is rounded
-    to 0.01 so that adding a few images rarely changes it: a change changes the settings hash
-    and re-prepares the distribution. Only methods listed after `keypoints` are reframed.
-    """
-    if "keypoints" not in settings.align:
-        return settings
-    later = settings.align[settings.align.index("keypoints") + 1:]
-    with_keypoints = sorted((t for t in tasks if t.keypoints is not None),
-                            key=lambda t: t.image_id)
-    framing = []
-    for method in (m for m in ("box", "mask") if m in later):
-        measured = []
-        for task in with_keypoints:
-            if len(measured) == FRAMING_SAMPLE:
-                break
-            try:
-                measured.append(framing_between(method_crop(task, method, settings),
-                                                method_crop(task, "keypoints", settings)))
-            except NotApplicable:
-                continue
-        if len(measured) >= MIN_FRAMING_PAIRS:
-            framing.append((method, Framing(*(
-                round(float(np.median([getattr(f, k) for f in measured])), 2) + 0.0  # no -0.0
-                for k in ("scale", "dx", "dy")))))
-    return dataclasses.replace(settings, framing=tuple(framing))
 
 
 def _settings_hash(settings: Settings, source: str) -> str:
@@ -263,118 +222,6 @@ def _numbered(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.DataFrame,
-          settings_hash: str, params: Params, resolution: int, zip_name: str,
-          settings: Settings, cleaned: set[str]) -> dict:
-    """The dataset card: what is in the dataset, where it came from, and what was left out."""
-    live = table[table.status == Status.OK]
-    parents = dist_rows[dist_rows.image_id.isin(live.image_id)]
-    others = all_rows[(all_rows.get("distribution") == name) & (all_rows.status != Status.OK)]
-    return {
-        "name": name, "file": zip_name, "images": len(live),
-        "source_images": int(live.image_id.nunique()), "resolution": resolution,
-        "settings_hash": settings_hash,
-        "augmentation": dataclasses.asdict(params.prepare.augment),
-        "per_source": dict(sorted(Counter(parents.source).items())),
-        "per_alignment_method": dict(sorted(Counter(
-            table[table.variant.fillna(0) == 0].method.dropna()).items())),
-        "framing_matched_to_keypoints": {m: dataclasses.asdict(f) for m, f in settings.framing},
-        "matte_clutter_removed": len(cleaned & set(live.image_id)),
-        "excluded_here": dict(sorted(Counter(table[table.status != Status.OK].reason).items())),
-        "removed_upstream": dict(sorted(Counter(others.reason.fillna(others.status)).items())),
-    }
-
-
-def _card_markdown(card: dict) -> str:
-    labelled = "class-labelled " if "classes" in card else ""
-    lines = [f"# Dataset `{card['name']}`", "",
-             (f"`{card['file']}`: {card['images']} images at {card['resolution']}x"
-              f"{card['resolution']} from {card['source_images']} source images "
-              f"({labelled}StyleGAN2-ADA / StyleGAN3 / EDM2 zip format). Settings hash "
-              f"`{card['settings_hash']}`."), "", f"![sample grid]({card['name']}_grid.png)", ""]
-    lines += _classes_markdown(card.get("classes", []))
-    for title, key in (("Per source", "per_source"), ("Alignment method", "per_alignment_method"),
-                       ("Left out by prepare", "excluded_here"),
-                       ("Removed by earlier stages", "removed_upstream")):
-        lines += [f"## {title}", "", "| | count |", "|---|---:|"]
-        lines += [f"| {k} | {v} |" for k, v in card[key].items()] or ["| (none) | 0 |"]
-        lines.append("")
-    lines += ["## Framing", "", *_framing_lines(card), ""]
-    lines += ["## Mattes", "", _cleaned_text(card) + ".", ""]
-    return "\n".join(lines)
-
-
-def _classes_markdown(classes: list[dict]) -> list[str]:
-    """The class table of a combined dataset (a trainer's class index -> what it holds)."""
-    if not classes:
-        return []
-    return ["## Classes", "", ("`dataset.json` labels every image with the index of its "
-                               "class: the distribution it comes from."), "",
-            "| class index | name | images | source images |", "|---:|---|---:|---:|",
-            *(f"| {c['index']} | {c['name']} | {c['images']} | {c['source_images']} |"
-              for c in classes), ""]
-
-
-def _framing_lines(card: dict) -> list[str]:
-    """One line for a distribution's dataset; one per class for a combined one (each class is
-    framed as its own distribution's dataset is)."""
-    if "classes" not in card:
-        return [_framing_text(card["framing_matched_to_keypoints"])]
-    return [f"- `{c['name']}`: {_framing_text(c['framing_matched_to_keypoints'])}"
-            for c in card["classes"]]
-
-
-def _combined_card(name: str, zip_name: str, cards: list[dict]) -> dict:
-    """The card of a combined dataset from its classes' cards (index = position in `cards`).
-
-    Counts are summed; what differs per class (settings hash, framing) stays with the class.
-    """
-    def summed(key: str) -> dict[str, int]:
-        return dict(sorted(sum((Counter(c[key]) for c in cards), Counter()).items()))
-
-    hashes = [c["settings_hash"] for c in cards]
-    return {
-        "name": name, "file": zip_name, "images": sum(c["images"] for c in cards),
-        "source_images": sum(c["source_images"] for c in cards),
-        "resolution": cards[0]["resolution"],
-        "settings_hash": hashlib.sha256(json.dumps(hashes).encode()).hexdigest()[:16],
-        "labels": "class index per image in dataset.json; see classes",
-        "classes": [{"index": k, "name": c["name"], "images": c["images"],
-                     "source_images": c["source_images"], "settings_hash": c["settings_hash"],
-                     "framing_matched_to_keypoints": c["framing_matched_to_keypoints"]}
-                    for k, c in enumerate(cards)],
-        "augmentation": cards[0]["augmentation"],
-        "per_source": summed("per_source"),
-        "per_alignment_method": summed("per_alignment_method"),
-        "matte_clutter_removed": sum(c["matte_clutter_removed"] for c in cards),
-        "excluded_here": summed("excluded_here"),
-        "removed_upstream": summed("removed_upstream"),
-    }
-
-
-def matte_cleaned(rows: pd.DataFrame) -> set[str]:
-    """Images whose matte lost clutter to the matte stage's subject selection (none when the
-    manifest has no subject columns: matting off, or cleaning disabled)."""
-    if "m_parts_dropped" not in rows or "m_subject_removed" not in rows:
-        return set()
-    hit = subject.was_cleaned(rows["m_parts_dropped"].fillna(0),
-                              rows["m_subject_removed"].fillna(0))
-    return set(rows.loc[hit, "image_id"])
-
-
-def _cleaned_text(card: dict) -> str:
-    return (f"{card['matte_clutter_removed']} of {card['source_images']} source images had "
-            "clutter removed from their matte by subject selection")
-
-
-def _framing_text(framing: dict[str, dict]) -> str:
-    if not framing:
-        return "Every crop as its method makes it (no keypoint framing to match)."
-    return "Framed like the keypoint crops: " + "; ".join(
-        f"{m} crops x{f['scale']:.2f}, centre moved ({f['dx']:+.2f}, {f['dy']:+.2f}) sides"
-        for m, f in framing.items()) + "."
-
-
 def why_empty(name: str, manifest: pd.DataFrame, split_manifest: Path) -> str:
     """What to do when distribution `name` got no live image from the split."""
     live = manifest[manifest.status == Status.OK]
@@ -431,7 +278,7 @@ def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd
     meta, errors = _prepare_all(tasks, settings, outputs, cache,
                                 options.workers or params.n_workers, summary)
     # Counted only when the dataset is made of the composites (prepare.source: matte).
-    cleaned = matte_cleaned(rows) if params.prepare.source == "matte" else set()
+    cleaned = dataset_card.matte_cleaned(rows) if params.prepare.source == "matte" else set()
     return _Prepared(dist.name, rows, _rows(rows, meta, errors), settings, settings_hash,
                      outputs, cleaned)
 
@@ -505,7 +352,7 @@ def _grid_png(live: pd.DataFrame, parts: list[_Prepared], card: dict, cleaned: s
         [parts[k].outputs.png_path(i, 0).read_bytes()
          for k, i in zip(tiles.class_index, tiles.image_id)],
         marked=[i in cleaned for i in tiles.image_id],
-        caption=_cleaned_text(card) + " (orange corner)" if cleaned else "")
+        caption=dataset_card.cleaned_text(card) + " (orange corner)" if cleaned else "")
 
 
 def _export(name: str, parts: list[_Prepared], manifest: pd.DataFrame, params: Params,
@@ -524,21 +371,21 @@ def _export(name: str, parts: list[_Prepared], manifest: pd.DataFrame, params: P
         zip_path, (parts[k].outputs.png_path(i, v).read_bytes()
                    for k, i, v in zip(live.class_index, live.image_id, live.variant)),
         labels=live.class_index.tolist() if labelled else None)
-    cards = [_card(p.name, p.rows, manifest, p.table, p.settings_hash, params,
+    cards = [dataset_card.card(p.name, p.rows, manifest, p.table, p.settings_hash, params,
                    result.resolution, zip_path.name, p.settings, p.cleaned) for p in parts]
-    card = _combined_card(name, zip_path.name, cards) if labelled else cards[0]
+    card = dataset_card.combined_card(name, zip_path.name, cards) if labelled else cards[0]
     cleaned = set().union(*(p.cleaned for p in parts))
     atomic.write_bytes(options.datasets_dir / f"{name}_grid.png",
                        _grid_png(live, parts, card, cleaned, params.prepare.grid))
     atomic.write_text(options.datasets_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
-    atomic.write_text(options.datasets_dir / f"{name}.md", _card_markdown(card) + "\n")
+    atomic.write_text(options.datasets_dir / f"{name}.md", dataset_card.card_markdown(card) + "\n")
     for row in table.itertuples():
         summary.count("exported" if row.status == Status.OK else "excluded",
                       None if row.status == Status.OK else row.reason)
     summary.save(options.out_dir / name / "summary.json")
     summary.print()
     console.print(f"prepare {name}: {result.count} images {result.resolution}x"
-                  f"{result.resolution} -> {zip_path}: {_contents_text(card)}")
+                  f"{result.resolution} -> {zip_path}: {dataset_card.contents_text(card)}")
     return card
 
 
@@ -551,15 +398,6 @@ def _refuse_empty(name: str, table: pd.DataFrame, out_dir: Path) -> None:
     raise PrepareError(f"every image of {name!r} was left out ({why}); see "
                        f"{out_dir / 'manifest.parquet'} (for upscale: lower "
                        "prepare.resolution or raise prepare.max_upscale)")
-
-
-def _contents_text(card: dict) -> str:
-    """What the end-of-run line says the dataset holds: its classes, or how it was aligned."""
-    if "classes" in card:
-        return "classes " + ", ".join(f"{c['index']} {c['name']} ({c['images']})"
-                                      for c in card["classes"])
-    methods = ", ".join(f"{k} {v}" for k, v in card["per_alignment_method"].items())
-    return f"aligned by {methods}. {_framing_text(card['framing_matched_to_keypoints'])}"
 
 
 def run_prepare(params: Params, name: str, options: PrepareOptions = PrepareOptions()

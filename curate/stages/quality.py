@@ -34,9 +34,10 @@ from core.console import StageSummary, console
 from core.imagemap import cached_map
 from core.manifest import read_table, write_table
 from core.stage import StageResult, Status
-from curate.config import Params, QualityConfig
+from curate.config import Params
 from curate.quality import outliers
 from curate.quality.checks import CheckResult, evaluate_all, reasons_per_row
+from curate.quality.config import QualityConfig
 from curate.quality.properties import properties_key, property_columns
 from curate.quality.report import ExtraReason, ReportInput, write_report
 from curate.quality.tags import load_tags

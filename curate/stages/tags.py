@@ -29,9 +29,10 @@ from core.console import StageSummary, console, progress_bar
 from core.errors import UserError
 from core.manifest import read_table, write_table
 from core.stage import StageResult, Status
-from curate.config import Params, TagsConfig
+from curate.config import Params
 from curate.tags import agreement, labelconfig, merge, normalise
 from curate.tags.client import Connection, LabelStudioClient, LabelStudioError
+from curate.tags.config import TagsConfig
 from curate.tags.labelconfig import LabelConfigError, TagSchema
 from curate.tags.select import SelectionError, select
 from curate.tags.serving import ImageUrls, ServingError, image_urls

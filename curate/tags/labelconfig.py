@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from curate.config import TagsConfig
+from curate.tags.config import TagsConfig
 
 #: Control names of the generated config (the demo snapshot uses the same).
 IMAGE, CATEGORY, CROP, KEYPOINTS, NOTE = "image", "category", "crop", "keypoints", "note"

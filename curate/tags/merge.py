@@ -20,7 +20,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from curate.config import TagsMergeConfig
+from curate.tags.config import TagsMergeConfig
 from curate.tags.labelconfig import TagSchema
 from curate.tags.normalise import BBOX, keypoint_columns
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from curate.config import TagsImagesConfig
+from curate.tags.config import TagsImagesConfig
 
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 

@@ -16,7 +16,7 @@ import pytest
 
 from core import atomic
 from core.cache import ResultCache
-from curate.stages import ingest_worker
+from curate.ingest import worker as ingest_worker
 from curate.stages.ingest import FILE_OP
 
 pytestmark = pytest.mark.integration

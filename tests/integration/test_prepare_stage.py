@@ -15,8 +15,9 @@ from PIL import Image
 from core.config import PathsConfig
 from core.manifest import write_table
 from core.store import Store, content_id
-from curate.config import Params, PrepareConfig
+from curate.config import Params
 from curate.prepare.augment import AugmentConfig
+from curate.prepare.config import PrepareConfig
 from curate.stages.prepare import PrepareError, PrepareOptions, run_prepare
 
 pytestmark = pytest.mark.integration

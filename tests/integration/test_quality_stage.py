@@ -19,9 +19,10 @@ from core import imageio, models
 from core.config import from_mapping
 from core.manifest import read_table, write_table
 from core.parallel import make_executor
-from curate.config import Params, Threshold
+from curate.config import Params
 from curate.demo.generate import OUTLIER_KINDS, Job, encode, render_job
 from curate.demo.shapes import render_foot
+from curate.quality.config import Threshold
 from curate.stages.ingest import IngestOptions, run_ingest
 from curate.stages.quality import QualityOptions, run_quality
 

@@ -13,9 +13,9 @@ import asyncio
 import httpcore
 import pytest
 
-from curate.config import ScrapeConfig
-from curate.sources.pinned import PinnedBackend, is_public
-from curate.sources.scrape import Scraper
+from curate.ingest.config import ScrapeConfig
+from curate.ingest.pinned import PinnedBackend, is_public
+from curate.ingest.scrape import Scraper
 
 pytestmark = pytest.mark.integration
 PUBLIC = "93.184.216.34"  # judged public; never actually connected to here

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from core.manifest import REJECT_COLUMNS, write_table
 from core.store import Store
 from curate.cli import app
-from curate.config import Params, TagsConfig
+from curate.config import Params
 from curate.matte.stats import STAT_COLUMNS
 from curate.quality.checks import CHECKS
 from curate.quality.properties import property_columns
@@ -34,6 +34,7 @@ from curate.stages.ingest import MANIFEST_COLUMNS
 from curate.stages.matte import COMPOSITE_OUTLIER, SUBJECT_COLUMNS
 from curate.stages.prepare import _labelled_table, _numbered, _rows
 from curate.stages.quality import QUALITY_SOURCES
+from curate.tags.config import TagsConfig
 from curate.tags.labelconfig import schema_for
 from curate.tags.merge import merged_columns
 from curate.tags.normalise import tag_columns

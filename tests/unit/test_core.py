@@ -19,7 +19,8 @@ from core.config import ConfigError, from_mapping
 from core.manifest import read_table, write_table
 from core.parallel import InlineExecutor, make_executor, stream_map
 from core.store import Store, content_id
-from curate.config import IngestConfig, Params, ScrapeConfig, SourceConfig, load_params
+from curate.config import Params, load_params
+from curate.ingest.config import IngestConfig, ScrapeConfig, SourceConfig
 
 
 def temp_leftovers(root: Path) -> list[Path]:

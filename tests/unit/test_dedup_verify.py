@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from curate.config import VerifyConfig
 from curate.dedup import clusters as cl
 from curate.dedup.borders import FULL, box_area, content_box
+from curate.dedup.config import VerifyConfig
 from curate.dedup.cosine import cosine_neighbours
 from curate.dedup.verify import (
     MIRROR_PERM,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.config import MatteConfig
 from curate.matte.backends import BACKENDS, backend_class, make_backend
+from curate.matte.config import MatteConfig
 from curate.matte.stats import mask_stats
 from curate.matte.worker import composite
 
@@ -97,7 +97,7 @@ def test_poor_separation_flags_a_matte_whose_sides_share_their_colours() -> None
     judges: a mask around the subject passes, one that cuts the backdrop in two is flagged."""
     import pandas as pd
 
-    from curate.config import MatteChecks
+    from curate.matte.config import MatteChecks
     from curate.quality.checks import evaluate_all, reasons_per_row
 
     rgb, truth = studio_shot()

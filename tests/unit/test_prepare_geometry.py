@@ -162,7 +162,7 @@ def test_mask_crops_are_framed_like_keypoint_crops(tmp_path) -> None:
     """Mask crops fill the frame, keypoint crops leave a margin; calibrated, they agree."""
     import cv2
 
-    from curate.stages.prepare import calibrate_framing
+    from curate.prepare.framing import calibrate_framing
 
     tasks = []
     for i, (angle, length) in enumerate([(0, 300), (20, 260), (-30, 340), (45, 280), (-10, 320),

@@ -17,9 +17,11 @@ import pytest
 from PIL import Image
 
 from core.config import ConfigError, from_mapping
-from curate.config import MatteChecks, Params, QualityChecks, Threshold
+from curate.config import Params
+from curate.matte.config import MatteChecks
 from curate.quality import outliers
 from curate.quality.checks import CHECKS, evaluate, evaluate_all, make_check, reasons_per_row
+from curate.quality.config import QualityChecks, Threshold
 from curate.quality.properties import PROPERTIES, WorkImage, measure, property_columns
 from curate.quality.report import ExtraReason, ReportInput, json_island, render
 from curate.quality.tags import load_tags

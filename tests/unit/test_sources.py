@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from curate.sources.local import (
+from curate.ingest.local import (
     ArchiveLimits,
     is_archive,
     iter_archive,
@@ -18,7 +18,7 @@ from curate.sources.local import (
     unsafe_reason,
     walk_folder,
 )
-from curate.sources.urls import UrlListError, read_url_list
+from curate.ingest.urls import UrlListError, read_url_list
 
 DEFAULT_EXCLUDE = (".*", "*/.*")
 
@@ -364,8 +364,8 @@ def test_missing_list_file(tmp_path):
 
 
 def test_scrape_limits_are_shared_between_worker_processes():
-    from curate.config import ScrapeConfig
-    from curate.stages.scrape_worker import share_of_limits
+    from curate.ingest.config import ScrapeConfig
+    from curate.ingest.scrape_worker import share_of_limits
 
     share = share_of_limits(ScrapeConfig(concurrency=32, per_host=8), processes=4)
     assert (share.concurrency, share.per_host) == (8, 2)  # hosts still see at most 32 and 8

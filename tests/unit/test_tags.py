@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 
 from core.config import ConfigError, from_mapping
-from curate.config import Params, TagsConfig, TagsImagesConfig, TagsMergeConfig
+from curate.config import Params
 from curate.demo import labelstudio
 from curate.demo.shapes import CATEGORIES
 from curate.stages.tags import TagsError, run_import
 from curate.tags import agreement, labelconfig, merge, normalise, select, serving
 from curate.tags.client import Connection, LabelStudioError, display_url
+from curate.tags.config import TagsConfig, TagsImagesConfig, TagsMergeConfig
 
 CFG = TagsConfig()
 SCHEMA = labelconfig.schema_for(CFG)

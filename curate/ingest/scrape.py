@@ -6,7 +6,7 @@ exponential backoff and jitter only for failures that can heal (timeouts,
 connection errors, 5xx, 429), none for 4xx; a cap on body size checked both
 on Content-Length and while streaming; redirects followed by hand so every hop
 is checked (scheme); every connection made only to an address that was just judged public
-(`curate.sources.pinned`); a deadline on each URL's whole time, retries included; and every
+(`curate.ingest.pinned`); a deadline on each URL's whole time, retries included; and every
 URL ends with either bytes or a reason code plus a message.
 """
 
@@ -21,8 +21,8 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from curate.config import ScrapeConfig
-from curate.sources.pinned import PinnedBackend, PrivateAddress
+from curate.ingest.config import ScrapeConfig
+from curate.ingest.pinned import PinnedBackend, PrivateAddress
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 

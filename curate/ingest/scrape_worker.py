@@ -19,9 +19,9 @@ try:  # libuv's event loop: 5-13% less CPU per URL than asyncio's in bench/inges
 except ImportError:  # not built for this platform (Windows)
     from asyncio import new_event_loop
 
-from curate.config import ScrapeConfig
-from curate.sources.scrape import Scraper
-from curate.stages.ingest_worker import Limits, Record, accept_bytes, reject
+from curate.ingest.config import ScrapeConfig
+from curate.ingest.scrape import Scraper
+from curate.ingest.worker import Limits, Record, accept_bytes, reject
 
 
 @dataclass(frozen=True)

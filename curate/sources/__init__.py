@@ -1,1 +1,0 @@
-"""Where images come from: local folders, archives and URL lists."""
