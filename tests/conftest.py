@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import struct
 import zipfile
 import zlib
@@ -183,3 +184,11 @@ def open_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[
         finally:
             context.close()
 
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 bound by the test but not listening: connecting to it is refused for
+    the whole test (a port found free and released again could be taken meanwhile)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]

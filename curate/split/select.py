@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from curate.config import Params
 from curate.split.propagate import kmeans
 from curate.tags.select import SelectionError, strategy
 
@@ -22,8 +23,8 @@ _NEEDS_SPLIT = ("strategy {name!r} needs the split stage's columns: run `dvc rep
 
 
 @strategy("uncertain")
-def least_confident(candidates: pd.DataFrame, n: int | None, rng: np.random.Generator
-                    ) -> list[str]:
+def least_confident(candidates: pd.DataFrame, n: int | None, rng: np.random.Generator,
+                    params: Params) -> list[str]:
     if "dist_confidence" not in candidates.columns:
         raise SelectionError(_NEEDS_SPLIT.format(name="uncertain"))
     order = candidates.assign(conf=candidates["dist_confidence"].fillna(-1.0)).sort_values(
@@ -33,16 +34,14 @@ def least_confident(candidates: pd.DataFrame, n: int | None, rng: np.random.Gene
 
 
 @strategy("diverse")
-def cluster_representatives(candidates: pd.DataFrame, n: int | None, rng: np.random.Generator
-                            ) -> list[str]:
+def cluster_representatives(candidates: pd.DataFrame, n: int | None, rng: np.random.Generator,
+                            params: Params) -> list[str]:
     if n is None:
         raise SelectionError("strategy 'diverse' needs a count: pass -n N (one image per cluster)")
     if "store_path" not in candidates.columns:
         raise SelectionError(_NEEDS_SPLIT.format(name="diverse"))
-    from curate.config import load_params
     from curate.embeddings import embed, manifest_items
 
-    params = load_params()
     rows = candidates.reset_index(drop=True)
     vectors = embed(params, manifest_items(params, rows))
     valid = np.flatnonzero(np.isfinite(vectors).all(axis=1))

@@ -269,7 +269,7 @@ def run_push(params: Params, options: PushOptions = PushOptions()) -> StageResul
                                strict=True))
         repointed = _repoint(client, existing, store_paths, urls)
         candidates, tagged = _candidates(live, set(existing), options.out_dir)
-        chosen = select(strategy, candidates, n, seed)
+        chosen = select(strategy, candidates, n, seed, params)
         tasks = [{"data": {labelconfig.IMAGE: urls.url(store_paths[i]), "image_id": i}}
                  for i in chosen]
         created = _import(client, project_id, tasks, cfg.push.batch_size)

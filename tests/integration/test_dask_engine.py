@@ -7,10 +7,11 @@ Two real clusters: the LocalCluster a stage starts itself (2 worker processes), 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -57,27 +58,34 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _scheduler_address(scheduler_file: Path, proc: subprocess.Popen) -> str:
+    """The address the scheduler bound (port 0: the system's choice, so no race for a port)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if scheduler_file.exists():
+            with contextlib.suppress(json.JSONDecodeError):
+                return json.loads(scheduler_file.read_text())["address"]
+        assert proc.poll() is None, "dask scheduler exited"
+        time.sleep(0.2)
+    raise AssertionError("dask scheduler wrote no scheduler file in 60 s")
 
 
 @pytest.fixture()
 def scheduler(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """A `dask scheduler` and 2 `dask worker` processes (no nanny: a killed worker stays dead,
     so its tasks must move to the other)."""
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    scheduler_file = tmp_path / "scheduler.json"
     # A task is given up after killing 2 workers (allowed-failures 1), so the killer image
     # cannot use up the workers the other tasks need; and each worker holds only the task it
     # runs (saturation 1.0), so a death never counts against a task queued behind the killer.
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
-                               address.rsplit(":", 1)[1], "--no-dashboard"],
+                               "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
                               cwd=REPO, env={**_env(),
                                              "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
                                              "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION":
                                              "1.0"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    address = _scheduler_address(scheduler_file, procs[0])
     workers = [subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1",
                                  "--nworkers", "1", "--no-nanny", "--host", "127.0.0.1",
                                  "--no-dashboard"],
@@ -151,7 +159,8 @@ def test_a_local_dask_cluster_gives_the_local_pools_outputs(tmp_path: Path) -> N
         pd.testing.assert_frame_equal(pd.read_parquet(project / rel), frame, obj=rel)
 
 
-def test_an_unreachable_scheduler_or_a_missing_gpu_is_one_clear_line(tmp_path: Path) -> None:
+def test_an_unreachable_scheduler_or_a_missing_gpu_is_one_clear_line(tmp_path: Path,
+                                                                   refused_port: int) -> None:
     project = _project(tmp_path)
     _run(["curate", "ingest"], project)
     set_key(project / "params.yaml", "embeddings.device", "cuda")
@@ -164,8 +173,8 @@ def test_an_unreachable_scheduler_or_a_missing_gpu_is_one_clear_line(tmp_path: P
         assert "Traceback" not in said
     set_key(project / "params.yaml", "embeddings.device", "auto")
     set_key(project / "params.yaml", "compute.engine", "dask")
-    set_key(project / "params.yaml", "compute.address", f"tcp://127.0.0.1:{_free_port()}")
     set_key(project / "params.yaml", "compute.connect_timeout_s", 2)
+    set_key(project / "params.yaml", "compute.address", f"tcp://127.0.0.1:{refused_port}")
     proc = subprocess.run(["curate", "dedup"], cwd=project, env=_env(), capture_output=True,
                           text=True, timeout=120, check=False)
     said = proc.stdout + proc.stderr

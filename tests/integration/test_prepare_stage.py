@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -25,12 +26,9 @@ pytestmark = pytest.mark.integration
 
 def _photo(seed: int, w: int = 160, h: int = 120) -> bytes:
     rng = np.random.default_rng(seed)
-    img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-    path = Path(f"/tmp/_prep_{seed}.png")
-    img.save(path)
-    data = path.read_bytes()
-    path.unlink()
-    return data
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _setup(tmp: Path, n: int) -> tuple[Params, PrepareOptions, pd.DataFrame]:

@@ -33,10 +33,11 @@ from curate.config import Params
 from curate.demo.generate import generate_demo
 from curate.stages.ingest import IngestOptions, run_ingest
 from curate.stages.tags import PushOptions, TagsError, run_pull, run_push
-from curate.tags.localserver import LocalServer, User, free_port
+from curate.tags.localserver import LocalServer, User
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- fixtures
@@ -204,6 +205,45 @@ def test_random_sample_pushes_grow_without_duplicates(env: LocalServer,
     assert len(urls) == 7 and all(u.startswith("https://cdn.example/store/") for u in urls)
 
 
+def _three_subjects(raw: Path) -> dict[str, str]:
+    """Four framings each of three unrelated photos; file name -> subject."""
+    import skimage.data
+    from PIL import Image
+
+    raw.mkdir(parents=True, exist_ok=True)
+    subjects = {}
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo = getattr(skimage.data, name)()
+        h, w = photo.shape[:2]
+        for k, (fx, fy) in enumerate(((0, 0), (0.1, 0), (0, 0.1), (0.08, 0.08))):
+            x, y = int(fx * w), int(fy * h)
+            Image.fromarray(photo[y:y + int(h * 0.9), x:x + int(w * 0.9)]).save(
+                raw / f"{name}-{k}.jpg", quality=90)
+            subjects[f"{name}-{k}.jpg"] = name
+    return subjects
+
+
+def test_diverse_push_sends_one_image_per_kind(env: LocalServer, workspace: Workspace) -> None:
+    """`--strategy diverse -n 3` on three subjects: one task each, embedded with the run's
+    params (its own store and cache, not whatever params.yaml the working directory has)."""
+    title = "diverse"
+    root = workspace.root / "diverse"
+    subjects = _three_subjects(root / "raw")
+    mapping = workspace.mapping(title, push={"manifest": str(root / "ingest/manifest.parquet"),
+                                             "strategy": "diverse", "n": 3})
+    mapping["paths"] = {"store": str(root / "store"), "cache": str(root / "cache"),
+                        "models": str(REPO / "models/pretrained")}
+    mapping["ingest"] = {"sources": [{"kind": "folder", "path": str(root / "raw")}]}
+    params = from_mapping(Params, mapping, "")
+    run_ingest(params, IngestOptions(out_dir=root / "ingest", workers=1))
+    pushed = run_push(params, PushOptions(out_dir=workspace.out(title)))
+    assert pushed.computed == pushed.summary.counts["new task"] == 3
+    assert pushed.summary.counts["not selected"] == len(subjects) - 3
+    manifest = read_table(root / "ingest/manifest.parquet").set_index("image_id")
+    chosen = [Path(manifest.loc[i, "source_uri"]).name for i in project_tasks(env, title)]
+    assert sorted(subjects[f] for f in chosen) == ["astronaut", "chelsea", "coffee"]
+
+
 def test_round_trip_merges_annotators_and_converts_geometry(env: LocalServer,
                                                            workspace: Workspace) -> None:
     title = "round trip"
@@ -347,7 +387,7 @@ def _unchanged(workspace: Workspace, title: str) -> dict[str, bytes]:
 ])
 def test_failures_say_what_to_fix_and_keep_the_snapshot(
         case: str, message: str, env: LocalServer, workspace: Workspace,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, refused_port: int) -> None:
     title = "failures"
     if not (workspace.out(title) / "export.json").exists():
         _snapshot(workspace, title)
@@ -359,7 +399,7 @@ def test_failures_say_what_to_fix_and_keep_the_snapshot(
         params = workspace.params("no such project",
                                   export=str(workspace.out(title) / "export.json"))
     elif case == "unreachable":
-        monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{free_port()}")
+        monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{refused_port}")
     else:
         monkeypatch.delenv("LABEL_STUDIO_URL")
     with pytest.raises(TagsError, match=message.replace("(", r"\(")) as err:

@@ -364,18 +364,22 @@ def test_summary_counts_pairs_and_is_json() -> None:
 
 def test_selection_strategies() -> None:
     candidates = pd.DataFrame({"image_id": [f"{i:02d}" for i in range(20, 0, -1)]})
-    assert select.select("untagged", candidates, None, 0) == [f"{i:02d}" for i in range(1, 21)]
-    assert select.select("untagged", candidates, 3, 0) == ["01", "02", "03"]
-    first = select.select("random", candidates, 5, seed=1)
-    assert first == select.select("random", candidates, 5, seed=1)
-    assert first != select.select("random", candidates, 5, seed=2)
+
+    def pick(name: str, n: int | None, seed: int = 0) -> list[str]:
+        return select.select(name, candidates, n, seed, Params())
+
+    assert pick("untagged", None) == [f"{i:02d}" for i in range(1, 21)]
+    assert pick("untagged", 3) == ["01", "02", "03"]
+    first = pick("random", 5, seed=1)
+    assert first == pick("random", 5, seed=1)
+    assert first != pick("random", 5, seed=2)
     assert len(set(first)) == 5 and set(first) <= set(candidates["image_id"])
-    assert len(select.select("random", candidates, 50, seed=1)) == 20
+    assert len(pick("random", 50, seed=1)) == 20
     with pytest.raises(select.SelectionError, match="-n N"):
-        select.select("random", candidates, None, 0)
+        pick("random", None)
     with pytest.raises(select.SelectionError,
                        match="available: diverse, random, uncertain, untagged"):
-        select.select("nearest", candidates, 3, 0)
+        pick("nearest", 3)
 
 
 def test_a_later_stage_plugs_in_a_strategy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -383,14 +387,14 @@ def test_a_later_stage_plugs_in_a_strategy(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "least_sure.py").write_text(
         "from curate.tags.select import strategy\n"
         "@strategy('least_sure')\n"
-        "def least_sure(candidates, n, rng):\n"
+        "def least_sure(candidates, n, rng, params):\n"
         "    ranked = candidates.sort_values('confidence')['image_id'].tolist()\n"
         "    return ranked[:n]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(select.PROVIDERS, "least_sure", "least_sure")
     monkeypatch.setattr(select, "STRATEGIES", dict(select.STRATEGIES))
     candidates = pd.DataFrame({"image_id": ["a", "b", "c"], "confidence": [0.9, 0.2, 0.5]})
-    assert select.select("least_sure", candidates, 2, 0) == ["b", "c"]
+    assert select.select("least_sure", candidates, 2, 0, Params()) == ["b", "c"]
 
 
 # ----------------------------------------------------------------- serving
