@@ -184,6 +184,36 @@ def test_training_ran_and_exported(repo_copy: Path) -> None:
         assert any(p.suffix == ".png" for p in (model / "samples").rglob("*"))
 
 
+def test_dvc_metrics_and_plots_show_every_stages_figures(repo_copy: Path) -> None:
+    """`dvc metrics show` and `dvc plots show`, as a user runs them after `dvc repro`, read the
+    figures each stage wrote, and the figures agree with the stages' own tables."""
+    import json
+
+    metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], repo_copy))[""]["data"]
+    shown = {path: entry["data"] for path, entry in metrics.items()}
+    for stage in ("ingest", "dedup", "quality", "matte", "split"):
+        assert shown[f"data/{stage}/summary.json"]["stage"] == stage
+    manifest = pd.read_parquet(repo_copy / "data/ingest/manifest.parquet")
+    rejects = pd.read_parquet(repo_copy / "data/ingest/rejects.parquet")
+    ingest = shown["data/ingest/summary.json"]["counts"]
+    assert (ingest["stored"], ingest["rejected"]) == (len(manifest), len(rejects))
+    dedup = pd.read_parquet(repo_copy / "data/dedup/manifest.parquet")
+    assert shown["data/dedup/summary.json"]["counts"]["duplicate"] == int(
+        (dedup.status == "duplicate").sum())
+    assert shown["data/split/report.json"]["distributions"]
+    for name in ("soles", "pov"):
+        assert shown[f"data/prepare/{name}/summary.json"]["counts"]["exported"] > 0
+        assert shown[f"models/{name}/live/metrics.json"]["step"] >= 0
+
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], repo_copy))["data"]
+    for name in ("soles", "pov"):
+        curves = [k for k in plots if k.startswith(f"models/{name}/live/plots/metrics/")]
+        assert curves, sorted(plots)
+        for key in curves:
+            values = plots[key][0]["content"]["data"]["values"]
+            assert values and all("step" in v for v in values), key
+
+
 @pytest.mark.slow
 def test_the_pipeline_on_a_dask_cluster_gives_the_same_outputs(
         repo_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -214,9 +244,13 @@ def test_the_pipeline_on_a_dask_cluster_gives_the_same_outputs(
         assert (root / rel).read_bytes() == (repo_copy / rel).read_bytes(), rel
 
 
-def test_new_image_reruns_incrementally(repo_copy: Path) -> None:
+def test_new_image_reruns_incrementally(repo_copy: Path, tmp_path: Path) -> None:
     """A new source folder (the demo's own raw folder is the demo-data stage's output, which
-    DVC would put back): added to params, `curate pipeline`, `dvc repro`."""
+    DVC would put back): added to params, `curate pipeline`, `dvc repro`. In a copy of the
+    project, so the other tests see the pipeline as `dvc repro` left it, in any order. The
+    ingest cache knows a file by its absolute path: the copy's first ingest reads them all."""
+    repo_copy = Path(shutil.copytree(repo_copy, tmp_path / "project", symlinks=True))
+    _run(["curate", "ingest", "--params", "params.yaml", "--out", "data/ingest"], repo_copy)
     before = pd.read_parquet(repo_copy / "data/ingest/manifest.parquet")
     new = repo_copy / "new-batch/added.png"
     new.parent.mkdir(parents=True)
