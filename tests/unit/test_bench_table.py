@@ -11,6 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from bench import table
 
 FIXTURES = Path(__file__).parent / "bench_results"
@@ -25,10 +27,19 @@ def _rows(rendered: str) -> dict[str, str]:
     return out
 
 
-def test_readme_table_is_the_rendering_of_the_result_files() -> None:
+@pytest.mark.parametrize("name", sorted(table.BLOCKS))
+def test_readme_tables_are_the_rendering_of_the_result_files(name: str) -> None:
     readme = table.README.read_text()
-    assert table.current_block(readme) == table.render(), \
-        "README.md's performance table is stale: run `make bench-table`"
+    assert table.current_block(readme, name) == table.BLOCKS[name](table.RESULTS_DIR), \
+        f"README.md's {name} is stale: run `make bench-table`"
+
+
+def test_scale_table_reads_scale_json(tmp_path: Path) -> None:
+    data = json.loads((table.RESULTS_DIR / "scale.json").read_text())
+    data["stages"]["dedup"]["images_per_s"] = 123.4
+    (tmp_path / "scale.json").write_text(json.dumps(data))
+    (row,) = [r for r in table.render_scale(tmp_path).splitlines() if r.startswith("| dedup")]
+    assert "| 123 |" in row
 
 
 def test_every_result_file_is_in_the_table_or_named_in_its_notes() -> None:
