@@ -46,6 +46,15 @@ EASY_KINDS = ("resized", "reencoded", "cropped", "brighter", "darker")
 REPOST_KINDS = ("mirror", "rotated", "cropped_heavy", "caption", "letterbox", "screenshot",
                 "graded", "combo")
 PRE_HARNESS = "†"
+#: What a pre-harness file's row withholds or changes, said under the table while it stands.
+WITHHELD = {
+    "prepare": "prepare's speed-up is withheld (the harness compares with a Pillow loop of the "
+               "same processes and PNG level, and with dataset_tool's own settings)",
+    "dedup": "the dedup search's speed-up is withheld (the harness runs both sides in one run "
+             "at low load, our compile time included)",
+    "tags": "the tags speed-ups are the old file's medians inverted (it reported ours / SDK "
+            "time); the harness takes the median of per-round ratios",
+}
 #: The images bench/scale.py runs matte and prepare on (its `subset_N` phase).
 SCALE_SUBSET = 2000
 
@@ -460,18 +469,14 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
     notes = ["", "Rendered from " + ", ".join(f"`{n}.json`" for n in sorted(everything)
                                                if n in PHRASES) + "."]
     if old:
+        withheld = [WITHHELD[n] for n in old if n in WITHHELD]
         notes.append(
             f"{PRE_HARNESS} From a result file written before `bench/harness.py` ("
             + ", ".join(f"`{n}.json`" for n in old) + "): no alternating turns, and the load "
-            "average, commit and versions partly or not recorded. Shown as recorded, with two "
-            "exceptions. The speed-ups of prepare and of the dedup search are withheld: the "
-            "harness measures them under new settings that will change them (prepare against "
-            "a Pillow loop with the same processes and PNG level, and against dataset_tool's "
-            "own settings; the search with both sides in one run at low load, our compile "
-            "time included). The tags speed-ups are the old file's medians inverted (it "
-            "reported ours / SDK time); the harness takes the median of per-round ratios. "
-            "The other figures keep their settings and move only with the measurement (turns, "
-            "load) when re-run; bench/README.md lists the commands.")
+            "average, commit and versions partly or not recorded. Shown as recorded"
+            + (": " + "; ".join(withheld) + ". The other figures" if withheld else "; they")
+            + " keep their settings and move only with the measurement (turns, load) when "
+            "re-run; bench/README.md lists the commands.")
     if unknown:
         notes.append("Not in the table: " + ", ".join(f"`{n}.json`" for n in unknown) + ".")
     return "\n".join(lines + notes)
