@@ -16,9 +16,9 @@ from curate.matte import subject
 from curate.prepare.task import Settings
 
 
-def card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame, table: pd.DataFrame,
-          settings_hash: str, params: Params, resolution: int, zip_name: str,
-          settings: Settings, cleaned: set[str]) -> dict:
+def distribution_card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame,
+                      table: pd.DataFrame, settings_hash: str, params: Params, resolution: int,
+                      zip_name: str, settings: Settings, cleaned: set[str]) -> dict:
     """The dataset card: what is in the dataset, where it came from, and what was left out."""
     live = table[table.status == Status.OK]
     parents = dist_rows[dist_rows.image_id.isin(live.image_id)]

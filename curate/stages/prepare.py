@@ -371,8 +371,9 @@ def _export(name: str, parts: list[_Prepared], manifest: pd.DataFrame, params: P
         zip_path, (parts[k].outputs.png_path(i, v).read_bytes()
                    for k, i, v in zip(live.class_index, live.image_id, live.variant)),
         labels=live.class_index.tolist() if labelled else None)
-    cards = [dataset_card.card(p.name, p.rows, manifest, p.table, p.settings_hash, params,
-                   result.resolution, zip_path.name, p.settings, p.cleaned) for p in parts]
+    cards = [dataset_card.distribution_card(p.name, p.rows, manifest, p.table, p.settings_hash,
+                                            params, result.resolution, zip_path.name, p.settings,
+                                            p.cleaned) for p in parts]
     card = dataset_card.combined_card(name, zip_path.name, cards) if labelled else cards[0]
     cleaned = set().union(*(p.cleaned for p in parts))
     atomic.write_bytes(options.datasets_dir / f"{name}_grid.png",
