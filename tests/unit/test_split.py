@@ -133,8 +133,8 @@ def test_uncertain_strategy_sends_the_least_confident_first() -> None:
 
     rows = pd.DataFrame({"image_id": ["a", "b", "c", "d"],
                          "dist_confidence": [0.9, 0.4, np.nan, 0.6]})
-    assert select("uncertain", rows, 3, seed=0) == ["c", "b", "d"]
+    assert select("uncertain", rows, 3, 0, Params()) == ["c", "b", "d"]
     import pytest
 
     with pytest.raises(SelectionError, match="dvc repro split"):
-        select("uncertain", rows.drop(columns="dist_confidence"), 2, seed=0)
+        select("uncertain", rows.drop(columns="dist_confidence"), 2, 0, Params())
