@@ -26,6 +26,10 @@ class VerifyConfig:
     min_inliers: int = 10          # features that agree on one transform
     min_agreement: float = 0.8     # share of textured overlap patches whose pixels agree
     min_coverage: float = 0.3      # overlap / the smaller image
+    #: Reposts are straightened by a few degrees or turned by quarter turns (a phone photo
+    #: that lost its EXIF orientation); a fit turned further than this from both is two
+    #: different images whose textures happen to line up, not a copy. 45 allows any turn.
+    max_turn_deg: float = 15.0
 
     def validate(self, key: str) -> None:
         if self.candidates < 1 or not -1.0 <= self.candidate_cosine < 1.0:
@@ -35,6 +39,9 @@ class VerifyConfig:
                               "min_inliers >= 3")
         if not (0.0 < self.min_agreement <= 1.0 and 0.0 < self.min_coverage <= 1.0):
             raise ConfigError(f"{key}: min_agreement and min_coverage must be in (0, 1]")
+        if not 0.0 <= self.max_turn_deg <= 45.0:
+            raise ConfigError(f"{key}.max_turn_deg: got {self.max_turn_deg}, expected 0..45 "
+                              "(45: any turn)")
 
 
 @dataclass(frozen=True)

@@ -88,17 +88,20 @@ class VerifySpec:
     min_coverage: float  # overlap / the smaller image's area (in the first's frame)
     min_agreement: float  # share of textured overlap patches that agree
     background: tuple[int, int, int] = (255, 255, 255)
+    max_turn_deg: float = 45.0  # farthest turn from upright or a quarter turn (45: any)
 
     @classmethod
     def from_config(cls, cfg: VerifyConfig, background: tuple[int, ...] = (255, 255, 255)
                     ) -> VerifySpec:
         return cls(cfg.max_side, cfg.features, cfg.min_inliers, cfg.min_coverage,
-                   cfg.min_agreement, (background[0], background[1], background[2]))
+                   cfg.min_agreement, (background[0], background[1], background[2]),
+                   cfg.max_turn_deg)
 
     def cache_params(self) -> dict[str, object]:
         return {"max_side": self.max_side, "features": self.features,
                 "min_inliers": self.min_inliers, "min_coverage": self.min_coverage,
-                "min_agreement": self.min_agreement, "background": list(self.background)}
+                "min_agreement": self.min_agreement, "background": list(self.background),
+                "max_turn_deg": self.max_turn_deg}
 
 
 @dataclass
@@ -408,6 +411,11 @@ def _step_along_edge(gray: np.ndarray, covered: np.ndarray) -> bool:
     return float(np.median(magnitude[edge])) > max(_STEP_RATIO * typical, _STEP_MIN)
 
 
+def off_quarter_turn(degrees: float) -> float:
+    """How far a turn is from the nearest multiple of 90 degrees (0..45)."""
+    return abs((degrees + 45.0) % 90.0 - 45.0)
+
+
 def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
     """Fit b onto a (plain and mirrored), then check the overlap densely."""
     best: tuple[np.ndarray | None, int, bool] = (None, 0, False)
@@ -440,7 +448,8 @@ def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
     smaller = min(wa * ha, wb * hb * scale_work**2)
     coverage = float(in_a.sum()) / max(1.0, smaller)
     rotation = math.degrees(math.atan2(m[1, 0], m[0, 0]))
-    linked = (agreement.share >= spec.min_agreement and coverage >= spec.min_coverage)
+    linked = (agreement.share >= spec.min_agreement and coverage >= spec.min_coverage
+              and off_quarter_turn(rotation) <= spec.max_turn_deg)
     rest_a, rest_b = _rest_kind(a.gray, in_a), _rest_kind(b.gray, in_b)
     return Verdict(
         linked, inliers, agreement.share, min(1.0, coverage), mirror,

@@ -88,6 +88,29 @@ def test_the_transform_estimate_follows_the_edit() -> None:
     assert back.a_rest_added
 
 
+def _turned(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """`rgb` turned about its centre on a canvas that holds it whole (white corners)."""
+    h, w = rgb.shape[:2]
+    a = np.radians(abs(degrees))
+    size = (int(w * np.cos(a) + h * np.sin(a)) + 1, int(w * np.sin(a) + h * np.cos(a)) + 1)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    m[:, 2] += (size[0] - w) / 2, (size[1] - h) / 2
+    return cv2.warpAffine(rgb, m, size, borderValue=(255, 255, 255))
+
+
+@pytest.mark.parametrize(("degrees", "linked"), [(8, True), (-12, True), (90, True),
+                                                 (-84, True), (35, False), (-60, False)])
+def test_a_copy_turned_far_from_upright_and_quarter_turns_is_not_linked(degrees: float,
+                                                                       linked: bool) -> None:
+    """Reposts are straightened a few degrees or turned by quarter turns; other turns are
+    refused (`max_turn_deg`), and allowing any turn (45) links them all."""
+    original = _features(_rgb("astronaut"))
+    turned = _features(_turned(_rgb("astronaut"), degrees))
+    verdict = verify(original, turned, SPEC)
+    assert verdict.linked == linked, verdict
+    assert verify(original, turned, VerifySpec.from_config(VerifyConfig(max_turn_deg=45))).linked
+
+
 def test_mirrored_descriptors_are_a_permutation_of_the_originals() -> None:
     """OpenCV's SIFT on the mirrored image gives (nearly) the permuted descriptors at the
     mirrored keypoints: what lets verification match mirrors without a second extraction."""
