@@ -515,9 +515,15 @@ def render_out_of_sample(results_dir: Path = RESULTS_DIR) -> str:
     def dedup(c: dict[str, Any]) -> str:
         d, met = c["dedup"], c["goals_met"]["dedup_recall>=0.95@precision>=0.98"]
         missed = sum(len(v) for v in d["missed"].values())
-        return (cell(f"{num(d['copy_recall'])} at {num(d['pair_precision'])}", met)
+        text = (cell(f"{num(d['copy_recall'])} at {num(d['pair_precision'])}", met)
                 + f" ({d['copies']} copies, {missed} missed, "
                 f"{plural(len(d['false_links']), 'false link')})")
+        before = c.get("dedup_before")
+        if before:
+            text += (f"; before {before['change']}: {num(before['copy_recall'])} at "
+                     f"{num(before['pair_precision'])}, "
+                     f"{plural(before['false_links'], 'false link')}")
+        return text
 
     def outliers(c: dict[str, Any], key: str, judged: bool) -> str:
         o, met = c["outliers"][key], c["goals_met"]
