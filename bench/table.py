@@ -7,9 +7,9 @@ Four tables: `bench-table` (every bench, under "Performance"), `scale-table` (pe
 largest N, under "Running at scale"), `out-of-sample-table` (quality against the goals in and
 out of sample) and `matte-table` (subject selection against the true masks, under "Matte").
 
-(`make bench-table` runs the first.) Every figure in the table is read from a result file;
-nothing is typed in by hand, so no figure stands in the README that no result file holds.
-The columns say which way is better: a speed-up is always the peer's time / ours (higher is
+(`make bench-table` runs the first.) Every figure in these tables is read from a result
+file; nothing is typed in by hand, so no figure stands in them that no result file holds. The
+performance table's columns say which way is better: a speed-up is always the peer's time / ours (higher is
 better, below 1 ours is slower), and the load average of the run stands next to it.
 
 Result files from before bench/harness.py (no `provenance.harness`) are shown as they are
