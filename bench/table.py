@@ -9,8 +9,9 @@ out of sample) and `matte-table` (subject selection against the true masks, unde
 
 (`make bench-table` runs the first.) Every figure in these tables is read from a result
 file; nothing is typed in by hand, so no figure stands in them that no result file holds. The
-performance table's columns say which way is better: a speed-up is always the peer's time / ours (higher is
-better, below 1 ours is slower), and the load average of the run stands next to it.
+performance table's columns say which way is better: a speed-up is always the peer's time /
+ours (higher is better, below 1 ours is slower), and the load average of the run stands next
+to it.
 
 Result files from before bench/harness.py (no `provenance.harness`) are shown as they are
 and marked; where such a file holds a figure the harness now measures differently (prepare's
