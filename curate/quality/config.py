@@ -37,7 +37,7 @@ class QualityChecks:
     """One threshold per quality check (curate/quality/checks.py documents each value and
     unit); the checks judged from a matte are configured under `matte.checks`."""
 
-    blurry: Threshold = threshold("absolute", -0.8)
+    blurry: Threshold = threshold("absolute", 0.1)
     dark: Threshold = threshold("absolute", 0.2)
     overexposed: Threshold = threshold("absolute", 0.5)
     low_contrast: Threshold = threshold("absolute", 0.025)

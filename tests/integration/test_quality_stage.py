@@ -124,7 +124,7 @@ def test_clean_images_are_kept_and_rows_are_all_there(stage: SimpleNamespace) ->
     base = out[out["subkind"].eq("") & out["image_id"].ne(stage.dup)
                & out["image_id"].ne(stage.rejected)]
     assert (base["status"] == "ok").mean() >= 0.9, base[["quality_reasons"]]
-    for col in ("q_sharpness_rel", "q_luma_p95", "q_noise", "q_embed_outlier", "q_min_side",
+    for col in ("q_sharpness_peak", "q_luma_p95", "q_noise", "q_embed_outlier", "q_min_side",
                 "q_score_blurry", "q_score_off_subject"):
         assert base[col].notna().all(), col
 
@@ -132,7 +132,7 @@ def test_clean_images_are_kept_and_rows_are_all_there(stage: SimpleNamespace) ->
 def test_duplicates_pass_through_untouched(stage: SimpleNamespace) -> None:
     row = stage.out.set_index("image_id").loc[stage.dup]
     assert row["status"] == "duplicate" and row["reason"] == "duplicate_of:x"
-    assert list(row["quality_reasons"]) == [] and np.isnan(row["q_sharpness_rel"])
+    assert list(row["quality_reasons"]) == [] and np.isnan(row["q_sharpness_peak"])
 
 
 def test_annotator_reject_is_a_reason(stage: SimpleNamespace) -> None:

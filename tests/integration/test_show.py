@@ -109,7 +109,7 @@ def _quality(dedup: pd.DataFrame) -> pd.DataFrame:
         if check.source in QUALITY_SOURCES:
             out[f"q_{check.metric}"] = np.where(live, _passing(name), np.nan)
             out[f"q_score_{name}"] = np.where(live, 0.25, np.nan)
-    out["q_sharpness_rel"] = np.where(out.image_id == BLURRY, -1.5, out["q_sharpness_rel"])
+    out["q_sharpness_peak"] = np.where(out.image_id == BLURRY, -1.5, out["q_sharpness_peak"])
     out["q_score_blurry"] = np.where(out.image_id == BLURRY, 1.0, out["q_score_blurry"])
     out["quality_reasons"] = [["blurry"] if i == BLURRY else [] for i in out.image_id]
     out["quality_error"] = pd.array([None] * len(out), dtype="string")
@@ -314,15 +314,15 @@ def test_quality_flag_shows_the_measured_value_and_cutoff(project: SimpleNamespa
     s = story(project, "c3")
     assert (s["quality"]["status"], s["quality"]["reason"]) == ("outlier", "blurry")
     checks = {c["check"]: c for c in s["quality"]["checks"]}
-    assert checks["blurry"] == {"check": "blurry", "metric": "q_sharpness_rel", "value": -1.5,
-                                "cutoff": -0.8, "bad": "low", "unit": "log10", "score": 1.0,
+    assert checks["blurry"] == {"check": "blurry", "metric": "q_sharpness_peak", "value": -1.5,
+                                "cutoff": 0.1, "bad": "low", "unit": "log10", "score": 1.0,
                                 "flagged": True}
     assert not checks["dark"]["flagged"]
     assert {c["check"] for c in s["matte"]["checks"]} == {
         n for n, c in CHECKS.items() if c.source == "matte"}
     row = next(line for line in show(project, "c3").stdout.splitlines()
                if line.startswith("│ blurry"))
-    assert "-1.5" in row and "-0.8" in row and "below" in row and "FLAGGED" in row
+    assert "-1.5" in row and "0.1" in row and "below" in row and "FLAGGED" in row
 
 
 def test_split_propagated_and_prepare_exclusion(project: SimpleNamespace) -> None:
