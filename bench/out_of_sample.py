@@ -24,8 +24,11 @@ Figures per run (goals from issue #16):
 
     .venv/bin/python bench/out_of_sample.py [--n-base 120] [--figures-n-base 75]
                                             [--only in_sample,out_of_sample,figures]
+                                            [--change "what the code change was"]
 
-Writes bench/results/out_of_sample.json (runs not redone keep their earlier figures).
+Writes bench/results/out_of_sample.json (runs not redone keep their earlier figures). With
+``--change``, each re-run keeps the headline figures it replaces in its ``history``, labelled
+with the change and the commit they were measured at: the before and after of a method fix.
 """
 
 from __future__ import annotations
@@ -282,6 +285,27 @@ def measure(name: str, project: Path) -> dict:
     return res
 
 
+def headline(res: dict) -> dict:
+    """The figures a method change is judged by, from one run's result."""
+    d, o = res["dedup"], res["outliers"]
+    return {"dedup": {"copy_recall": d["copy_recall"], "pair_precision": d["pair_precision"],
+                      "false_links": len(d["false_links"])},
+            **{f"outliers_{key}": {"precision": o[key]["precision"], "recall": o[key]["recall"]}
+               for key in ("quality_stage", "quality_or_matte")},
+            "split_accuracy": res["split"]["accuracy"]}
+
+
+def with_history(new: dict, previous: dict | None, change: str | None) -> dict:
+    """`new`, carrying `previous`'s history, plus `previous`'s figures under `change`."""
+    if previous is None:
+        return new
+    history = list(previous.get("history", []))
+    if change:
+        history.append({"change": change, "commit": previous.get("commit"),
+                        **headline(previous)})
+    return {**new, "history": history} if history else new
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-base", type=int, default=120)
@@ -289,6 +313,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--root", type=Path, default=REPO / ".cache/bench/out_of_sample")
     ap.add_argument("--only", default=",".join(RUNS))
+    ap.add_argument("--change", help="the code change being measured: keeps the replaced "
+                    "figures in each run's history")
     ap.add_argument("--measure-only", action="store_true",
                     help="re-measure existing projects under --root (no generation, no stages)")
     args = ap.parse_args()
@@ -299,8 +325,10 @@ def main() -> None:
         if not args.measure_only:
             n = args.figures_n_base if name == "figures" else args.n_base
             build(name, args.root, n, args.workers)
-        result[name] = measure(name, project)
-        result["provenance"] = provenance()
+        prov = provenance()
+        new = {**measure(name, project), "commit": prov.get("commit")}
+        result[name] = with_history(new, result.get(name), args.change)
+        result["provenance"] = prov
         RESULT.write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(json.dumps({k: result[k].get("goals_met") for k in RUNS if k in result}))
 

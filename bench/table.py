@@ -515,31 +515,45 @@ def render_out_of_sample(results_dir: Path = RESULTS_DIR) -> str:
     def cell(text: str, met: bool) -> str:
         return text if met else f"**{text}**"
 
+    def before(c: dict[str, Any], key: str, now: Any) -> dict[str, Any] | None:
+        """The latest recorded change (`history`) after which `key`'s figures differ."""
+        return next((h for h in reversed(c.get("history", []))
+                     if key in h and h[key] != now), None)
+
     def dedup(c: dict[str, Any]) -> str:
         d, met = c["dedup"], c["goals_met"]["dedup_recall>=0.95@precision>=0.98"]
         missed = sum(len(v) for v in d["missed"].values())
         text = (cell(f"{num(d['copy_recall'])} at {num(d['pair_precision'])}", met)
                 + f" ({d['copies']} copies, {missed} missed, "
                 f"{plural(len(d['false_links']), 'false link')})")
-        before = c.get("dedup_before")
-        if before:
-            text += (f"; before {before['change']}: {num(before['copy_recall'])} at "
-                     f"{num(before['pair_precision'])}, "
-                     f"{plural(before['false_links'], 'false link')}")
+        now = {"copy_recall": d["copy_recall"], "pair_precision": d["pair_precision"],
+               "false_links": len(d["false_links"])}
+        if (h := before(c, "dedup", now)) is not None:
+            b = h["dedup"]
+            text += (f"; before {h['change']}: {num(b['copy_recall'])} at "
+                     f"{num(b['pair_precision'])}, {plural(b['false_links'], 'false link')}")
         return text
 
     def outliers(c: dict[str, Any], key: str, judged: bool) -> str:
         o, met = c["outliers"][key], c["goals_met"]
         text = f"{num(o['precision'])} / {num(o['recall'])}"
         ok = not judged or (met["outlier_precision>=0.9"] and met["outlier_recall>=0.9"])
-        return cell(text, ok) + (f" ({o['planted']} planted)" if judged else "")
+        text = cell(text, ok) + (f" ({o['planted']} planted)" if judged else "")
+        now = {"precision": o["precision"], "recall": o["recall"]}
+        if (h := before(c, f"outliers_{key}", now)) is not None:
+            b = h[f"outliers_{key}"]
+            text += f"; before {h['change']}: {num(b['precision'])} / {num(b['recall'])}"
+        return text
 
     def split(c: dict[str, Any]) -> str:
         s = c["split"]
         wrong = sum(n for guess, row in s["confusion"].items() if guess != "unassigned"
                     for truth, n in row.items() if truth != guess)
-        return (cell(num(s["accuracy"]), c["goals_met"]["split_accuracy>=0.95"])
+        text = (cell(num(s["accuracy"]), c["goals_met"]["split_accuracy>=0.95"])
                 + f" ({s['unassigned']} of {s['images']} unassigned, {wrong} wrong)")
+        if (h := before(c, "split_accuracy", s["accuracy"])) is not None:
+            text += f"; before {h['change']}: {num(h['split_accuracy'])}"
+        return text
 
     def alignment(c: dict[str, Any]) -> str:
         a = c["alignment"]
