@@ -44,6 +44,7 @@ import yaml
 
 from bench.harness import Bench
 from bench.harness import log as harness_log
+from core.polling import until
 from train.checkpoint import first_difference, newest_images
 from train.config import train_config_from_mapping
 from train.export import load_generator
@@ -110,16 +111,6 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
 
-def _until(check: Any, what: str, timeout: float = 600.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def _final(out: Path) -> dict[str, Any]:
     newest = max((out / "checkpoints").glob("state-*.pt"))
     return torch.load(newest, weights_only=True)
@@ -149,11 +140,11 @@ def managed(work: Path) -> dict[str, Any]:
                                    cwd=ROOT, stdout=manager_log, stderr=subprocess.STDOUT)
         killed: int | None = None
         for kimg in KILL_AFTER_KIMG:
-            pid = _until(lambda gone=killed: (r := queue.current(request.id)) is not None
-                         and r.job_pid not in (None, gone) and r.job_pid, "a running job")
-            _until(lambda k=kimg: (newest_images(Path(request.out) / "checkpoints",
+            pid = until(lambda gone=killed: (r := queue.current(request.id)) is not None
+                         and r.job_pid not in (None, gone) and r.job_pid, "a running job", 600)
+            until(lambda k=kimg: (newest_images(Path(request.out) / "checkpoints",
                                                  request.config_hash) or 0) >= k * 1000,
-                   f"{kimg} kimg")
+                   f"{kimg} kimg", 600)
             time.sleep(0.4)
             os.kill(pid, signal.SIGKILL)
             killed = pid

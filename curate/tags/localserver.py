@@ -36,6 +36,8 @@ from typing import Self
 
 import httpx
 
+from core.polling import until
+
 LS_REQUIREMENT = "label-studio==1.23.2"
 REPO = Path(__file__).resolve().parents[2]
 HOME = REPO / ".cache" / "venvs"
@@ -207,24 +209,27 @@ class LocalServer:
         return self
 
     def _wait(self, timeout: float, seen_before: int) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise ServerError(f"Label Studio exited with {self._proc.returncode}:\n"
-                                  f"{_tail(self.log)}")
-            ports = _STARTED.findall(_tail(self.log, 10**7))
-            if len(ports) > seen_before:
-                self.port = int(ports[-1])
-                try:
-                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.3)
-        self.stop()
-        raise ServerError(f"Label Studio did not answer within {timeout:.0f} s:\n"
-                          f"{_tail(self.log)}")
+        try:
+            until(lambda: self._answering(seen_before), "Label Studio", timeout, interval=0.3)
+        except TimeoutError:
+            self.stop()
+            raise ServerError(f"Label Studio did not answer within {timeout:.0f} s:\n"
+                              f"{_tail(self.log)}") from None
+
+    def _answering(self, seen_before: int) -> bool:
+        """Whether the server we started answers its health check (ServerError if it exited)."""
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise ServerError(f"Label Studio exited with {self._proc.returncode}:\n"
+                              f"{_tail(self.log)}")
+        ports = _STARTED.findall(_tail(self.log, 10**7))
+        if len(ports) <= seen_before:
+            return False
+        self.port = int(ports[-1])
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> None:
         """Stop the server and everything it started (it runs in its own process group)."""

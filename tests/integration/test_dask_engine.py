@@ -24,6 +24,7 @@ import pytest
 from core.config import ComputeConfig
 from core.errors import ClusterError
 from core.parallel import error_reason, make_executor, stream_map, use_engine
+from core.polling import until
 from curate.demo.generate import generate_demo
 from curate.project.edit import set_key
 
@@ -60,14 +61,14 @@ def _run(cmd: list[str], cwd: Path) -> str:
 
 def _scheduler_address(scheduler_file: Path, proc: subprocess.Popen) -> str:
     """The address the scheduler bound (port 0: the system's choice, so no race for a port)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if scheduler_file.exists():
-            with contextlib.suppress(json.JSONDecodeError):
-                return json.loads(scheduler_file.read_text())["address"]
+
+    def written() -> str | None:
         assert proc.poll() is None, "dask scheduler exited"
-        time.sleep(0.2)
-    raise AssertionError("dask scheduler wrote no scheduler file in 60 s")
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return json.loads(scheduler_file.read_text())["address"]
+        return None
+
+    return until(written, "the dask scheduler's address file", 60, interval=0.2)
 
 
 @pytest.fixture()

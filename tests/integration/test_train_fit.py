@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from core.polling import until
 from train.checkpoint import CheckpointManager, first_difference
 from train.cli import app
 from train.config import TrainConfig, train_config_from_mapping
@@ -196,12 +196,12 @@ def test_signal_writes_a_loadable_checkpoint_and_exits_cleanly(how: str, dataset
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     ticks = out / "live" / "plots" / "metrics" / "kimg.tsv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ticks.exists() and len(ticks.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[0]
+
+    def training() -> bool:
+        assert proc.poll() is None, proc.communicate()[0]
+        return ticks.exists() and len(ticks.read_text().splitlines()) >= 3
+
+    until(training, "two ticks of training", 120, interval=0.2)
     signum = signal.SIGTERM if how.startswith("SIGTERM") else signal.SIGINT
     if how.startswith("SIGTERM"):
         proc.send_signal(signum)

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from core.polling import until
 from train.checkpoint import first_difference, newest_images
 from train.cli import app
 from train.queue import BOOT_ID, HOST, Manager, Queue, Request, process_started
@@ -31,6 +31,7 @@ from train.synthetic import make_blob_dataset, tiny_config
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 #: Fast watching for tests; the defaults (5 s polls, 60 s leases) suit real runs.
+WAIT_S = 120.0  # for a job to start, train or stop
 FAST = ["--poll-s", "0.2", "--lease-s", "5", "--backoff-s", "0.1"]
 
 
@@ -71,16 +72,6 @@ def _manager(queue: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
                                 stdout=fh, stderr=subprocess.STDOUT)
 
 
-def _until(check: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _status(queue: Path) -> dict[str, dict[str, Any]]:
     res = CliRunner().invoke(app, ["queue", "status", "--queue", str(queue), "--json"])
     assert res.exit_code == 0, res.output
@@ -94,7 +85,7 @@ def _running_job(queue: Path, request: Request, not_pid: int | None = None) -> i
         alive = rec is not None and rec.job_pid not in (None, not_pid)
         return rec.job_pid if alive else None  # type: ignore[union-attr]
 
-    return _until(pid, f"a job for {request.id}")
+    return until(pid, f"a job for {request.id}", WAIT_S)
 
 
 def _images(request: Request) -> int:
@@ -115,7 +106,7 @@ def test_kill_9_twice_finishes_with_the_weights_of_an_uninterrupted_run(
     killed = None
     for after_kimg in (0.512, 1.024):
         pid = _running_job(queue, request, not_pid=killed)
-        _until(lambda k=after_kimg: _images(request) >= k * 1000, f"{after_kimg} kimg")
+        until(lambda k=after_kimg: _images(request) >= k * 1000, f"{after_kimg} kimg", WAIT_S)
         time.sleep(0.4)  # well past the checkpoint, before the next one (256 images later)
         assert _images(request) < 2048, "the run finished before it could be killed"
         os.kill(pid, signal.SIGKILL)
@@ -228,7 +219,7 @@ def test_a_stalled_job_is_killed_and_restarted(dataset: Path, tmp_path: Path) ->
     # 15 s: well over a launch's silent imports on a busy machine
     manager = _manager(queue, tmp_path / "manager.txt", "--until-empty", "--stall-s", "15")
     pid = _running_job(queue, request)
-    _until(lambda: _images(request) >= 128, "a checkpoint")
+    until(lambda: _images(request) >= 128, "a checkpoint", WAIT_S)
     os.kill(pid, signal.SIGSTOP)  # hung: alive, silent, deaf to SIGTERM
     assert manager.wait(timeout=300) == 0, (tmp_path / "manager.txt").read_text()
     row = _status(queue)[request.id]
@@ -265,7 +256,7 @@ def test_sigterm_hands_back_and_a_dead_manager_is_taken_over(dataset: Path,
     # SIGTERM: the job writes a checkpoint, the request goes back to pending, no restart.
     first = _manager(queue, tmp_path / "a.txt")
     _running_job(queue, request)
-    _until(lambda: log.exists() and "tick 2 " in log.read_text(), "training")
+    until(lambda: log.exists() and "tick 2 " in log.read_text(), "training", WAIT_S)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 128 + signal.SIGTERM, (tmp_path / "a.txt").read_text()
     row = _status(queue)[request.id]
@@ -277,10 +268,10 @@ def test_sigterm_hands_back_and_a_dead_manager_is_taken_over(dataset: Path,
     second = _manager(queue, tmp_path / "b.txt")
     job = _running_job(queue, request)
     seen, start = _images(request), len(log.read_text())
-    _until(lambda: log.read_text()[start:].count("tick ") >= 3, "training again")
+    until(lambda: log.read_text()[start:].count("tick ") >= 3, "training again", WAIT_S)
     second.kill()
     second.wait()
-    _until(lambda: process_started(job) is None, "the orphaned job to stop", timeout=60)
+    until(lambda: process_started(job) is None, "the orphaned job to stop", timeout=60)
     assert _images(request) > seen
 
     # ...and a third manager takes the request over from the dead one and finishes it.
@@ -335,7 +326,7 @@ def test_cancel_a_pending_and_a_running_request(dataset: Path, tmp_path: Path) -
     manager = _manager(queue, tmp_path / "manager.txt", "--until-empty")
     _running_job(queue, running)
     log = Path(running.out) / "manager.log"
-    _until(lambda: "tick 2 " in log.read_text(), "training")
+    until(lambda: "tick 2 " in log.read_text(), "training", WAIT_S)
     res = runner.invoke(app, ["queue", "cancel", running.id, "--queue", str(queue)])
     assert res.exit_code == 0 and "stops the job" in res.output, res.output
     assert manager.wait(timeout=120) == 0, (tmp_path / "manager.txt").read_text()
@@ -381,7 +372,7 @@ def test_a_killed_torchrun_job_leaves_no_workers_behind(dataset: Path, tmp_path:
     def kill_torchrun() -> None:
         try:
             pid = _running_job(queue, request)
-            _until(lambda: _images(request) >= 128, "a checkpoint", timeout=240)
+            until(lambda: _images(request) >= 128, "a checkpoint", timeout=240)
             workers.extend(psutil.Process(pid).children(recursive=True))
             os.kill(pid, signal.SIGKILL)
             _running_job(queue, request, not_pid=pid)
