@@ -96,8 +96,9 @@ class Dark(Check):
 class Overexposed(Check):
     name = "overexposed"
     title = "Over-exposed"
-    description = "Fraction of pixels blown out to white (luma >= 250)."
-    metric = "bright_fraction"
+    description = ("Fraction of pixels blown out to white (luma >= 250), off a flat backdrop "
+                   "(white paper or a white sweep is not over-exposure).")
+    metric = "subject_bright_fraction"
     bad = "high"
 
 
@@ -114,8 +115,9 @@ class LowContrast(Check):
 class LowInformation(Check):
     name = "low_information"
     title = "Low information"
-    description = "Shannon entropy of the luma histogram, in bits (0..8)."
-    metric = "entropy"
+    description = ("Shannon entropy of the luma histogram off a flat backdrop, in bits (0..8); "
+                   "a frame that is nearly all backdrop is judged whole.")
+    metric = "subject_entropy"
     bad = "low"
     unit = "bits"
 

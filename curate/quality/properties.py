@@ -32,6 +32,12 @@ from curate.registry import name_registry
 #: Luma below this (0..255) counts as dark, at or above `BRIGHT_LEVEL` as blown out.
 DARK_LEVEL = 40.0
 BRIGHT_LEVEL = 250.0
+#: A backdrop is a colour that holds this share of the border pixels ...
+BACKDROP_BORDER_SHARE = 0.5
+#: ... and every border-connected pixel within this many levels (any channel) of it.
+BACKDROP_TOLERANCE = 12.0
+#: Below this share of the frame left after the backdrop, the whole frame is judged.
+SUBJECT_MIN_SHARE = 0.05
 
 
 class WorkImage:
@@ -72,6 +78,38 @@ class WorkImage:
     def luma_percentile(self, q: float) -> float:
         """The q-th percentile (0..100) of luma, in levels 0..255, from the histogram."""
         return float(np.searchsorted(np.cumsum(self.hist), q / 100.0))
+
+    @cached_property
+    def backdrop(self) -> np.ndarray:
+        """Pixels of a flat backdrop: a studio sweep, the paper of a drawing.
+
+        The colour (in 8-level steps) that at least `BACKDROP_BORDER_SHARE` of the border
+        pixels share; every pixel within `BACKDROP_TOLERANCE` levels of its mean, in a region
+        that touches the border. All False when no colour holds the border.
+        """
+        rgb = self.rgb
+        border = np.concatenate([rgb[0], rgb[-1], rgb[1:-1, 0], rgb[1:-1, -1]])
+        codes = (border[:, 0] // 8).astype(np.int32) * 1024 + (border[:, 1] // 8) * 32 + (
+            border[:, 2] // 8)
+        counts = np.bincount(codes)
+        mode = int(counts.argmax())
+        if counts[mode] < BACKDROP_BORDER_SHARE * len(codes):
+            return np.zeros(rgb.shape[:2], dtype=bool)
+        colour = border[codes == mode].mean(axis=0)
+        near = (np.abs(rgb.astype(np.float32) - colour).max(axis=2) <= BACKDROP_TOLERANCE)
+        _, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=4)
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        return np.isin(labels, edge[edge > 0])
+
+    @cached_property
+    def subject_hist(self) -> np.ndarray:
+        """Luma histogram (fractions) of what is not `backdrop`; the whole image's when less
+        than `SUBJECT_MIN_SHARE` of it is left (a blank frame is judged whole)."""
+        keep = ~self.backdrop
+        if keep.mean() < SUBJECT_MIN_SHARE:
+            return self.hist
+        counts = np.bincount(self.gray8[keep], minlength=256).astype(np.float64)
+        return counts / counts.sum()
 
     @cached_property
     def lab_mean(self) -> np.ndarray:
@@ -115,15 +153,19 @@ def _relative_laplacian(lap_var: np.ndarray | float, gray_var: np.ndarray | floa
     return np.log10((np.asarray(lap_var) + 1e-3) / (np.asarray(gray_var) + 1.0))
 
 
+def _block_moments(a: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of `a` and of its square over each b x b block (a ragged edge is left out)."""
+    h, w = (a.shape[0] // b) * b, (a.shape[1] // b) * b
+    blocks = a[:h, :w].astype(np.float64).reshape(h // b, b, w // b, b)
+    return blocks.sum(axis=(1, 3)), (blocks * blocks).sum(axis=(1, 3))
+
+
 def _tile_variances(a: np.ndarray, tile: int) -> np.ndarray:
     """Variance of `a` over every `tile`-square window at a stride of tile/2, in one pass.
 
-    The image is cut into (tile/2)-blocks whose sums add up, four at a time, to the windows:
-    linear in the pixel count, no Python loop over tiles."""
-    b = tile // 2
-    h, w = (a.shape[0] // b) * b, (a.shape[1] // b) * b
-    blocks = a[:h, :w].astype(np.float64).reshape(h // b, b, w // b, b)
-    s1, s2 = blocks.sum(axis=(1, 3)), (blocks * blocks).sum(axis=(1, 3))
+    Sums over (tile/2)-blocks add up, four at a time, to the windows: linear in the pixel
+    count, no Python loop over tiles."""
+    s1, s2 = _block_moments(a, tile // 2)
 
     def windows(s: np.ndarray) -> np.ndarray:
         return s[:-1, :-1] + s[1:, :-1] + s[:-1, 1:] + s[1:, 1:]
@@ -176,12 +218,15 @@ class Exposure(Property):
 
     The percentiles describe exposure without being fooled by a background: a studio shot on
     black has a large dark fraction but bright highlights (high 95th percentile), while an
-    under-exposed photo has no highlights at all.
+    under-exposed photo has no highlights at all. `subject_bright_fraction` counts blown-out
+    pixels off the flat backdrop (`WorkImage.backdrop`): a figure drawn on white paper or a
+    product on a white sweep has a white frame, not a blown-out subject.
     """
 
     name = "exposure"
-    version = 2
-    columns = ("brightness", "dark_fraction", "bright_fraction", "luma_p05", "luma_p95")
+    version = 3
+    columns = ("brightness", "dark_fraction", "bright_fraction", "subject_bright_fraction",
+               "luma_p05", "luma_p95")
 
     def compute(self, img: WorkImage) -> dict[str, float]:
         h = img.hist
@@ -189,6 +234,7 @@ class Exposure(Property):
             "brightness": float((h * _LEVELS).sum() / 255.0),
             "dark_fraction": float(h[: int(DARK_LEVEL)].sum()),
             "bright_fraction": float(h[int(BRIGHT_LEVEL):].sum()),
+            "subject_bright_fraction": float(img.subject_hist[int(BRIGHT_LEVEL):].sum()),
             "luma_p05": img.luma_percentile(5) / 255.0,
             "luma_p95": img.luma_percentile(95) / 255.0,
         }
@@ -207,17 +253,26 @@ class Contrast(Property):
         return {"contrast": math.sqrt(float((img.hist * (_LEVELS - mean) ** 2).sum())) / 255.0}
 
 
+def _entropy(hist: np.ndarray) -> float:
+    """Shannon entropy in bits of a histogram of fractions."""
+    p = hist[hist > 0]
+    return float(-(p * np.log2(p)).sum()) + 0.0
+
+
 @register
 class Entropy(Property):
-    """Shannon entropy of the luma histogram in bits (0..8): low means little information."""
+    """Shannon entropy of the luma histogram in bits (0..8): low means little information.
+
+    `subject_entropy` leaves the flat backdrop out (`WorkImage.backdrop`): a large plain
+    background lowers the whole frame's entropy however much the subject holds.
+    """
 
     name = "entropy"
-    version = 2
-    columns = ("entropy",)
+    version = 3
+    columns = ("entropy", "subject_entropy")
 
     def compute(self, img: WorkImage) -> dict[str, float]:
-        p = img.hist[img.hist > 0]
-        return {"entropy": float(-(p * np.log2(p)).sum()) + 0.0}
+        return {"entropy": _entropy(img.hist), "subject_entropy": _entropy(img.subject_hist)}
 
 
 @register
@@ -273,7 +328,7 @@ class Noise(Property):
     """
 
     name = "noise"
-    version = 2
+    version = 3
     columns = ("noise",)
 
     _KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32) / 6.0
@@ -282,13 +337,12 @@ class Noise(Property):
     def compute(self, img: WorkImage) -> dict[str, float]:
         b = self._BLOCK
         resp = cv2.filter2D(img.gray8, cv2.CV_32F, self._KERNEL)[1:-1, 1:-1]
-        h, w = (resp.shape[0] // b) * b, (resp.shape[1] // b) * b
-        if h == 0 or w == 0:
+        if resp.shape[0] < b or resp.shape[1] < b:
             return {"noise": float(resp.std()) if resp.size else 0.0}
-        blocks = resp[:h, :w].reshape(h // b, b, w // b, b)
         # per-block std from E[x^2] - E[x]^2 (one pass, no temporaries per block)
-        mean = blocks.mean(axis=(1, 3))
-        var = np.maximum((blocks * blocks).mean(axis=(1, 3)) - mean * mean, 0.0)
+        s1, s2 = _block_moments(resp, b)
+        mean = s1 / (b * b)
+        var = np.maximum(s2 / (b * b) - mean * mean, 0.0)
         return {"noise": float(np.sqrt(np.percentile(var, 10)))}
 
 

@@ -113,6 +113,32 @@ def test_exposure_percentiles_and_fractions() -> None:
     assert props(studio)["dark_fraction"] > 0.8 and props(studio)["luma_p95"] > 0.6
 
 
+def on_white_paper(subject: np.ndarray, size: tuple[int, int] = (360, 300)) -> np.ndarray:
+    """`subject` pasted in the middle of a white frame, as drawn art is."""
+    h, w = size
+    frame = np.full((h, w, 3), 255.0, np.float32)
+    sh, sw = subject.shape[:2]
+    y, x = (h - sh) // 2, (w - sw) // 2
+    frame[y:y + sh, x:x + sw] = subject
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def test_a_white_backdrop_is_neither_overexposure_nor_missing_information() -> None:
+    drawing = props(on_white_paper(scene(2, size=(150, 120))))
+    assert drawing["bright_fraction"] > 0.5 and drawing["entropy"] < 2.0  # the whole frame
+    assert drawing["subject_bright_fraction"] < 0.05 and drawing["subject_entropy"] > 4.0
+    checks = QualityChecks()
+    assert drawing["subject_bright_fraction"] < checks.overexposed.value
+    assert drawing["subject_entropy"] > checks.low_information.value
+
+
+def test_a_blown_out_subject_and_a_blank_frame_are_still_judged() -> None:
+    blown = np.clip(scene(2, size=(150, 120)).astype(np.float32) * 2.2 + 70, 0, 255)
+    assert props(on_white_paper(blown.astype(np.uint8)))["subject_bright_fraction"] > 0.5
+    blank = props(np.full((200, 200, 3), 255, np.uint8))  # all backdrop: judged whole
+    assert blank["subject_bright_fraction"] == 1.0 and blank["subject_entropy"] < 0.1
+
+
 def test_grayscale_is_detected_from_pixels_even_in_rgb_jpeg() -> None:
     base = scene()
     gray = np.repeat(cv2.cvtColor(base, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
