@@ -17,6 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from core.memory import reuse_freed_memory
+
 if TYPE_CHECKING:
     from core.config import ComputeConfig
 
@@ -51,6 +53,12 @@ def _exit_with_coordinator() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-coordinator", daemon=True).start()
+
+
+def _init_worker() -> None:
+    """Pool worker initializer."""
+    _exit_with_coordinator()
+    reuse_freed_memory()
 
 
 #: About what starting a pool costs before its first result: a forkserver, then each worker
@@ -90,7 +98,7 @@ class RestartingPool(Executor):
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers,
                                    mp_context=multiprocessing.get_context("forkserver"),
-                                   initializer=_exit_with_coordinator)
+                                   initializer=_init_worker)
 
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
         return self._pool.submit(fn, *args, **kwargs)
