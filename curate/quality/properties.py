@@ -180,7 +180,7 @@ class Sharpness(Property):
     """Variance of the Laplacian (classic focus measure), raw and where the image has detail.
 
     `sharpness` is log10 of the Laplacian variance at working size: it also falls with
-    exposure, so no check judges it (dedup and the report show it).
+    exposure, so no check judges it (the report shows it).
 
     `sharpness_peak` asks whether *any* part of the image is in focus, which is what blur takes
     away. Over half-overlapping 32 px tiles that hold an edge (luma standard deviation at least
