@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from core import device
 from core.device import DeviceError, onnx_providers, torch_device
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_cpu_is_always_the_cpu() -> None:
@@ -35,3 +41,18 @@ def test_auto_on_the_cpu_is_said_once(capsys: pytest.CaptureFixture[str]) -> Non
     device.check("auto", "embeddings")
     captured = capsys.readouterr()
     assert (captured.out + captured.err).count("embeddings: on the CPU (device: auto") == 1
+
+
+def test_the_driver_is_looked_for_before_torch_is_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No driver, no CUDA: the coordinator need not import torch (seconds) to learn that."""
+    if device.cuda_driver_present():
+        pytest.skip("this machine has a GPU driver")
+    code = ("import sys; from core import device; device.torch_has_cuda(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout
+    assert out.strip() == "False"
+    (tmp_path / "version").write_text("NVRM version: 550")
+    monkeypatch.setattr(device, "CUDA_DRIVER_PATHS", ("/nonexistent", str(tmp_path / "version")))
+    assert device.cuda_driver_present()
