@@ -37,7 +37,7 @@ _connected_to: ComputeConfig | None = None
 class ProjectRoot(WorkerPlugin):
     """Run the worker inside the coordinator's project folder, with malloc set to reuse what
     it frees (`core.memory.reuse_freed_memory`: Dask's nanny makes it return every large
-    block to the system, which halved the embedding throughput)."""
+    block to the system, which cut the embedding throughput by more than half)."""
 
     name = "gan-curate-project-root"
 
