@@ -402,8 +402,7 @@ def reliability(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
                 quality=(f"{data['hostile_kinds']} hostile input kinds: {data['crashes']} "
                          f"crashes, {data['unaccounted_inputs']} inputs unaccounted; every "
                          f"stage SIGKILLed at {'/'.join(map(str, sorted(kills)))} seeded moments "
-                         "and rerun: outputs "
-                         f"{'byte-identical' if data['rerun_identical'] else 'DIFFER'}; fault "
+                         f"and rerun: outputs {kill_verdict(data)}; fault "
                          f"server: {pct(data['fault_server']['recoverable_fetched'])} of "
                          "recoverable URLs fetched"))]
 
@@ -451,6 +450,15 @@ PHRASES: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[Row]]] = {
 
 def load_results(results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
+
+
+def kill_verdict(data: dict[str, Any]) -> str:
+    """How the reruns after a kill compared with an uninterrupted run, naming what differed."""
+    if data["rerun_identical"]:
+        return "byte-identical"
+    differing = data.get("differing", {})
+    return ("byte-identical except " + "; ".join(
+        f"**{stage}** ({plural(len(files), 'file')} differ)" for stage, files in differing.items()))
 
 
 def render(results_dir: Path = RESULTS_DIR) -> str:
