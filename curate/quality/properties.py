@@ -75,6 +75,16 @@ class WorkImage:
         counts = np.bincount(self.gray8.ravel(), minlength=256).astype(np.float64)
         return counts / counts.sum()
 
+    @cached_property
+    def luma_mean(self) -> float:
+        """Mean luma in levels 0..255, from the histogram."""
+        return float((self.hist * _LEVELS).sum())
+
+    @cached_property
+    def luma_variance(self) -> float:
+        """Variance of luma in levels squared, from the histogram."""
+        return float((self.hist * (_LEVELS - self.luma_mean) ** 2).sum())
+
     def luma_percentile(self, q: float) -> float:
         """The q-th percentile (0..100) of luma, in levels 0..255, from the histogram."""
         return float(np.searchsorted(np.cumsum(self.hist), q / 100.0))
@@ -206,9 +216,7 @@ class Sharpness(Property):
                                          gray_var[edged])
             peak = float(np.percentile(scores, SHARPNESS_PERCENTILE))
         else:
-            mean = float((img.hist * _LEVELS).sum())
-            peak = float(_relative_laplacian(lap_var,
-                                             float((img.hist * (_LEVELS - mean) ** 2).sum())))
+            peak = float(_relative_laplacian(lap_var, img.luma_variance))
         return {"sharpness": math.log10(lap_var + 1e-3), "sharpness_peak": peak}
 
 
@@ -231,7 +239,7 @@ class Exposure(Property):
     def compute(self, img: WorkImage) -> dict[str, float]:
         h = img.hist
         return {
-            "brightness": float((h * _LEVELS).sum() / 255.0),
+            "brightness": img.luma_mean / 255.0,
             "dark_fraction": float(h[: int(DARK_LEVEL)].sum()),
             "bright_fraction": float(h[int(BRIGHT_LEVEL):].sum()),
             "subject_bright_fraction": float(img.subject_hist[int(BRIGHT_LEVEL):].sum()),
@@ -249,8 +257,7 @@ class Contrast(Property):
     columns = ("contrast",)
 
     def compute(self, img: WorkImage) -> dict[str, float]:
-        mean = float((img.hist * _LEVELS).sum())
-        return {"contrast": math.sqrt(float((img.hist * (_LEVELS - mean) ** 2).sum())) / 255.0}
+        return {"contrast": math.sqrt(img.luma_variance) / 255.0}
 
 
 def _entropy(hist: np.ndarray) -> float:
