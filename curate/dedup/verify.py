@@ -7,7 +7,12 @@ optionally mirrored) is fitted with RANSAC. Consistent features alone do not pro
 two photos taken on one floor or studio backdrop share many. So the fitted transform is then
 checked densely: each image is warped onto the other and the band-passed patches of the
 overlap must agree (normalised cross-correlation), which a different foot on the same floor
-does not.
+does not. Nor do two look-alike subjects on smooth backdrops (soles on a studio sweep,
+figures on a plain wash): there the edges of the subject are almost all the texture, and one
+outline laid on a similar one agrees patch by patch. So the smooth patches speak too: a copy
+keeps the shading of its backdrop (the fall-off of the light, a vignette) up to a tone curve:
+the brightness of its smooth patches maps onto the other's through one non-decreasing curve
+within a fraction of a gray level, which two photos lit from different places do not.
 
 Mirrored features cost nothing extra: mirroring a patch about the vertical axis reverses the
 rows of SIFT's 4x4 grid (in the keypoint's own frame) and negates each orientation bin, so
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
     from curate.dedup.config import VerifyConfig
 
 #: Bump when matching or the dense check change a verdict ...
-VERIFY_VERSION = 15
+VERIFY_VERSION = 16
 #: ... and this when the features (work image, keypoints, descriptors) change.
 FEATURES_VERSION = 10
 #: Images with at least this many keypoints each always share some when one is a copy of the
@@ -58,6 +63,10 @@ _TEXTURED = 1.5  # band-pass RMS (gray levels) above which a patch carries evide
 _AGREE_NCC = 0.7  # a textured patch agrees when its NCC is at least this
 _MARK = 8.0  # band-pass RMS of drawn text or a logo's edges; a photo's lost grain is far less
 _MIN_PATCHES = 12  # fewer textured patches in the overlap: no evidence either way
+#: Smooth patches (textured in neither image) of a copy map onto the other's through one
+#: tone curve with a median error below this many gray levels: JPEG and resampling move the
+#: mean of a patch's 256 pixels by a small fraction of a level.
+_SHADING_LEVELS = 0.5
 _PLAIN_TOL = 4  # gray levels: pixels this close to a region's mode colour are "plain" ...
 _PLAIN_SHARE = 0.5  # ... and a region this plain is added framing
 _BLURRED_DETAIL = 0.4  # a region with less fine detail than this share of the photo's is too
@@ -142,6 +151,7 @@ class Verdict:
     keypoints: int = 0  # the fewer of the two images' keypoints
     a_box: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)  # the part of a that b shows (x0, y0,
     b_box: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)  # x1, y1 in fractions); of b that a shows
+    shading: float | None = None  # smooth overlap off one tone curve, levels (None: no evidence)
 
     @property
     def contradicts(self) -> bool:
@@ -170,7 +180,7 @@ class Verdict:
                        -self.rotation_deg if not self.mirror else self.rotation_deg,
                        self.b_covered, self.a_covered, self.b_rest_added, self.a_rest_added,
                        self.b_rest_flat, self.a_rest_flat, self.b_marked, self.a_marked,
-                       self.keypoints, self.b_box, self.a_box)
+                       self.keypoints, self.b_box, self.a_box, self.shading)
 
     def describe(self) -> str:
         """b relative to a in words, e.g. 'mirror, x0.62, -7.1 deg, shows 78% of the other'."""
@@ -289,10 +299,44 @@ class _Agreement:
     share: float  # of textured overlap patches that agree, judged from the better side
     a_marked: float  # share of overlap patches where a has marks b lacks (text, watermark)
     b_marked: float
+    shading: float | None = None  # smooth patches' distance from one tone curve; None: few
 
 
-def _agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> _Agreement:
-    """How well the band-passed overlap patches of a and b (aligned) correlate.
+def _monotone_fit(y: np.ndarray) -> np.ndarray:
+    """Least-squares non-decreasing fit of the sequence y (pool adjacent violators)."""
+    means: list[float] = []
+    weights: list[int] = []
+    for v in y.tolist():
+        means.append(v)
+        weights.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            w = weights[-2] + weights[-1]
+            means[-2] = (means[-2] * weights[-2] + means[-1] * weights[-1]) / w
+            weights[-2] = w
+            means.pop()
+            weights.pop()
+    return np.repeat(np.array(means), weights)
+
+
+def _tone_error(x: np.ndarray, y: np.ndarray) -> float:
+    """Median distance (gray levels) of y from the best non-decreasing curve of x."""
+    order = np.lexsort((y, x))
+    return float(np.median(np.abs(y[order] - _monotone_fit(y[order]))))
+
+
+def _shading(a: np.ndarray, b: np.ndarray, smooth: np.ndarray) -> float | None:
+    """How far the mean brightness of the smooth patches of a and b (rows of pixels per
+    patch) is from one tone curve, in gray levels (the better direction), or None with fewer
+    than `_MIN_PATCHES` of them. Flat backdrops in both give about 0: no evidence against."""
+    if smooth.sum() < _MIN_PATCHES:
+        return None
+    ma, mb = a[smooth].mean(axis=1), b[smooth].mean(axis=1)
+    return min(_tone_error(ma, mb), _tone_error(mb, ma))
+
+
+def _agreement(a_gray: np.ndarray, b_gray: np.ndarray, valid: np.ndarray) -> _Agreement:
+    """How well the overlap patches of a and b (aligned gray images) correlate: band-passed
+    where they are textured, in brightness where both are smooth (`_shading`).
 
     Judged twice, over the patches textured in a and over those textured in b, and the
     better kept: text or a watermark laid over one copy adds texture that the other lacks,
@@ -301,7 +345,7 @@ def _agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> _Agreement:
     else. Patches that disagree where one side has far more texture than usual between the
     two (one copy may be sharper throughout) are that side's marks.
     """
-    h, w = a.shape
+    h, w = a_gray.shape
     ph, pw = h // _PATCH, w // _PATCH
     if ph == 0 or pw == 0:
         return _Agreement(0.0, 0.0, 0.0)
@@ -310,9 +354,8 @@ def _agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> _Agreement:
         x = x[:ph * _PATCH, :pw * _PATCH].reshape(ph, _PATCH, pw, _PATCH)
         return x.swapaxes(1, 2).reshape(ph * pw, _PATCH * _PATCH)
 
-    ta, tb, tv = tiles(a), tiles(b), tiles(valid.astype(np.float32))
-    full = tv.mean(axis=1) >= 0.98
-    ta, tb = ta[full], tb[full]
+    full = tiles(valid.astype(np.float32)).mean(axis=1) >= 0.98
+    ta, tb = tiles(_bandpass(a_gray))[full], tiles(_bandpass(b_gray))[full]
     if not len(ta):
         return _Agreement(0.0, 0.0, 0.0)
     ta = ta - ta.mean(axis=1, keepdims=True)
@@ -328,7 +371,10 @@ def _agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> _Agreement:
     gain = float(np.median(sa[both] / sb[both])) if both.any() else 1.0  # one side sharper
     a_marked = float(((sa > _MARK) & (sa > 2 * gain * sb) & ~agrees).mean())
     b_marked = float(((sb > _MARK) & (gain * sb > 2 * sa) & ~agrees).mean())
-    return _Agreement(best, a_marked, b_marked)
+    smooth = (sa <= _TEXTURED) & (sb <= _TEXTURED)
+    shading = _shading(tiles(a_gray.astype(np.float32))[full],
+                       tiles(b_gray.astype(np.float32))[full], smooth)
+    return _Agreement(best, a_marked, b_marked, shading)
 
 
 def _warp(gray: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -436,12 +482,12 @@ def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
                           flags=cv2.INTER_NEAREST) > 0  # in b mirrored, when mirror
     # Judged in both frames and the better kept: resampling either image onto the other
     # loses some fine texture, and which loss matters depends on the pair.
-    in_a_frame = _agreement(_bandpass(a.gray), _bandpass(_warp(gray_b, m, (wa, ha))),
-                            _inner(in_a))
-    swapped = _agreement(_bandpass(gray_b), _bandpass(_warp(a.gray, inverse, (wb, hb))),
-                         _inner(in_b))
-    in_b_frame = _Agreement(swapped.share, swapped.b_marked, swapped.a_marked)
+    in_a_frame = _agreement(a.gray, _warp(gray_b, m, (wa, ha)), _inner(in_a))
+    swapped = _agreement(gray_b, _warp(a.gray, inverse, (wb, hb)), _inner(in_b))
+    in_b_frame = _Agreement(swapped.share, swapped.b_marked, swapped.a_marked, swapped.shading)
     agreement = max(in_a_frame, in_b_frame, key=lambda x: x.share)
+    shadings = [x.shading for x in (in_a_frame, in_b_frame) if x.shading is not None]
+    shading = min(shadings) if shadings else None
     if mirror:
         in_b = in_b[:, ::-1]
     scale_work = math.sqrt(abs(np.linalg.det(m[:, :2])))
@@ -449,13 +495,14 @@ def verify(a: Features, b: Features, spec: VerifySpec) -> Verdict:
     coverage = float(in_a.sum()) / max(1.0, smaller)
     rotation = math.degrees(math.atan2(m[1, 0], m[0, 0]))
     linked = (agreement.share >= spec.min_agreement and coverage >= spec.min_coverage
-              and off_quarter_turn(rotation) <= spec.max_turn_deg)
+              and off_quarter_turn(rotation) <= spec.max_turn_deg
+              and (shading is None or shading <= _SHADING_LEVELS))
     rest_a, rest_b = _rest_kind(a.gray, in_a), _rest_kind(b.gray, in_b)
     return Verdict(
         linked, inliers, agreement.share, min(1.0, coverage), mirror,
         scale_work * b.scale / a.scale, rotation, float(in_a.mean()), float(in_b.mean()),
         rest_a == "added", rest_b == "added", rest_a == "flat", rest_b == "flat",
-        agreement.a_marked, agreement.b_marked, keypoints, _box(in_a), _box(in_b))
+        agreement.a_marked, agreement.b_marked, keypoints, _box(in_a), _box(in_b), shading)
 
 
 # --------------------------------------------------------------------------- cache format

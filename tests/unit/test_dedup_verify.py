@@ -111,6 +111,50 @@ def test_a_copy_turned_far_from_upright_and_quarter_turns_is_not_linked(degrees:
     assert verify(original, turned, VerifySpec.from_config(VerifyConfig(max_turn_deg=45))).linked
 
 
+def _studio_shot(spot_x: float) -> np.ndarray:
+    """A textured subject on a smooth sweep lit by a soft spot at `spot_x` (share of the
+    width): the subject's edges are nearly all the texture there is."""
+    h, w = 360, 480
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    lum = 40 + 70 * np.exp(-(((xx - spot_x * w) / (0.5 * w)) ** 2
+                             + ((yy - 0.4 * h) / (0.6 * h)) ** 2))
+    img = lum[..., None] * np.array([0.6, 0.7, 1.0], np.float32)
+    img[80:280, 150:330] = _rgb("astronaut")[30:230, 150:330]
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_a_shot_lit_from_elsewhere_is_not_a_copy_and_a_graded_copy_is() -> None:
+    """The same subject with the light moved agrees patch for patch on its texture, but its
+    smooth backdrop is shaded differently: not a copy. A colour-graded, shrunk copy keeps the
+    shading up to a tone curve and stays linked."""
+    original = _features(_studio_shot(0.2))
+    relit = verify(original, _features(_studio_shot(0.8)), SPEC)
+    assert relit.agreement >= SPEC.min_agreement and relit.inliers >= 50
+    assert relit.shading is not None and relit.shading > 5 and not relit.linked
+    graded = make_repost(_studio_shot(0.2), "graded", np.random.default_rng(3)).rgb
+    small = cv2.resize(graded, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    for copy in (graded, small):
+        verdict = verify(original, _features(copy), SPEC)
+        assert verdict.linked and verdict.shading is not None and verdict.shading < 0.25
+
+
+@pytest.mark.parametrize("quality", [15, 40])
+@pytest.mark.parametrize("scale", [1.0, 0.4])
+@pytest.mark.parametrize("name", ["coffee", "studio"])
+def test_a_recompressed_shrunk_copy_keeps_its_shading(name: str, scale: float,
+                                                       quality: int) -> None:
+    """JPEG blocks and resampling move a smooth patch's mean far less than the half level
+    the shading check allows."""
+    rgb = _studio_shot(0.3) if name == "studio" else _rgb(name)
+    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    copy = cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
+    verdict = verify(_features(rgb), _features(copy), SPEC)
+    assert verdict.linked, verdict
+    assert verdict.shading is not None and verdict.shading < 0.25
+
+
 def test_mirrored_descriptors_are_a_permutation_of_the_originals() -> None:
     """OpenCV's SIFT on the mirrored image gives (nearly) the permuted descriptors at the
     mirrored keypoints: what lets verification match mirrors without a second extraction."""
