@@ -37,6 +37,7 @@ from curate.split.propagate import cross_validated_accuracy, kmeans, knn_predict
 from curate.split.report import write_split_report
 
 LEAST_CONFIDENT = 25
+MIN_VOTERS = 3  # tagged neighbours voting, however few tags a category has
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,12 @@ def assign(live: pd.DataFrame, emb: np.ndarray, tagged: pd.Series, params: Param
     query = ~has_tag & valid
     if train.any():
         labels = np.array([names.index(t) for t in tagged[train]])
-        # Voters beyond the largest category's tag count can only be other categories' tags:
-        # with 6 tags per category and k = 10, no image could reach 0.7 confidence.
-        k = min(cfg.k, int(np.bincount(labels).max()))
+        # An image among one category's tags is unanimous only when k is at most that
+        # category's tag count: with 6 pov tags and k = 10, no image could be given pov at 0.7
+        # confidence. So k is at most the smallest tagged category's count, and at least
+        # MIN_VOTERS, or a single tag would decide alone with full confidence.
+        counts = np.bincount(labels)
+        k = min(cfg.k, max(MIN_VOTERS, int(counts[counts > 0].min())))
         report["k"] = k
         accuracy = cross_validated_accuracy(emb[train], labels, len(names), k, seed=cfg.seed)
         report["cv_accuracy"] = None if np.isnan(accuracy) else round(accuracy, 4)  # < 4 tags

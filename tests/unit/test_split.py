@@ -63,6 +63,32 @@ def test_assign_uses_tags_then_propagation_then_unassigned() -> None:
     assert report["tagged"] == 20 and report["cv_accuracy"] > 0.9
 
 
+def _positive_blobs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two groups of non-negative unit vectors, like pooled CNN features: every cosine is
+    positive (about 0.8 within a group, 0.5 across), so far neighbours' votes still count."""
+    rng = np.random.default_rng(seed)
+    x = np.abs(rng.normal(0, 1, (2 * n, 32)))
+    x[:n, 0] += 4
+    x[n:, 1] += 4
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), np.r_[np.zeros(n, int), np.ones(n, int)]
+
+
+def test_a_category_with_few_tags_still_reaches_its_images() -> None:
+    """5 pov tags against 25 soles tags: among 10 voters at least 5 are soles, so no pov
+    image could reach 0.7 confidence; k shrinks to the smallest category's tag count."""
+    x, y = _positive_blobs(40)
+    live = pd.DataFrame({"image_id": [f"id{i}" for i in range(len(y))]})
+    tags = pd.DataFrame({"image_id": [f"id{i}" for i in (*range(25), *range(40, 45))],
+                         "verdict": ["soles"] * 25 + ["pov"] * 5})
+    params = _split_params({"name": "soles", "categories": ["soles"]},
+                           {"name": "pov", "categories": ["pov"]}, k=10, min_confidence=0.7)
+    out, report = assign(live, x, tagged_distribution(live, tags, params), params)
+    assert report["k"] == 5
+    assert (out.iloc[45:].distribution == "pov").all()
+    assert (out.iloc[25:40].distribution == "soles").all()
+
+
 def _split_params(*distributions: dict, **split: object) -> Params:
     return from_mapping(Params, {"split": {"distributions": list(distributions), **split}}, "")
 
