@@ -86,9 +86,10 @@ class Blurry(Check):
 class Dark(Check):
     name = "dark"
     title = "Dark"
-    description = ("Even the brightest 5% of pixels are dark (95th percentile of luma, 0..1); "
-                   "unlike a dark-pixel count this spares studio shots on black.")
-    metric = "luma_p95"
+    description = ("Even the brightest 1% of pixels are dark (99th percentile of luma, 0..1); "
+                   "unlike a dark-pixel count this spares studio shots on black, down to a "
+                   "subject filling 1% of the frame.")
+    metric = "luma_p99"
     bad = "low"
 
 

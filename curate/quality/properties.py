@@ -222,19 +222,21 @@ class Sharpness(Property):
 
 @register
 class Exposure(Property):
-    """Mean brightness, dark and blown-out pixel fractions, and the 5th/95th luma percentiles.
+    """Mean brightness, dark and blown-out pixel fractions, and the 5th/95th/99th luma
+    percentiles.
 
     The percentiles describe exposure without being fooled by a background: a studio shot on
-    black has a large dark fraction but bright highlights (high 95th percentile), while an
-    under-exposed photo has no highlights at all. `subject_bright_fraction` counts blown-out
-    pixels off the flat backdrop (`WorkImage.backdrop`): a figure drawn on white paper or a
-    product on a white sweep has a white frame, not a blown-out subject.
+    black has a large dark fraction but bright highlights, while an under-exposed photo has
+    no highlights at all. The 99th percentile finds the highlights of a subject down to 1% of
+    the frame (a small foot on a dark sweep; the 95th needs 5%). `subject_bright_fraction`
+    counts blown-out pixels off the flat backdrop (`WorkImage.backdrop`): a figure drawn on
+    white paper or a product on a white sweep has a white frame, not a blown-out subject.
     """
 
     name = "exposure"
-    version = 3
+    version = 4
     columns = ("brightness", "dark_fraction", "bright_fraction", "subject_bright_fraction",
-               "luma_p05", "luma_p95")
+               "luma_p05", "luma_p95", "luma_p99")
 
     def compute(self, img: WorkImage) -> dict[str, float]:
         h = img.hist
@@ -245,6 +247,7 @@ class Exposure(Property):
             "subject_bright_fraction": float(img.subject_hist[int(BRIGHT_LEVEL):].sum()),
             "luma_p05": img.luma_percentile(5) / 255.0,
             "luma_p95": img.luma_percentile(95) / 255.0,
+            "luma_p99": img.luma_percentile(99) / 255.0,
         }
 
 

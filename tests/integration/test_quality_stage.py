@@ -124,7 +124,7 @@ def test_clean_images_are_kept_and_rows_are_all_there(stage: SimpleNamespace) ->
     base = out[out["subkind"].eq("") & out["image_id"].ne(stage.dup)
                & out["image_id"].ne(stage.rejected)]
     assert (base["status"] == "ok").mean() >= 0.9, base[["quality_reasons"]]
-    for col in ("q_sharpness_peak", "q_luma_p95", "q_noise", "q_embed_outlier", "q_min_side",
+    for col in ("q_sharpness_peak", "q_luma_p99", "q_noise", "q_embed_outlier", "q_min_side",
                 "q_score_blurry", "q_score_off_subject"):
         assert base[col].notna().all(), col
 

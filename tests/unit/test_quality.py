@@ -104,13 +104,20 @@ def test_exposure_percentiles_and_fractions() -> None:
     dark = (base * 0.1).astype(np.uint8)
     blown = np.clip(base.astype(np.float32) * 2.2 + 70, 0, 255).astype(np.uint8)
     p_base, p_dark, p_blown = props(base), props(dark), props(blown)
-    assert p_dark["luma_p95"] < 0.2 < p_base["luma_p95"]
+    assert p_dark["luma_p99"] < 0.2 < p_base["luma_p99"]
     assert p_dark["dark_fraction"] > 0.95
     assert p_blown["bright_fraction"] > 0.5 > p_base["bright_fraction"]
     # a studio shot on black: mostly dark pixels, but real highlights
     studio = np.zeros((200, 200, 3), np.uint8)
     studio[60:140, 60:140] = (230, 190, 160)
-    assert props(studio)["dark_fraction"] > 0.8 and props(studio)["luma_p95"] > 0.6
+    assert props(studio)["dark_fraction"] > 0.8 and props(studio)["luma_p99"] > 0.6
+    # ... however small the subject, down to 1% of the frame (here 2%; the 95th percentile
+    # would read the backdrop)
+    small = np.full((200, 200, 3), 12, np.uint8)
+    small[100:128, 100:128] = (230, 190, 160)
+    assert props(small)["luma_p95"] < 0.2 < props(small)["luma_p99"]
+    assert evaluate(make_check("dark"), pd.DataFrame([props(small)]),
+                    QualityChecks().dark).flags.sum() == 0
 
 
 def on_white_paper(subject: np.ndarray, size: tuple[int, int] = (360, 300)) -> np.ndarray:
@@ -217,7 +224,7 @@ def test_disabled_check_records_values_but_never_flags() -> None:
 
 
 def test_evaluate_all_by_source_and_reasons_keep_every_flag() -> None:
-    frame = pd.DataFrame({"min_side": [100, 500], "aspect": [5.0, 1.2], "luma_p95": [0.1, 0.8]},
+    frame = pd.DataFrame({"min_side": [100, 500], "aspect": [5.0, 1.2], "luma_p99": [0.1, 0.8]},
                          index=["a", "b"])
     results = evaluate_all(frame, QualityChecks(), sources=("metadata", "pixels"))
     assert "off_subject" not in results and "poor_separation" not in results
