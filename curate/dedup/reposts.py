@@ -34,6 +34,7 @@ from core.parallel import make_executor
 from curate.config import Params
 from curate.dedup.borders import Box, box_area
 from curate.dedup.cosine import cosine_neighbours
+from curate.dedup.hashing import HASH_VERSION
 from curate.dedup.verify import (
     FEATURES_VERSION,
     VERIFY_VERSION,
@@ -98,11 +99,14 @@ class RepostVerifier:
         self.spec = VerifySpec.from_config(params.dedup.verify, params.background)
         self.cache = cache
         self.workers = workers
+        # Features are computed at the scale of the image's content box, which the hash pass
+        # finds: a change there (HASH_VERSION) changes them, and so every verdict.
         self.features_op = op_key("dedup.features", FEATURES_VERSION, {
             "max_side": self.spec.max_side, "features": self.spec.features,
-            "background": list(self.spec.background)})
+            "background": list(self.spec.background), "content_box_version": HASH_VERSION})
         self.pairs_op = op_key("dedup.verify", VERIFY_VERSION,
-                               {**self.spec.cache_params(), "features_version": FEATURES_VERSION})
+                               {**self.spec.cache_params(), "features_version": FEATURES_VERSION,
+                                "content_box_version": HASH_VERSION})
         self.blobs_path = Path(params.paths.cache) / "features.sqlite"
 
     def run(self, images: Sequence[Photo], pairs: Sequence[tuple[int, int]],

@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 
 from curate.dedup import clusters as cl
-from curate.dedup.borders import FULL, box_area, content_box
+from curate.dedup.borders import FULL, blur_fill, box_area, content_box
 from curate.dedup.config import VerifyConfig
 from curate.dedup.cosine import cosine_neighbours
 from curate.dedup.verify import (
@@ -198,6 +198,32 @@ def test_content_box_trims_added_framing_and_keeps_photos_whole() -> None:
     cv2.putText(captioned, "WHEN THE MONDAY", (20, 55), cv2.FONT_HERSHEY_DUPLEX, 1.3, 0, 2)
     assert content_box(captioned)[1] == pytest.approx(80 / (h + 80), abs=0.02)
     assert box_area(content_box(np.full((50, 50), 7, np.uint8))) == 1.0  # blank: not framed
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "rocket"])
+def test_content_box_finds_a_photo_centred_on_its_own_blur_fill(name: str) -> None:
+    """The app-style frame: the photo stretched over a wider frame and blurred, the photo
+    centred on it at full height (bands left and right; transposed, above and below). (A
+    star field on its own black blur has no seam to see.)"""
+    photo = cv2.cvtColor(_rgb(name), cv2.COLOR_RGB2GRAY)
+    h, w = photo.shape
+    wide = int(w * 1.6)
+    fill = cv2.GaussianBlur(cv2.resize(photo, (wide, h), interpolation=cv2.INTER_AREA),
+                            (0, 0), wide / 30)
+    x0 = (wide - w) // 2
+    fill[:, x0:x0 + w] = photo
+    assert content_box(fill) == pytest.approx((x0 / wide, 0.0, (x0 + w) / wide, 1.0), abs=0.01)
+    assert content_box(np.ascontiguousarray(fill.T)) == pytest.approx(
+        (0.0, x0 / wide, 1.0, (x0 + w) / wide), abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "rocket", "camera", "brick",
+                                  "grass", "text", "checkerboard", "horse", "clock", "retina"])
+def test_photos_with_strong_straight_lines_are_not_taken_for_a_blur_fill(name: str) -> None:
+    arr = np.asarray(getattr(skimage.data, name)())
+    gray = np.ascontiguousarray(
+        (arr if arr.ndim == 2 else cv2.cvtColor(arr[..., :3], cv2.COLOR_RGB2GRAY)).astype(np.uint8))
+    assert blur_fill(gray) is None and blur_fill(np.ascontiguousarray(gray.T)) is None
 
 
 def test_neighbours_fold_the_rows_of_one_owner_and_respect_k_and_the_floor() -> None:
