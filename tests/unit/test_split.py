@@ -25,12 +25,18 @@ def test_knn_separates_blobs_and_is_unsure_in_between() -> None:
     x, y = _two_blobs(100)
     pred = knn_predict(x[::2], y[::2], x[1::2], 2, k=10)
     assert (pred.labels == y[1::2]).mean() > 0.95
-    middle = np.zeros((1, 32), np.float32)
-    middle[0, 1] = 1.0  # orthogonal to both centres
-    assert knn_predict(x, y, middle, 2, k=20).confidence[0] < 0.8
     assert cross_validated_accuracy(x, y, 2) > 0.95
     loo = knn_predict(x, y, x, 2, k=1, exclude_self=True)  # never its own label for free
     assert (loo.labels == y).mean() < 1.0 or len(set(loo.confidence)) > 1
+    # CNN-like features: images of either group are sure, images between the two are not
+    x, y = _positive_blobs(100)
+    held_out = knn_predict(x[::2], y[::2], x[1::2], 2, k=10)
+    assert (held_out.labels == y[1::2]).all() and held_out.confidence.mean() > 0.95
+    between = np.abs(np.random.default_rng(5).normal(0, 1, (20, 32)))
+    between[:, :2] += 4  # as near the one group's centre as the other's
+    between /= np.linalg.norm(between, axis=1, keepdims=True)
+    unsure = knn_predict(x, y, between.astype(np.float32), 2, k=20).confidence
+    assert unsure.mean() < 0.8 and (unsure < 0.7).sum() >= 5
 
 
 def test_kmeans_finds_the_two_groups_deterministically() -> None:
