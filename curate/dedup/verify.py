@@ -47,8 +47,9 @@ VERIFY_VERSION = 16
 #: ... and this when the features (work image, keypoints, descriptors) change.
 FEATURES_VERSION = 10
 #: Images with at least this many keypoints each always share some when one is a copy of the
-#: other (re-encoded, resized, brightened, cropped): none shared contradicts a link.
-RICH_KEYPOINTS = 200
+#: other (re-encoded, resized, brightened, cropped; blurred, shrunk to a quarter or noisy
+#: copies keep a third of theirs or more): none shared contradicts a link.
+RICH_KEYPOINTS = 50
 #: ... and fewer consistent matches than this count as none shared (a fixed count, not
 #: `dedup.verify.min_inliers`: raising the bar for a link must not widen what contradicts one).
 FEW_MATCHES = 10

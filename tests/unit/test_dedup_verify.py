@@ -13,7 +13,9 @@ from curate.dedup.borders import FULL, blur_fill, box_area, content_box
 from curate.dedup.config import VerifyConfig
 from curate.dedup.cosine import cosine_neighbours
 from curate.dedup.verify import (
+    FEW_MATCHES,
     MIRROR_PERM,
+    RICH_KEYPOINTS,
     Features,
     Verdict,
     VerifySpec,
@@ -153,6 +155,27 @@ def test_a_recompressed_shrunk_copy_keeps_its_shading(name: str, scale: float,
     verdict = verify(_features(rgb), _features(copy), SPEC)
     assert verdict.linked, verdict
     assert verdict.shading is not None and verdict.shading < 0.25
+
+
+@pytest.mark.parametrize("name", ["coffee", "studio"])
+def test_a_degraded_copy_is_never_contradicted_and_a_look_alike_is(name: str) -> None:
+    """A hash or embedding link is dropped when both images have `RICH_KEYPOINTS` keypoints
+    and share almost none: blurred, shrunk or noisy copies keep a third of theirs or more."""
+    rgb = _studio_shot(0.3) if name == "studio" else _rgb(name)
+    original = _features(rgb)
+    noise = np.random.default_rng(0).normal(0, 12, rgb.shape)
+    for copy in (cv2.GaussianBlur(rgb, (0, 0), 3),
+                 cv2.resize(rgb, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA),
+                 np.clip(rgb + noise, 0, 255).astype(np.uint8)):
+        verdict = verify(original, _features(copy), SPEC)
+        assert verdict.keypoints >= RICH_KEYPOINTS and verdict.inliers >= 2 * FEW_MATCHES
+        assert not verdict.contradicts
+    left, right = _halves(name) if name != "studio" else (_studio_shot(0.3), _studio_shot(0.7))
+    if name == "studio":  # the same subject: a look-alike needs another one
+        right = right.copy()
+        right[80:280, 150:330] = _rgb("coffee")[100:300, 200:380]
+    apart = verify(_features(left), _features(right), SPEC)
+    assert apart.keypoints >= RICH_KEYPOINTS and apart.contradicts
 
 
 def test_mirrored_descriptors_are_a_permutation_of_the_originals() -> None:
