@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from scipy.optimize import isotonic_regression
 
 from core.parallel import one_thread_per_worker
 from curate.dedup.borders import FULL, Box
@@ -303,26 +304,10 @@ class _Agreement:
     shading: float | None = None  # smooth patches' distance from one tone curve; None: few
 
 
-def _monotone_fit(y: np.ndarray) -> np.ndarray:
-    """Least-squares non-decreasing fit of the sequence y (pool adjacent violators)."""
-    means: list[float] = []
-    weights: list[int] = []
-    for v in y.tolist():
-        means.append(v)
-        weights.append(1)
-        while len(means) > 1 and means[-2] > means[-1]:
-            w = weights[-2] + weights[-1]
-            means[-2] = (means[-2] * weights[-2] + means[-1] * weights[-1]) / w
-            weights[-2] = w
-            means.pop()
-            weights.pop()
-    return np.repeat(np.array(means), weights)
-
-
 def _tone_error(x: np.ndarray, y: np.ndarray) -> float:
     """Median distance (gray levels) of y from the best non-decreasing curve of x."""
-    order = np.lexsort((y, x))
-    return float(np.median(np.abs(y[order] - _monotone_fit(y[order]))))
+    y = y[np.lexsort((y, x))]
+    return float(np.median(np.abs(y - isotonic_regression(y).x)))
 
 
 def _shading(a: np.ndarray, b: np.ndarray, smooth: np.ndarray) -> float | None:
