@@ -84,17 +84,17 @@ def blur_fill(gray: np.ndarray) -> tuple[int, int] | None:
 
 
 def content_box(gray: np.ndarray) -> Box:
-    """Box of `gray` (uint8 2-D) inside the seams of a blur fill, or else left after trimming
-    plain runs from each edge. The blur fill is looked for first: its dark or pale ends can
-    be plain enough to trim, which would hide its seams."""
+    """Box of `gray` (uint8 2-D) inside the seams of a blur fill, less the plain runs at each
+    edge of what is left (a screenshot's chrome inside the fill). The blur fill is looked for
+    first: its dark or pale ends can be plain enough to trim, which would hide its seams."""
     h, w = gray.shape
     if h < 8 or w < 8:
         return FULL
-    if (cols := blur_fill(gray)) is not None:
-        return _fraction((cols[0], 0, cols[1], h), w, h)
-    if (rows := blur_fill(np.ascontiguousarray(gray.T))) is not None:
-        return _fraction((0, rows[0], w, rows[1]), w, h)
     top, bottom, left, right = 0, h, 0, w
+    if (cols := blur_fill(gray)) is not None:
+        left, right = cols
+    elif (rows := blur_fill(np.ascontiguousarray(gray.T))) is not None:
+        top, bottom = rows
     for _ in range(2):  # chrome rows first, then margins beside the photo, then rows again
         cap_y, cap_x = int(h * _MAX_SIDE_SHARE), int(w * _MAX_SIDE_SHARE)
         top += min(cap_y, _plain_run(gray[top:bottom, left:right]))
