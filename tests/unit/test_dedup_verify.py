@@ -240,6 +240,22 @@ def test_content_box_finds_a_photo_centred_on_its_own_blur_fill(name: str) -> No
         (0.0, x0 / wide, 1.0, (x0 + w) / wide), abs=0.01)
 
 
+def test_content_box_trims_a_screenshots_chrome_inside_a_pillarbox() -> None:
+    """A screenshot (black app chrome above and below the photo) posted on a white square:
+    the white bars are found as a fill, and the chrome inside them is trimmed as well."""
+    photo = cv2.cvtColor(_rgb("coffee"), cv2.COLOR_RGB2GRAY)
+    h, w = photo.shape
+    shot = np.zeros((h + 240, w), np.uint8)
+    shot[120:120 + h] = photo
+    cv2.putText(shot, "@pov  9:41", (20, 70), cv2.FONT_HERSHEY_DUPLEX, 1.4, 255, 2)
+    side = shot.shape[0]
+    square = np.full((side, side), 255, np.uint8)
+    x0 = (side - w) // 2
+    square[:, x0:x0 + w] = shot
+    assert content_box(square) == pytest.approx(
+        (x0 / side, 120 / side, (x0 + w) / side, (120 + h) / side), abs=0.01)
+
+
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "rocket", "camera", "brick",
                                   "grass", "text", "checkerboard", "horse", "clock", "retina"])
 def test_photos_with_strong_straight_lines_are_not_taken_for_a_blur_fill(name: str) -> None:
