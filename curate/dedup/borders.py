@@ -35,6 +35,7 @@ _SEAM_NEIGHBOURS = 10  # lines each side that make the neighbourhood
 _SEAM_SYMMETRY = 0.02  # the two seams' distances from their edges differ by at most this share
 _MIN_BAND = 0.2  # the photo between the seams is at least this share of the side
 _FILL_DETAIL = 0.5  # the fill has less than this share of the photo's fine detail
+_FILL_SIDE = 512  # a blur fill is looked for on the image scaled to this longer side
 
 
 def _plain_run(lines: np.ndarray) -> int:
@@ -91,10 +92,13 @@ def content_box(gray: np.ndarray) -> Box:
     if h < 8 or w < 8:
         return FULL
     top, bottom, left, right = 0, h, 0, w
-    if (cols := blur_fill(gray)) is not None:
-        left, right = cols
-    elif (rows := blur_fill(np.ascontiguousarray(gray.T))) is not None:
-        top, bottom = rows
+    scale = min(1.0, _FILL_SIDE / max(h, w))  # seams stay steps at this size, at far less cost
+    small = gray if scale == 1.0 else cv2.resize(
+        gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    if (cols := blur_fill(small)) is not None:
+        left, right = (min(w, round(c / scale)) for c in cols)
+    elif (rows := blur_fill(np.ascontiguousarray(small.T))) is not None:
+        top, bottom = (min(h, round(r / scale)) for r in rows)
     for _ in range(2):  # chrome rows first, then margins beside the photo, then rows again
         cap_y, cap_x = int(h * _MAX_SIDE_SHARE), int(w * _MAX_SIDE_SHARE)
         top += min(cap_y, _plain_run(gray[top:bottom, left:right]))

@@ -43,7 +43,7 @@ CANON_MIN_SIDE = 32
 #: JPEG DCT-domain reduction used by `fast_decode` (the box average does the rest).
 FAST_DCT_FACTOR = 2
 #: Bump when the hash, sharpness, contrast or content box computation changes its output.
-HASH_VERSION = 8
+HASH_VERSION = 9
 #: Below this standard deviation (gray levels) of its gray image an image is "blank":
 #: its hash bits come from rounding noise, so it is only compared by exact pixels.
 BLANK_STD = 1.0
