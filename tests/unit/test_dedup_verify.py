@@ -169,6 +169,7 @@ def test_a_degraded_copy_is_never_contradicted_and_a_look_alike_is(name: str) ->
                  np.clip(rgb + noise, 0, 255).astype(np.uint8)):
         verdict = verify(original, _features(copy), SPEC)
         assert verdict.keypoints >= RICH_KEYPOINTS and verdict.inliers >= 2 * FEW_MATCHES
+        assert 3 * verdict.inliers >= verdict.keypoints  # a third of its keypoints or more
         assert not verdict.contradicts
     left, right = _halves(name) if name != "studio" else (_studio_shot(0.3), _studio_shot(0.7))
     if name == "studio":  # the same subject: a look-alike needs another one
