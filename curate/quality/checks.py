@@ -134,30 +134,6 @@ class Grayscale(Check):
     unit = "levels"
 
 
-#: Above this `tone_residual` (ΔE), colours differ at one brightness: not a toned image.
-TONED_MAX_RESIDUAL = 10.0
-
-
-@register
-class Toned(Check):
-    name = "toned"
-    title = "Toned monochrome"
-    description = ("A sepia or other one-colour print: the chroma-weighted spread of hue, in "
-                   "degrees, judged only where colour follows brightness (at each lightness, "
-                   f"99% of pixels lie within {TONED_MAX_RESIDUAL:g} ΔE of one a*b* colour); "
-                   "grey images are left to the grayscale check.")
-    metric = "hue_spread"
-    bad = "low"
-    unit = "degrees"
-
-    def values(self, frame: pd.DataFrame) -> pd.Series:
-        spread = super().values(frame)
-        if "tone_residual" not in frame:
-            return spread * np.nan
-        residual = pd.to_numeric(frame["tone_residual"], errors="coerce")
-        return spread.where(residual < TONED_MAX_RESIDUAL)
-
-
 @register
 class Noisy(Check):
     name = "noisy"

@@ -43,7 +43,6 @@ class QualityChecks:
     low_contrast: Threshold = threshold("absolute", 0.025)
     low_information: Threshold = threshold("absolute", 2.0)
     grayscale: Threshold = threshold("absolute", 3.0)
-    toned: Threshold = threshold("absolute", 15.0)
     noisy: Threshold = threshold("absolute", 1.5)
     tiny: Threshold = threshold("absolute", 256.0)
     extreme_aspect: Threshold = threshold("absolute", 3.0)

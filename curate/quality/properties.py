@@ -140,8 +140,7 @@ class Property(ABC):
 
     @abstractmethod
     def compute(self, img: WorkImage) -> dict[str, float]:
-        """Measure `img`; keys are exactly `columns`, values floats (finite, or NaN where
-        the image holds nothing to measure, as `hue_spread` of a grey image)."""
+        """Measure `img`; keys are exactly `columns`, values finite floats."""
 
 
 PROPERTIES: dict[str, type[Property]] = {}
@@ -305,50 +304,6 @@ class Chroma(Property):
         spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
         counts = np.bincount(spread.ravel(), minlength=256)
         return {"channel_spread": float(np.searchsorted(np.cumsum(counts), 0.99 * spread.size))}
-
-
-#: Lightness bins (L* units) within which `tone_residual` compares colours.
-TONE_L_BIN = 5.0
-#: A pixel of at least this chroma (C*, L*a*b* units) counts as coloured ...
-TONE_MIN_CHROMA = 5.0
-#: ... and below this share of coloured pixels an image has no hue to judge.
-TONE_MIN_COLOURED = 0.01
-
-
-@register
-class Tone(Property):
-    """Whether the colour of an image only follows its brightness: a toned monochrome
-    (sepia, cyanotype, an old-photo filter), which the grayscale test misses.
-
-    - `tone_residual`: 99th percentile over pixels of the a*b* distance (ΔE units) to the
-      median a*b* of the pixels of the same lightness (5 L* bins). Near 0 when one colour
-      stands for each brightness (a tone curve); a colour photo has, at some brightness,
-      pixels of different colours (skin and backdrop, shadow and foliage).
-    - `hue_spread`: the chroma-weighted circular standard deviation of the hue angle, in
-      degrees: how many hues the image holds, a sepia print one. NaN when under 1% of the
-      pixels have chroma 5 or more: a grey image has no hue (the grayscale check judges it).
-    """
-
-    name = "tone"
-    version = 1
-    columns = ("tone_residual", "hue_spread")
-
-    def compute(self, img: WorkImage) -> dict[str, float]:
-        lab = cv2.cvtColor(img.rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3)
-        bins = np.minimum((lab[:, 0] / TONE_L_BIN).astype(np.int32), int(100 / TONE_L_BIN) - 1)
-        chroma = lab[:, 1] + 1j * lab[:, 2]
-        residual = np.empty(len(lab), np.float32)
-        for level in np.unique(bins):
-            here = bins == level
-            centre = np.median(lab[here, 1]) + 1j * np.median(lab[here, 2])
-            residual[here] = np.abs(chroma[here] - centre)
-        magnitude = np.abs(chroma)
-        if (magnitude >= TONE_MIN_CHROMA).mean() < TONE_MIN_COLOURED:
-            spread = math.nan
-        else:
-            resultant = abs(chroma.sum()) / max(float(magnitude.sum()), 1e-9)
-            spread = math.degrees(math.sqrt(-2.0 * math.log(max(resultant, 1e-12))))
-        return {"tone_residual": float(np.percentile(residual, 99)), "hue_spread": spread}
 
 
 @register

@@ -438,28 +438,3 @@ def test_colour_style_flags_an_off_colour_image_when_enabled() -> None:
     reasons = _reasons_from_pixels(images, on)
     assert reasons["tinted"] == ["colour_style"]
     assert all(reasons[name] == [] for name in scenes), reasons
-
-
-def _toned(rgb: np.ndarray, tint: tuple[float, float, float]) -> np.ndarray:
-    """An old-photo filter: luma times one colour, stored as a JPEG."""
-    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)[..., None] / 255.0
-    return jpeg_roundtrip(np.clip(255.0 * luma * np.array(tint) + 0.5, 0, 255).astype(np.uint8),
-                          quality=70)
-
-
-def test_toned_prints_are_flagged_and_colour_and_grey_photos_are_not() -> None:
-    from skimage import data  # real photos: skin, fur, food, sky
-
-    photos = {name: jpeg_roundtrip(getattr(data, name)(), quality=70)
-              for name in ("astronaut", "chelsea", "coffee", "rocket")}
-    sepia = {f"sepia-{k}": _toned(v, (1.0, 0.8, 0.6)) for k, v in photos.items()}
-    cyan = {f"cyanotype-{k}": _toned(v, (0.45, 0.75, 1.0)) for k, v in photos.items()}
-    grey = {"grey": jpeg_roundtrip(np.repeat(cv2.cvtColor(photos["coffee"], cv2.COLOR_RGB2GRAY)
-                                             [..., None], 3, axis=2))}
-    images = {name: WorkImage.from_pil(Image.fromarray(rgb), 256).rgb  # the stage's size
-              for name, rgb in {**photos, **sepia, **cyan, **grey}.items()}
-    reasons = _reasons_from_pixels(images, QualityChecks())
-    assert all(reasons[name] == [] for name in photos), reasons
-    assert all("toned" in reasons[name] for name in (*sepia, *cyan)), reasons
-    assert reasons["grey"] == ["grayscale"]  # no hue: judged by the grayscale check alone
-    assert np.isnan(props(grey["grey"])["hue_spread"])
