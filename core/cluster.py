@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
+import dask
 from dask.distributed import Client, LocalCluster, WorkerPlugin
 
 from core.config import ComputeConfig
@@ -95,8 +96,13 @@ def _connect(config: ComputeConfig, workers: int) -> Client:
         if config.address:
             client = Client(config.address, timeout=config.connect_timeout_s)
         else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None)
+            # No dashboard, so no one reads the workers' statistical profiler: it would only
+            # sample every thread's stack every 10 ms beside the work (the nannies hand the
+            # configuration at their start to the workers they start and restart).
+            with dask.config.set({"distributed.worker.profile.enabled": False}):
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                       processes=True, host="127.0.0.1",
+                                       dashboard_address=None)
             client = Client(cluster, timeout=config.connect_timeout_s)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot reach the Dask scheduler at {config.address}: {exc}; "

@@ -160,6 +160,24 @@ def test_a_local_dask_cluster_gives_the_local_pools_outputs(tmp_path: Path) -> N
         pd.testing.assert_frame_equal(pd.read_parquet(project / rel), frame, obj=rel)
 
 
+def _profiling() -> bool:
+    """On a worker: whether its statistical profiler runs."""
+    from distributed import get_worker
+
+    return "profile" in get_worker().periodic_callbacks
+
+
+def test_the_local_cluster_runs_its_workers_without_the_profiler() -> None:
+    from core import cluster
+
+    try:
+        executor = cluster.executor(ComputeConfig(engine="dask"), workers=2)
+        assert executor.slots == 2
+        assert [executor.submit(_profiling).result(timeout=60) for _ in range(4)] == [False] * 4
+    finally:
+        cluster.close()
+
+
 def test_an_unreachable_scheduler_or_a_missing_gpu_is_one_clear_line(tmp_path: Path,
                                                                    refused_port: int) -> None:
     project = _project(tmp_path)
