@@ -16,6 +16,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -243,3 +244,14 @@ def orient(img: Image.Image, orientation: int) -> Image.Image:
     """Apply an EXIF orientation (1-8, as `ImageInfo.exif_orientation`) to a decoded image."""
     method = _ORIENT.get(int(orientation))
     return img.transpose(method) if method is not None else img
+
+
+def shrink(arr: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """`arr` area-averaged so its longer side is at most `max_side` (never enlarged);
+    (array, factor), the factor mapping the result's coordinates back by division."""
+    h, w = arr.shape[:2]
+    factor = min(1.0, max_side / max(h, w))
+    if factor < 1.0:
+        arr = cv2.resize(arr, (max(1, round(w * factor)), max(1, round(h * factor))),
+                         interpolation=cv2.INTER_AREA)
+    return arr, factor

@@ -22,6 +22,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from core.imageio import shrink
+
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of width and height
 FULL: Box = (0.0, 0.0, 1.0, 1.0)
 _TOLERANCE = 4  # gray levels from the edge's colour that still count as that colour
@@ -92,9 +94,7 @@ def content_box(gray: np.ndarray) -> Box:
     if h < 8 or w < 8:
         return FULL
     top, bottom, left, right = 0, h, 0, w
-    scale = min(1.0, _FILL_SIDE / max(h, w))  # seams stay steps at this size, at far less cost
-    small = gray if scale == 1.0 else cv2.resize(
-        gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small, scale = shrink(gray, _FILL_SIDE)  # seams stay steps at this size, at far less cost
     if (cols := blur_fill(small)) is not None:
         left, right = (min(w, round(c / scale)) for c in cols)
     elif (rows := blur_fill(np.ascontiguousarray(small.T))) is not None:

@@ -37,6 +37,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from core.imageio import shrink
+
 FEATURE_SIDE = 320
 GRID = FEATURE_SIDE // 8
 #: MobileNetV2 `features` blocks whose outputs are stacked: 32 channels at stride 8 and 96 at
@@ -373,16 +375,6 @@ def was_cleaned(parts_dropped: Any, removed: Any) -> Any:
     return (parts_dropped > 0) | (removed >= CLEANED_SHARE)
 
 
-def work_image(arr: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """`arr` resized so its longer side is at most `side` (area-averaged); (array, factor)."""
-    h, w = arr.shape[:2]
-    factor = min(1.0, side / max(h, w))
-    if factor < 1.0:
-        arr = cv2.resize(arr, (max(1, round(w * factor)), max(1, round(h * factor))),
-                         interpolation=cv2.INTER_AREA)
-    return arr, factor
-
-
 def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A working-size bool mask at full size (h, w)."""
     up = cv2.resize(mask.astype(np.uint8) * 255, (shape[1], shape[0]),
@@ -393,7 +385,7 @@ def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def work_pair(rgb: np.ndarray, alpha: np.ndarray, side: int
               ) -> tuple[np.ndarray, np.ndarray, float]:
     """(image, matte, factor): both reduced to a longer side of at most `side`."""
-    small, factor = work_image(rgb, side)
+    small, factor = shrink(rgb, side)
     small_alpha = cv2.resize(alpha, (small.shape[1], small.shape[0]),
                              interpolation=cv2.INTER_AREA)
     return small, small_alpha, factor
