@@ -125,3 +125,26 @@ def test_bytes_of_the_same_image_in_another_format_embed_alike(photos, tmp_path)
     Image.open(dict(items)["coffee"]).save(png)
     v = embed(params_for(tmp_path), [("jpg", dict(items)["coffee"]), ("png", png)])
     assert float(v[0] @ v[1]) > 0.99
+
+
+def test_the_network_runs_channels_last_with_the_default_layouts_features(photos) -> None:
+    """The speed-up's layout is in place, and it does not change what a vector means."""
+    import copy
+
+    import torch
+
+    from core.models import require
+    from curate.embeddings import load_model, preprocess
+
+    _, items = photos
+    net = load_model("mobilenet_v2", str(require("mobilenet_v2", REPO / "models/pretrained")), 1)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last)
+                         for m in convs)
+    plain = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    batch = torch.from_numpy(np.stack([preprocess(p, 224, (255, 255, 255)) for _, p in items]))
+    with torch.inference_mode():
+        fast = net(batch.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+        slow = plain(batch).mean(dim=(2, 3))
+    assert not plain[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fast, slow, atol=1e-5)
