@@ -8,8 +8,8 @@ its figures into `bench/results/scale.json` and prints that file's JSON on stdou
     .venv/bin/python bench/scale.py local --n 40000
     .venv/bin/python bench/scale.py rerun --n 40000     # + 1% new images, every stage again
     .venv/bin/python bench/scale.py reports --n 40000   # the HTML reports in headless Chromium
-    .venv/bin/python bench/scale.py dask --n 10000      # the same on a 2-worker LocalCluster
-                                                         # (--reuse: only compare its outputs)
+    .venv/bin/python bench/scale.py dask --n 2500       # local pool vs a 2-worker LocalCluster,
+                                                         # alternating rounds (--repeat 2)
     .venv/bin/python bench/scale.py subset --n 2000     # + matte (u2netp), split, prepare
     .venv/bin/python bench/scale.py million             # non-decoding steps at 1M rows
     .venv/bin/python bench/scale.py summary             # exponents and goals
@@ -36,10 +36,12 @@ import math
 import multiprocessing
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -303,25 +305,46 @@ def phase_rerun(n: int) -> dict[str, Any]:
                            "cold_s": round(cold_total, 1)}}
 
 
-def phase_dask(n: int, reuse: bool = False) -> dict[str, Any]:
-    """The same pipeline on a LocalCluster of `workers` (all cores), compared with `local`;
-    `reuse`: compare the outputs of the last run again without running it."""
-    local = load().get(f"local_{n}")
-    if local is None:
-        raise SystemExit(f"run `bench/scale.py local --n {n}` first")
-    proj = WORK / f"dask-{n}" / "proj"
-    if not (proj / "data/split/manifest.parquet").exists() or not reuse:
-        proj = project(f"dask-{n}", n, engine="dask")
-        stages = run_pipeline(proj, n)
-    else:  # compare again the outputs of the last run (its timings are kept)
-        stages = load()["dask"]["stages"]
-    same = {stage: same_manifest(WORK / f"local-{n}" / "proj", proj, stage) for stage in STAGES}
-    t_local = sum(s["s"] for s in local["stages"].values())
-    t_dask = sum(s["s"] for s in stages.values())
-    return {"dask": {"n": n, "throughput_ratio": round(t_local / t_dask, 3),
-                     "identical": all(same.values()), "identical_per_stage": same,
-                     "stages": stages, "local_s": round(t_local, 1),
-                     "dask_s": round(t_dask, 1)}}
+def phase_dask(n: int, repeat: int) -> dict[str, Any]:
+    """The pipeline on a LocalCluster of 2 workers (all cores) against the local pool, on the
+    same n images: `repeat` rounds of one cold run each, the order alternating (so neither
+    side always runs on a machine the other just warmed or loaded); the median of the
+    rounds' local time / Dask time is the throughput ratio. Each round's outputs must match."""
+    from bench.harness import alternate
+
+    runs = {"local": 0, "dask": 0}
+    identical: list[dict[str, bool]] = []
+
+    def side(engine: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            proj = project(f"{engine}-{n}-rounds", n, engine=engine)
+            stages = run_pipeline(proj, n)
+            runs[engine] += 1
+            if runs["local"] == runs["dask"]:  # the round's second run: compare the outputs
+                identical.append({stage: same_manifest(WORK / f"local-{n}-rounds" / "proj",
+                                                       WORK / f"dask-{n}-rounds" / "proj",
+                                                       stage) for stage in STAGES})
+            return {"seconds": sum(s["s"] for s in stages.values()), "stages": stages}
+        return run
+
+    sides = {"local": side("local"), "dask": side("dask")}
+    rounds = alternate(sides, repeat, progress=log)
+    ratios = rounds.ratios("local", "dask")
+    per_stage = {stage: round(statistics.median(
+        lo["stages"][stage]["s"] / da["stages"][stage]["s"]
+        for lo, da in zip(rounds.extras("local"), rounds.extras("dask"), strict=True)), 3)
+        for stage in STAGES}
+    median_round = ratios.index(sorted(ratios)[(len(ratios) - 1) // 2])
+    return {"dask": {"n": n, "rounds": repeat,
+                     "throughput_ratio": round(statistics.median(ratios), 3),
+                     "throughput_ratio_per_round": [round(r, 3) for r in ratios],
+                     "stage_ratio_median": per_stage,
+                     "identical": all(all(r.values()) for r in identical),
+                     "identical_per_round": identical, "order": rounds.order(),
+                     "stages": rounds.extras("dask")[median_round]["stages"],
+                     "local_stages": rounds.extras("local")[median_round]["stages"],
+                     "local_s": [round(t, 1) for t in rounds.seconds("local")],
+                     "dask_s": [round(t, 1) for t in rounds.seconds("dask")]}}
 
 
 def same_manifest(a: Path, b: Path, stage: str) -> bool:
@@ -541,8 +564,8 @@ def main() -> None:
                                           "million", "million-step", "summary"])
     parser.add_argument("step", nargs="?", help="million-step only")
     parser.add_argument("--n", type=int, default=10_000, help="images (rows for million)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="dask: compare the last run's outputs again, without running")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="dask: rounds of one local and one Dask run, alternating")
     args = parser.parse_args()
     global RUN
     RUN = Bench("scale")
@@ -552,7 +575,7 @@ def main() -> None:
     phases = {"local": phase_local, "rerun": phase_rerun, "subset": phase_subset,
               "reports": phase_reports}
     if args.phase == "dask":
-        figures = phase_dask(args.n, args.reuse)
+        figures = phase_dask(args.n, args.repeat)
     elif args.phase == "million":
         figures = phase_million(args.n if args.n != 10_000 else 1_000_000)
     elif args.phase == "summary":
