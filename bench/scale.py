@@ -217,7 +217,8 @@ def run_stage(proj: Path, args: list[str], n: int) -> dict[str, Any]:
     started = time.perf_counter()
     RUN.record(f"(in the project) curate {' '.join(args)}")
     proc = subprocess.Popen([str(CURATE), *args], cwd=proj, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=python_env())
+                            stderr=subprocess.PIPE, text=True,
+                            env=python_env({"COLUMNS": "1000"}))  # no wrapped summary lines
     watch = Watch(proc.pid)
     _, err = proc.communicate()
     seconds = time.perf_counter() - started
@@ -225,7 +226,19 @@ def run_stage(proj: Path, args: list[str], n: int) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"curate {' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
     log(f"{args[0]} on {n}: {seconds:.1f} s, tree peak {memory['peak_rss_gib']} GiB")
-    return {"s": round(seconds, 2), "images_per_s": round(n / seconds, 1), **memory}
+    steps = step_times(err)
+    return {"s": round(seconds, 2), "images_per_s": round(n / seconds, 1), **memory,
+            **({"steps_s": steps} if steps else {})}
+
+
+def step_times(stderr: str) -> dict[str, float]:
+    """Seconds per step from the stage's own "time by step" line, where it prints one."""
+    for line in stderr.splitlines():
+        _, found, steps = line.partition(": time by step: ")
+        if found:
+            return {name: float(seconds) for name, seconds, _unit in
+                    (step.rsplit(" ", 2) for step in steps.split(", "))}
+    return {}
 
 
 def stage_args(stage: str) -> list[str]:

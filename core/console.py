@@ -67,11 +67,22 @@ class StageSummary:
     counts: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     cached: int = 0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds, in the order first timed
 
     def count(self, outcome: str, reason: str | None = None, n: int = 1) -> None:
         self.counts[outcome] += n
         if reason:
             self.reasons[reason] += n
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a step of the stage: where the time went is printed (never saved: the
+        summary file must be the same bytes on a rerun)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - started
 
     @property
     def elapsed(self) -> float:
@@ -103,3 +114,6 @@ class StageSummary:
             f"{self.stage}: {processed:,} inputs in {self.elapsed:.1f} s "
             f"({rate:,.1f}/s), {self.cached:,} from cache"
         )
+        if self.phases:
+            console.print(f"{self.stage}: time by step: " + ", ".join(
+                f"{name} {seconds:.1f} s" for name, seconds in self.phases.items()))

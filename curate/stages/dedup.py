@@ -114,7 +114,8 @@ class DedupRun:
         return found, errors
 
     def features(self, cache: ResultCache, live: pd.DataFrame) -> Features:
-        hashed, errors = self.hash_images(cache, live)
+        with self.summary.phase("hashes"):
+            hashed, errors = self.hash_images(cache, live)
         ok = live[live["image_id"].isin(hashed)]
         ids = list(ok["image_id"])
         hashes = np.array([from_hex(hashed[i]["h"]) for i in ids], dtype=np.uint64)
@@ -131,8 +132,9 @@ class DedupRun:
             # one model load (a second call costs a pool start, seconds per worker).
             framed = (framed_items(self.photos(ok, content)) if self.cfg.verify.enabled
                       else [])
-            res = embed_detailed(self.params, [*items, *(item for _, item in framed)],
-                                 workers=self.options.workers)
+            with self.summary.phase("embeddings"):
+                res = embed_detailed(self.params, [*items, *(item for _, item in framed)],
+                                     workers=self.options.workers)
             vectors = res.vectors[:len(items)]
             vectors[blank] = np.nan
             if framed:
@@ -175,9 +177,10 @@ class DedupRun:
               ) -> dict[graph.Pair, cl.Edge]:
         """All duplicate edges between live images (indices into feats.ids): hash, exact
         pixels, embedding, and (when verification is on) verified reposts."""
-        found = graph.edges(feats, list(zip(frame["width"], frame["height"])), self.cfg,
-                            self.spec.bits,
-                            lambda rows: self.pixel_digests(cache, frame.iloc[rows]))
+        with self.summary.phase("hash and embedding neighbour search"):
+            found = graph.edges(feats, list(zip(frame["width"], frame["height"])), self.cfg,
+                                self.spec.bits,
+                                lambda rows: self.pixel_digests(cache, frame.iloc[rows]))
         if feats.vectors is not None and self.cfg.verify.enabled:
             self.add_verified(cache, feats, frame, found)
         return found
@@ -192,11 +195,13 @@ class DedupRun:
         if feats.framed_vectors is not None and len(feats.framed_vectors):
             rows = np.concatenate([rows, feats.framed_vectors])
             owners = np.concatenate([owners, feats.framed_owners])
-        near = candidate_pairs(rows, owners, v.candidates, v.candidate_cosine)
-        pairs = graph.pairs_to_verify(feats, found, near)
+        with self.summary.phase("repost candidate search"):
+            near = candidate_pairs(rows, owners, v.candidates, v.candidate_cosine)
+            pairs = graph.pairs_to_verify(feats, found, near)
         linked = {p for p in pairs if p in found}  # a verdict may veto these
-        result = RepostVerifier(self.params, cache, self.workers).run(
-            self.photos(frame, feats.content), pairs, linked)
+        with self.summary.phase("repost verification"):
+            result = RepostVerifier(self.params, cache, self.workers).run(
+                self.photos(frame, feats.content), pairs, linked)
         self.reposts = result
         for key, message in sorted(result.errors.items())[:5]:
             console.print(f"[yellow]warning:[/] repost check skipped for {key}: {message} "
@@ -287,7 +292,8 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> StageRe
         atomic.write_text(options.out_dir / "summary.json",
                           json.dumps({**run.summary.metrics(), **run.extra}, indent=2) + "\n")
         report = options.report or Path(params.paths.reports) / "duplicates.html"
-        write_report(report, out, params, cache, run.workers, run.extra)
+        with run.summary.phase("report"):
+            write_report(report, out, params, cache, run.workers, run.extra)
     finally:
         cache.close()
     run.summary.cached = run.result_counts.get("hashes_cached", 0)

@@ -489,3 +489,26 @@ def test_a_name_registered_twice_fails_loudly():
         class Second:
             name = "w"
     assert registry == {"w": First}
+
+
+# ---------------------------------------------------------------------- stage summary
+
+
+def test_step_times_are_printed_and_never_saved(tmp_path: Path, capsys) -> None:
+    import time
+
+    from core.console import StageSummary
+
+    summary = StageSummary("dedup")
+    summary.count("kept", n=3)
+    for _ in range(2):
+        with summary.phase("hashes"):
+            time.sleep(0.02)
+    with pytest.raises(KeyError), summary.phase("report"):
+        raise KeyError("a failing step is timed too")
+    assert list(summary.phases) == ["hashes", "report"]
+    assert summary.phases["hashes"] >= 0.04
+    summary.save(tmp_path / "summary.json")
+    assert "hashes" not in (tmp_path / "summary.json").read_text()
+    summary.print()
+    assert "dedup: time by step: hashes 0.0 s, report 0.0 s" in capsys.readouterr().err
