@@ -292,16 +292,19 @@ def run_quality(params: Params, options: QualityOptions = QualityOptions()) -> S
     workers = options.workers or params.n_workers
     live = manifest[manifest["status"].eq(Status.OK)]
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
-        meas = measure_images(params, live[["image_id", "store_path"]], cache, workers)
+        with summary.phase("measure"):
+            meas = measure_images(params, live[["image_id", "store_path"]], cache, workers)
         frame = build_frame(manifest, meas, tags)
-        j = judge(params, frame, meas, use_tags=tags is not None, workers=workers)
+        with summary.phase("scores and checks"):
+            j = judge(params, frame, meas, use_tags=tags is not None, workers=workers)
         out = output_manifest(manifest, j, meas)
         write_table(out, options.out_dir / "manifest.parquet", sort_by=["image_id"])
         _summarise(summary, manifest, out, meas)
         atomic.write_text(options.out_dir / "summary.json",
                           json.dumps(_metrics(summary, j), indent=2, sort_keys=True) + "\n")
-        report = _report(params, j, _CachedThumbs(cache, meas.op), manifest,
-                         options.report or params.paths.reports / "outliers.html")
+        with summary.phase("report"):
+            report = _report(params, j, _CachedThumbs(cache, meas.op), manifest,
+                             options.report or params.paths.reports / "outliers.html")
     summary.print()
     console.print(f"quality: decoded {meas.decoded:,} images, {meas.cached:,} from cache; "
                   f"report: {report}")
