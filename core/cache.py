@@ -128,41 +128,9 @@ class ResultCache(SqliteCache):
         return int(row[0])
 
 
-_BLOB_SCHEMA = """
-CREATE TABLE IF NOT EXISTS blobs (
-    op TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value BLOB NOT NULL,
-    PRIMARY KEY (op, key)
-) WITHOUT ROWID
-"""
-
-
-class BlobCache(SqliteCache):
-    """Binary per-image values (packed arrays) in SQLite, read and written in batches: what
-    JSON would bloat, such as local features."""
-
-    schema = _BLOB_SCHEMA
-
-    def get_many(self, op: str, keys: Iterable[str]) -> dict[str, bytes]:
-        return {k: bytes(v) for k, v in select_keys(self._db, "SELECT key, value FROM blobs",
-                                                      op, keys)}
-
-    def has(self, op: str, keys: Iterable[str]) -> set[str]:
-        """Those of `keys` that have a value (without reading the values)."""
-        return {k for (k,) in select_keys(self._db, "SELECT key FROM blobs", op, keys)}
-
-    def put_many(self, op: str, items: Iterable[tuple[str, bytes]]) -> None:
-        """Store values in one transaction (all or nothing)."""
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO blobs (op, key, value) VALUES (?, ?, ?)",
-                ((op, k, v) for k, v in items))
-
-
 class KeyValueCache(Protocol):
     """What batched writers and `core.imagemap.cached_map` need of a cache (`ResultCache`,
-    `BlobCache`, `curate.embeddings.EmbeddingCache`)."""
+    `curate.embeddings.EmbeddingCache`)."""
 
     def get_many(self, op: str, keys: Iterable[str]) -> dict[str, Any]: ...
 

@@ -179,7 +179,6 @@ def cached_map(
     workers: int,
     revisit: Callable[[T, Any], T | None] | None = None,
     record: Callable[[T, Any], Any] | None = None,
-    load_cached: bool = True,
     **options: Any,
 ) -> Iterator[Outcome[T, Any]]:
     """`map_items` over those of `items` whose result is not cached under `op`.
@@ -192,17 +191,13 @@ def cached_map(
     `revisit(item, cached_value)` says whether a cached value still holds: None when it does,
     else the item to compute instead (the item itself, or a cheaper variant such as "only
     re-measure"). `record(item, value)` turns a computed value into what is cached and
-    yielded (and may write the files the value stands for first). With `load_cached=False`
-    only which keys are cached is read (`cache.has`): cached outcomes carry no value.
+    yielded (and may write the files the value stands for first).
     """
     todo: list[T] = []
     for start in range(0, len(items), LOOKUP_CHUNK):
         chunk = items[start : start + LOOKUP_CHUNK]
         keys = [key(item) for item in chunk]
-        if load_cached:
-            found = cache.get_many(op, keys)
-        else:
-            found = dict.fromkeys(cache.has(op, keys))  # type: ignore[attr-defined]
+        found = cache.get_many(op, keys)
         for item, k in zip(chunk, keys, strict=True):
             if k not in found:
                 todo.append(item)

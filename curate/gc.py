@@ -11,11 +11,14 @@ command judges it against the manifests and dataset cards in the workspace now:
   and in the kept variant, the composites, masks and raw masks of images no longer matted;
 - **prepare** (`<paths.cache>/prepare/<settings hash>/`): folders of settings no dataset card
   in `data/datasets/` names, and in the kept ones, crops no prepare manifest lists;
+- **repost features** (`<paths.cache>/dedup-features/`): the files of images no manifest
+  holds (the folders of earlier feature versions are kept, like earlier settings' rows);
 - **cache rows** (`<paths.cache>/*.sqlite`): rows keyed by an image id no manifest (or the
   rejects table) holds; rows of matte variants and prepare settings removed above, and
   embeddings of their composites; ingest's records of file versions no longer on disk (a
   queued experiment's temporary copy leaves those). Rows of earlier settings of the other
-  per-image operations, scraping records and the subject model are kept.
+  per-image operations, scraping records and the subject model are kept. `features.sqlite`,
+  where earlier versions kept the repost features, is deleted whole: nothing reads it now.
 
 Safe by construction: it holds the per-image state's lock exclusively (a stage running here
 or in a queued experiment sharing this cache makes it refuse, and no stage starts while it
@@ -50,8 +53,9 @@ TRASH = ".gc-trash-"
 #: A matte variant folder: `<model or method>-<10 hex>` (raw masks: `raw-` before it).
 VARIANT = re.compile(r"^(raw-)?[A-Za-z0-9_]+-[0-9a-f]{10}$")
 #: The tables of the per-image caches: (table, key column, value column).
-TABLES = (("results", "key", "value"), ("blobs", "key", "value"),
-          ("vectors", "image_id", "vec"))
+TABLES = (("results", "key", "value"), ("vectors", "image_id", "vec"))
+#: Cache files earlier versions wrote and nothing reads now.
+OBSOLETE_CACHE_FILES = ("features.sqlite", "features.sqlite-wal", "features.sqlite-shm")
 #: Op families whose rows are kept whatever their key: scraping records (network to redo)
 #: and the subject model (one row per settings).
 KEPT_FAMILIES = ("ingest.url", "matte.subject_model")
@@ -275,6 +279,24 @@ def _plan_prepare(plan: Plan, root: Path, refs: References) -> None:
                     plan.count("prepare: crops no dataset holds", _size(path))
 
 
+def _plan_features(plan: Plan, root: Path, refs: References) -> None:
+    """Feature files of images no manifest holds, and writes a killed run left."""
+    if not root.is_dir():
+        return
+    for path in _files(root):
+        image_id = _image_id(path.name)
+        if TEMP_MARKER in path.name or image_id is None or image_id not in refs.images:
+            plan.files.append(path)
+            plan.count("dedup: repost features of images no manifest holds", _size(path))
+
+
+def _plan_obsolete(plan: Plan, cache: Path) -> None:
+    for name in OBSOLETE_CACHE_FILES:
+        if (cache / name).exists():
+            plan.files.append(cache / name)
+            plan.count("cache files of earlier versions, read by nothing now", _size(cache / name))
+
+
 def _file_version_gone(key: str) -> bool:
     """A `path|size|mtime_ns` key whose file is gone or changed: it can never be hit again."""
     path, _, rest = key.rpartition("|")
@@ -322,7 +344,7 @@ class _RowJudge:
 
 def _plan_rows(plan: Plan, cache: Path, refs: References) -> None:
     judge = _RowJudge(refs)
-    for path in sorted(cache.glob("*.sqlite")):
+    for path in sorted(p for p in cache.glob("*.sqlite") if p.name not in OBSOLETE_CACHE_FILES):
         db = sqlite3.connect(path, timeout=60)
         try:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -346,6 +368,7 @@ def _plan_rows(plan: Plan, cache: Path, refs: References) -> None:
 
 def plan_gc(params: Params) -> Plan:
     """What gc would delete in this workspace (reads only)."""
+    from curate.dedup.reposts import FEATURES_SUBDIR
     from curate.stages.matte import OUT_SUBDIR
     from curate.stages.prepare import PREPARED_SUBDIR
 
@@ -363,6 +386,8 @@ def plan_gc(params: Params) -> Plan:
     if refs.prepare is None:
         plan.notes.append("prepare crops kept: no dataset card in data/datasets/")
     _plan_prepare(plan, Path(params.paths.cache) / PREPARED_SUBDIR, refs)
+    _plan_features(plan, Path(params.paths.cache) / FEATURES_SUBDIR, refs)
+    _plan_obsolete(plan, Path(params.paths.cache))
     _plan_rows(plan, Path(params.paths.cache), refs)
     return plan
 

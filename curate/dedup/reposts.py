@@ -10,10 +10,16 @@ different photos of one subject. So the search runs in two steps, as copy detect
 2. verification of each candidate pair (`curate.dedup.verify`), which links it or not and
    says how the two frames relate.
 
-Both steps are cached: local features per image (`<paths.cache>/features.sqlite`, 50-120 KB
-per image on average) and the verdict per pair of image ids, keyed by the verification
-settings and version. A rerun verifies nothing; new images cost their own features and the
-verdicts of their new pairs.
+Both steps are cached: local features per image and the verdict per pair of image ids, keyed
+by the verification settings and version. A rerun verifies nothing; new images cost their own
+features and the verdicts of their new pairs.
+
+The features (50-120 KB per image) are files, `<paths.cache>/dedup-features/<version>/ab/cd/
+<image id>.sft`, written by the worker that computes them and read by the workers that verify
+a pair (each verification batch names its images, and its worker reads their files), with
+their sizes in the result cache. They never pass through the coordinator: each image's
+features are read by a dozen verification batches, which as task arguments were about 0.7 GB
+per 1,000 images, and Dask's scheduler deserialises every task's arguments.
 """
 
 from __future__ import annotations
@@ -28,19 +34,22 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cache import BlobCache, ResultCache, op_key
+from core.cache import ResultCache, op_key
 from core.imagemap import cached_map
 from core.parallel import make_executor
+from core.store import Store
 from curate.config import Params
 from curate.dedup.borders import Box, box_area
 from curate.dedup.cosine import cosine_neighbours
 from curate.dedup.hashing import HASH_VERSION
 from curate.dedup.verify import (
+    FEATURES_EXT,
     FEATURES_VERSION,
     VERIFY_VERSION,
+    FeatureItem,
     Verdict,
     VerifySpec,
-    packed_features,
+    store_features,
     verify_pairs,
 )
 
@@ -48,6 +57,8 @@ from curate.dedup.verify import (
 FRAMED_AREA = 0.96
 _FEATURE_BATCH = 8
 _PAIR_BATCH = 48
+#: Under `paths.cache`: one folder of feature files per features version and settings.
+FEATURES_SUBDIR = "dedup-features"
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,8 @@ class RepostVerifier:
         self.pairs_op = op_key("dedup.verify", VERIFY_VERSION,
                                {**self.spec.cache_params(), "features_version": FEATURES_VERSION,
                                 "content_box_version": HASH_VERSION})
-        self.blobs_path = Path(params.paths.cache) / "features.sqlite"
+        _, version, digest = self.features_op.split(":")
+        self.features = Store(Path(params.paths.cache) / FEATURES_SUBDIR / f"{version}-{digest}")
 
     def run(self, images: Sequence[Photo], pairs: Sequence[tuple[int, int]],
             wanted: Collection[tuple[int, int]] = ()) -> RepostResult:
@@ -130,26 +142,30 @@ class RepostVerifier:
             by_id = {im.image_id: im for im in images}
             executor = make_executor(self.workers)
             try:
-                with BlobCache(self.blobs_path) as blobs:
-                    needed = sorted({x for pair in todo for x in pair})
-                    result.errors = self._features(executor, blobs, [by_id[i] for i in needed],
-                                                   result)
-                    todo = [(a, b) for a, b in todo
-                            if a not in result.errors and b not in result.errors]
-                    self._pairs(executor, blobs, todo, result, keep)
+                needed = sorted({x for pair in todo for x in pair})
+                result.errors = self._features(executor, [by_id[i] for i in needed], result)
+                todo = [(a, b) for a, b in todo
+                        if a not in result.errors and b not in result.errors]
+                self._pairs(executor, todo, result, keep)
             finally:
                 executor.shutdown(cancel_futures=True)
         result.seconds = time.perf_counter() - started
         return result
 
-    def _features(self, executor: Executor, blobs: BlobCache, images: list[Photo],
-                  result: RepostResult) -> dict[str, str]:
-        """Compute and cache the features the cache lacks; errors by image id."""
+    def _features(self, executor: Executor, images: list[Photo], result: RepostResult
+                  ) -> dict[str, str]:
+        """Compute the feature files that are missing (or not the size the cache recorded);
+        errors by image id."""
         items = [(im.image_id, str(im.path), im.width, im.content) for im in images]
         errors: dict[str, str] = {}
+
+        def revisit(item: FeatureItem, kept: dict[str, int]) -> FeatureItem | None:
+            return None if self.features.has(item[0], FEATURES_EXT, kept["bytes"]) else item
+
         for outcome in cached_map(self.features_op, items,
-                                  partial(packed_features, spec=self.spec), blobs,
-                                  key=itemgetter(0), load_cached=False, workers=self.workers,
+                                  partial(store_features, spec=self.spec,
+                                          root=str(self.features.root)), self.cache,
+                                  key=itemgetter(0), revisit=revisit, workers=self.workers,
                                   batch=_FEATURE_BATCH, executor=executor,
                                   description="repost features"):
             if not outcome.ok:
@@ -170,18 +186,15 @@ class RepostVerifier:
             result.verdicts[pair] = Verdict.from_json(value)
         result.linked += bool(value["linked"])
 
-    def _pairs(self, executor: Executor, blobs: BlobCache, todo: list[tuple[str, str]],
-               result: RepostResult, keep: set[tuple[str, str]]) -> None:
-        """Verify the uncached pairs; each batch carries the features it needs (read here:
-        only the coordinator opens the caches)."""
-
-        def features(batch: tuple[tuple[str, str], ...]) -> dict[str, bytes]:
-            return blobs.get_many(self.features_op, {x for pair in batch for x in pair})
-
-        for outcome in cached_map(self.pairs_op, todo, partial(verify_pairs, spec=self.spec),
+    def _pairs(self, executor: Executor, todo: list[tuple[str, str]], result: RepostResult,
+               keep: set[tuple[str, str]]) -> None:
+        """Verify the uncached pairs (their workers read the feature files)."""
+        for outcome in cached_map(self.pairs_op, todo,
+                                  partial(verify_pairs, spec=self.spec,
+                                          root=str(self.features.root)),
                                   self.cache, key="|".join, workers=self.workers,
-                                  batch=_PAIR_BATCH, batched=True, context=features,
-                                  executor=executor, description="verify pairs"):
+                                  batch=_PAIR_BATCH, batched=True, executor=executor,
+                                  description="verify pairs"):
             a, b = outcome.item
             if outcome.ok:  # without a verdict the pair stays unlinked, retried next run
                 self._keep(result, (a, b), outcome.value, keep)

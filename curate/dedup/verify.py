@@ -37,7 +37,9 @@ import cv2
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from core.imagemap import Failure, attempt
 from core.parallel import one_thread_per_worker
+from core.store import Store
 from curate.dedup.borders import FULL, Box
 
 if TYPE_CHECKING:
@@ -527,20 +529,41 @@ def unpack(blob: bytes) -> Features:
 
 #: One image whose features to compute: id, path, stored width, content box.
 FeatureItem = tuple[str, str, int, Box]
+#: Extension of a feature file (`pack`'s format) in its store.
+FEATURES_EXT = "sft"
 
 
-def packed_features(item: FeatureItem, spec: VerifySpec) -> bytes:
-    """The packed features of one image (raises `ImageRejected` or `OSError` when it cannot
-    be read)."""
+def store_features(item: FeatureItem, spec: VerifySpec, root: str) -> dict[str, int]:
+    """Compute one image's features and write them, packed, to the feature store at `root`;
+    their size in bytes (raises `ImageRejected` or `OSError` when the image cannot be read)."""
     one_thread_per_worker()
-    _, path, width, content = item
-    return pack(features_of(Path(path), width, spec, content))
+    image_id, path, width, content = item
+    data = pack(features_of(Path(path), width, spec, content))
+    Store(Path(root)).put(data, image_id, FEATURES_EXT)
+    return {"bytes": len(data)}
 
 
-def verify_pairs(pairs: tuple[tuple[str, str], ...], blobs: dict[str, bytes], spec: VerifySpec
-                 ) -> list[dict[str, object]]:
-    """Verdicts (as JSON) of a batch of pairs, from the packed features of their images:
-    each image is unpacked once per batch."""
+def verify_pairs(pairs: tuple[tuple[str, str], ...], spec: VerifySpec, root: str
+                 ) -> list[dict[str, object] | Failure]:
+    """Verdicts (as JSON) of a batch of pairs, from the feature files of their images in the
+    store at `root`: each image is read and unpacked once per batch, and a pair whose
+    features cannot be read, or whose check fails, fails alone (it is verified again on the
+    next run)."""
     one_thread_per_worker()
-    feats = {image_id: unpack(blob) for image_id, blob in blobs.items()}
-    return [verify(feats[a], feats[b], spec).to_json() for a, b in pairs]
+    store = Store(Path(root))
+    feats = {image_id: attempt(_read_features, store, image_id)
+             for image_id in sorted({x for pair in pairs for x in pair})}
+
+    def one(a: str, b: str) -> dict[str, object] | Failure:
+        fa, fb = feats[a], feats[b]
+        if isinstance(fa, Failure):
+            return fa
+        if isinstance(fb, Failure):
+            return fb
+        return verify(fa, fb, spec).to_json()
+
+    return [attempt(one, a, b) for a, b in pairs]
+
+
+def _read_features(store: Store, image_id: str) -> Features:
+    return unpack(store.read(image_id, FEATURES_EXT))

@@ -20,6 +20,7 @@ from core.config import from_mapping
 from core.manifest import read_table, write_table
 from core.stage import StageResult
 from curate.config import Params
+from curate.dedup.reposts import FEATURES_SUBDIR
 from curate.stages.dedup import DEDUP_COLUMNS, DedupOptions, run_dedup
 from curate.stages.ingest import IngestOptions, run_ingest
 
@@ -297,6 +298,20 @@ def test_reposts_are_verified_with_their_transform_and_the_clean_copy_kept(tmp_p
     crop = {Path(r.source_uri).name: r
             for r in read_table(third.outputs["manifest"]).itertuples()}["crop.jpg"]
     assert crop.duplicate_of == original.image_id
+
+    # The features are files the workers wrote, one per image; one that is gone (or not the
+    # size the cache recorded) is computed again when a new pair needs it.
+    stored = {p.stem: p for p in (tmp_path / "cache" / FEATURES_SUBDIR).rglob("*.sft")}
+    assert original.image_id in stored and crop.image_id in stored
+    stored[original.image_id].unlink()
+    _jpeg(np.ascontiguousarray(left[10:, :-25]), raw / "crop2.jpg")
+    run_ingest(params, IngestOptions(out_dir=tmp_path / "ingest", workers=1))
+    fourth = run_dedup(params, opts)
+    assert fourth.details["reposts"].features_computed == 2
+    assert stored[original.image_id].exists()
+    crop2 = {Path(r.source_uri).name: r
+             for r in read_table(fourth.outputs["manifest"]).itertuples()}["crop2.jpg"]
+    assert crop2.duplicate_of == original.image_id
 
 
 def test_report_opens_in_chromium_with_every_cluster_and_thumbnail(run, open_report) -> None:

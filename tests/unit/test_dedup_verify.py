@@ -13,6 +13,7 @@ from curate.dedup.borders import FULL, blur_fill, box_area, content_box
 from curate.dedup.config import VerifyConfig
 from curate.dedup.cosine import cosine_neighbours
 from curate.dedup.verify import (
+    FEATURES_EXT,
     FEW_MATCHES,
     MIRROR_PERM,
     RICH_KEYPOINTS,
@@ -23,6 +24,7 @@ from curate.dedup.verify import (
     pack,
     unpack,
     verify,
+    verify_pairs,
 )
 from curate.demo.reposts import REPOST_KINDS, make_repost
 
@@ -206,6 +208,21 @@ def test_features_survive_the_cache_format() -> None:
     np.testing.assert_allclose(g.points, f.points, atol=1 / 32)
     np.testing.assert_allclose(g.desc, f.desc, atol=1 / 255)
     assert np.abs(g.gray.astype(int) - f.gray).mean() < 2
+
+
+def test_pair_batches_read_the_feature_files_and_a_missing_one_fails_only_its_pairs(
+        tmp_path) -> None:
+    from core.imagemap import Failure
+    from core.store import Store
+
+    left, right = _halves("coffee")
+    copy = make_repost(left, "mirror", np.random.default_rng(0)).rgb
+    store = Store(tmp_path)
+    for name, rgb in (("a", left), ("b", copy), ("c", right)):
+        store.put(pack(_features(rgb)), name, FEATURES_EXT)
+    out = verify_pairs((("a", "b"), ("a", "c"), ("a", "gone")), SPEC, str(tmp_path))
+    assert out[0]["linked"] and not out[1]["linked"]
+    assert isinstance(out[2], Failure) and out[2].reason == "unreadable"
 
 
 def test_content_box_trims_added_framing_and_keeps_photos_whole() -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from core.cache import BlobCache, ResultCache
+from core.cache import ResultCache
 from core.runlock import shared
 from core.store import Store
 from curate import gc
@@ -129,9 +129,20 @@ def make_workspace(root: Path) -> Workspace:
         vec = np.zeros(4, np.float32)
         db.put_many("embed.m:v1:x", [(i, vec) for i in [*KEPT, GONE]]
                     + [(f"{variant}/{KEPT[0]}", vec), (f"{OLD_VARIANT}/{KEPT[0]}", vec)])
-    with BlobCache(cache / "features.sqlite") as db:
-        db.put_many("dedup.features:v1:x", [(i, b"f" * 1000) for i in [KEPT[0], GONE]])
+    for i in [KEPT[0], GONE]:
+        _put(cache / "dedup-features" / "v10-x" / _feature_file(i), b"f" * 1000)
+    with ResultCache(cache / "cache.sqlite") as db:
+        db.put_many("dedup.features:v10:x", [(i, {"bytes": 1000}) for i in [KEPT[0], GONE]])
+    old = sqlite3.connect(cache / "features.sqlite")  # where earlier versions kept features
+    old.execute("CREATE TABLE blobs (op TEXT, key TEXT, value BLOB)")
+    old.execute("INSERT INTO blobs VALUES ('dedup.features:v9:x', ?, ?)", (KEPT[0], b"f" * 1000))
+    old.commit()
+    old.close()
     return Workspace(root, params, out, variant, raw)
+
+
+def _feature_file(image_id: str) -> str:
+    return Store(Path()).relpath(image_id, "sft")
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -165,13 +176,14 @@ def _referenced(ws: Workspace) -> tuple[set[str], set[tuple[str, str, str]]]:
                   f"data/matte/out/{ws.variant}/masks/{_rel(i)}",
                   f"data/matte/out/{ws.raw}/{_rel(i)}",
                   f".cache/curate/prepare/{H_NOW}/{i[:2]}/{i}-0.png"}
+    files.add(f".cache/curate/dedup-features/v10-x/{_feature_file(KEPT[0])}")
     rows = {("cache.sqlite", "quality.measure:v2:x", i) for i in [*KEPT, OUTLIER]}
     rows |= {("results.sqlite", prepared_op(H_NOW), i) for i in KEPT}
     rows |= {("embeddings.sqlite", "embed.m:v1:x", f"{ws.variant}/{KEPT[0]}"),
              ("cache.sqlite", "ingest.probe:v1:x", REJECT),
              ("cache.sqlite", "matte.subject_model:v2:x", "model"),
              ("cache.sqlite", "ingest.url:v1:x", f"http://example.com/{GONE}.jpg"),
-             ("features.sqlite", "dedup.features:v1:x", KEPT[0])}
+             ("cache.sqlite", "dedup.features:v10:x", KEPT[0])}
     return files, rows
 
 
@@ -191,6 +203,8 @@ def test_dry_run_counts_what_would_go_and_deletes_nothing(ws: Workspace) -> None
     assert tally["prepare: crops of earlier settings"][0] == 1 + 4
     assert tally["prepare: crops no dataset holds"] == (1, 100)
     assert tally["ingest records of files gone"][0] == 1
+    assert tally["dedup: repost features of images no manifest holds"] == (1, 1000)
+    assert tally["cache files of earlier versions, read by nothing now"][0] == 1
     assert plan.bytes == sum(t.bytes for t in plan.tally.values()) > 0
 
 
@@ -203,7 +217,7 @@ def _stale_rows(ws: Workspace) -> set[tuple[str, str, str]]:
             ("cache.sqlite", "ingest.file:v1", "ROOT/tmp/exp/a.jpg|100|1"),
             ("embeddings.sqlite", "embed.m:v1:x", GONE),
             ("embeddings.sqlite", "embed.m:v1:x", f"{OLD_VARIANT}/{KEPT[0]}"),
-            ("features.sqlite", "dedup.features:v1:x", GONE),
+            ("cache.sqlite", "dedup.features:v10:x", GONE),
             *(("cache.sqlite", old_matte, i) for i in KEPT),
             *(("results.sqlite", prepared_op(H_OLD), i) for i in KEPT)}
 
@@ -222,6 +236,7 @@ def test_gc_frees_exactly_what_no_manifest_references(ws: Workspace) -> None:
     file_bytes = sum(t.bytes for k, t in plan.tally.items()
                      if k.startswith(("store", "matte: images", "prepare: crops no")))
     assert freed >= file_bytes
+    assert not (ws.root / ".cache/curate/features.sqlite").exists()
     assert gc.plan_gc(ws.params).tally == {}  # nothing left to free
 
 

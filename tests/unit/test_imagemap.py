@@ -4,12 +4,11 @@ reason, the cache read first and committed as results arrive, failures never cac
 from __future__ import annotations
 
 import os
-from functools import partial
 from pathlib import Path
 
 import pytest
 
-from core.cache import BlobCache, ResultCache
+from core.cache import ResultCache
 from core.imageio import ImageRejected
 from core.imagemap import COMMIT_EVERY, Failure, cached_map, map_items
 
@@ -132,16 +131,3 @@ def test_slow_results_are_committed_by_age_not_only_by_count(tmp_path: Path) -> 
         assert cache.get(OP, "2") is None
         patient.flush()
         assert cache.get(OP, "2") == 4
-
-
-def test_load_cached_false_reads_only_which_keys_exist(tmp_path: Path) -> None:
-    with BlobCache(tmp_path / "blobs.sqlite") as blobs:
-        blobs.put_many(OP, [("1", b"x" * 1000)])
-        out = {o.item: o for o in cached_map(OP, [1, 2], partial(bytes_of), blobs, key=str,
-                                              workers=1, load_cached=False)}
-        assert out[1].cached and out[1].value is None
-        assert blobs.get_many(OP, ["2"]) == {"2": b"\x02"}
-
-
-def bytes_of(x: int) -> bytes:
-    return bytes([x])
