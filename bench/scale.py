@@ -537,10 +537,11 @@ def phase_million(rows: int) -> dict[str, Any]:
 
 
 def phase_summary() -> dict[str, Any]:
-    """Per-stage figures at the largest N, growth exponents between the two local runs."""
+    """Per-stage figures at the largest N, growth exponents between the two largest local
+    runs (where the parts that grow faster than linearly weigh most)."""
     data = load()
     sizes = sorted(int(k.split("_")[1]) for k in data if k.startswith("local_"))
-    small, large = sizes[0], sizes[-1]
+    small, large = sizes[-2:] if len(sizes) > 1 else (sizes[0], sizes[0])
     stages = {}
     for stage in STAGES:
         a, b = data[f"local_{small}"]["stages"][stage], data[f"local_{large}"]["stages"][stage]
@@ -560,7 +561,8 @@ def phase_summary() -> dict[str, Any]:
         and dask["identical"],
         "rerun_plus_1pct_at_most_5pct": data.get("rerun_plus_1pct", 1) <= 0.05,
     }
-    return {"n": large, "sizes": sizes, "stages": stages, "peak_rss_gib": peak,
+    return {"n": large, "sizes": sizes, "exponent_sizes": [small, large], "stages": stages,
+            "peak_rss_gib": peak,
             "goals": goals, "goals_note": f"judged at n = {large:,} (the issue asks 100k: the "
             "largest N run here), and for Dask at its own n",
             "gpu": None,

@@ -364,6 +364,13 @@ def tags(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
                 load=load)]
 
 
+def exponent_sizes(data: dict[str, Any]) -> tuple[int, int]:
+    """The two image counts scale.json's growth exponents compare (older files: the first
+    and last size)."""
+    small, large = data.get("exponent_sizes") or (data["sizes"][0], data["sizes"][-1])
+    return small, large
+
+
 def scale(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
     n, st = data["n"], data["stages"]
     exps = ", ".join(f"{k} {num(v['exponent'])}" for k, v in st.items()
@@ -373,12 +380,15 @@ def scale(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
     loads = [r["load_avg"][0] if "load_avg" in r else r["load_avg_start"][0]
              for r in data["runs"].values()]
     dask_goal = "dask_at_least_0.85x_and_identical"
-    return [Row(f"scale: {' and '.join(f'{s:,}' for s in data['sizes'])} synthetic images "
+    sizes = [f"{s:,}" for s in data["sizes"]]
+    small, large = exponent_sizes(data)
+    return [Row(f"scale: {', '.join(sizes[:-1])} and {sizes[-1]} synthetic images "
                 "through ingest, dedup, quality, split; +1%; Dask; 1M-row steps",
                 "bench/scale.py",
                 ours=(f"{n:,}: ingest {num(st['ingest']['images_per_s'], 0)} img/s, dedup "
                       f"{num(st['dedup']['images_per_s'], 1)}, quality "
-                      f"{num(st['quality']['images_per_s'], 0)}; growth exponents (time ~ n^e) "
+                      f"{num(st['quality']['images_per_s'], 0)}; growth exponents (time ~ n^e, "
+                      f"{small:,} -> {large:,}) "
                       f"{exps}; a +1% rerun costs "
                       f"{pct(data['rerun_plus_1pct'], 1)} of a cold run; Dask LocalCluster "
                       f"{times(dask['throughput_ratio'])} the local pool at {dask['n']:,} "
@@ -496,7 +506,7 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
 def render_scale(results_dir: Path = RESULTS_DIR) -> str:
     """Per stage at the largest N of bench/scale.py (matte and prepare on its subset)."""
     data = json.loads((results_dir / "scale.json").read_text())
-    n, small = data["n"], data["sizes"][0]
+    n, (small, _) = data["n"], exponent_sizes(data)
     subset = data[f"subset_{SCALE_SUBSET}"]["stages"]
     lines = [(f"| stage | {n:,} images | images/s | growth exponent {small:,} -> {n:,} | "
              "peak memory, process tree (coordinator, one worker) |"), "|---|---|---|---|---|"]
