@@ -364,13 +364,6 @@ def tags(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
                 load=load)]
 
 
-def exponent_sizes(data: dict[str, Any]) -> tuple[int, int]:
-    """The two image counts scale.json's growth exponents compare (older files: the first
-    and last size)."""
-    small, large = data.get("exponent_sizes") or (data["sizes"][0], data["sizes"][-1])
-    return small, large
-
-
 def scale(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
     n, st = data["n"], data["stages"]
     exps = ", ".join(f"{k} {num(v['exponent'])}" for k, v in st.items()
@@ -381,7 +374,7 @@ def scale(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
              for r in data["runs"].values()]
     dask_goal = "dask_at_least_0.85x_and_identical"
     sizes = [f"{s:,}" for s in data["sizes"]]
-    small, large = exponent_sizes(data)
+    small, large = data["exponent_sizes"]  # the two runs the exponents compare
     return [Row(f"scale: {', '.join(sizes[:-1])} and {sizes[-1]} synthetic images "
                 "through ingest, dedup, quality, split; +1%; Dask; 1M-row steps",
                 "bench/scale.py",
@@ -506,7 +499,7 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
 def render_scale(results_dir: Path = RESULTS_DIR) -> str:
     """Per stage at the largest N of bench/scale.py (matte and prepare on its subset)."""
     data = json.loads((results_dir / "scale.json").read_text())
-    n, (small, _) = data["n"], exponent_sizes(data)
+    n, (small, _) = data["n"], data["exponent_sizes"]
     subset = data[f"subset_{SCALE_SUBSET}"]["stages"]
     lines = [(f"| stage | {n:,} images | images/s | growth exponent {small:,} -> {n:,} | "
              "peak memory, process tree (coordinator, one worker) |"), "|---|---|---|---|---|"]
