@@ -215,6 +215,14 @@ def model_key(cfg: EmbeddingsConfig, weights_md5: str) -> str:
                   {"md5": weights_md5, "size": cfg.image_size})
 
 
+def vectors_key(params: Params) -> str:
+    """Cache key of the vectors `params` makes (`model_key` of its model's weights)."""
+    from core import models
+
+    spec = next(s for s in models.MODELS if s.name == params.embeddings.model)
+    return model_key(params.embeddings, spec.md5)
+
+
 @dataclass
 class EmbedResult:
     """Vectors in item order (float32, NaN rows where an image failed) and what it cost."""
@@ -237,8 +245,7 @@ def embed_detailed(params: Params, items: Sequence[Item | RegionItem], *,
     from core import models
 
     cfg = params.embeddings
-    spec = next(s for s in models.MODELS if s.name == cfg.model)
-    op = model_key(cfg, spec.md5)
+    op = vectors_key(params)
     n_workers = workers or params.n_workers
     bg = params.background
     embedder: list[_Embedder] = []

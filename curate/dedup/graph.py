@@ -18,7 +18,6 @@ import pandas as pd
 from curate.dedup import clusters as cl
 from curate.dedup.borders import Box
 from curate.dedup.config import DedupConfig
-from curate.dedup.cosine import cosine_pairs
 from curate.dedup.hamming import hamming_pairs
 
 if TYPE_CHECKING:
@@ -48,16 +47,21 @@ class Features:
     errors: dict[str, str] = field(default_factory=dict)
     content: list[Box] = field(default_factory=list)  # photo inside added framing
     framed_vectors: np.ndarray | None = None  # embeddings of the framed images' content ...
-    framed_owners: np.ndarray | None = None  # ... and whose they are (indices into ids)
+    framed_owners: np.ndarray | None = None  # ... whose they are (indices into ids) ...
+    framed_keys: list[str] = field(default_factory=list)  # ... and their embedding keys
 
 
 def edges(feats: Features, dims: list[tuple[int, int]], cfg: DedupConfig, hash_bits: int,
-          pixel_digests: Callable[[list[int]], Mapping[str, str]]) -> dict[Pair, cl.Edge]:
+          pixel_digests: Callable[[list[int]], Mapping[str, str]],
+          similar: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+          ) -> dict[Pair, cl.Edge]:
     """Hash, exact-pixel and embedding edges between live images.
 
     ``dims`` are the images' (width, height); ``pixel_digests(indices)`` returns the decoded
     pixels' digest by image id, asked only for pairs that may be identical (hashes within
-    `EXACT_MAX_BITS` and one size, or two blank images of one size).
+    `EXACT_MAX_BITS` and one size, or two blank images of one size). ``similar``: the pairs
+    (i, j, cosine) of images at least `cfg.cosine_threshold` similar by embedding
+    (`curate.dedup.neighbours`), given when ``feats.vectors`` is.
     """
     live = np.flatnonzero(~feats.blank)
     hi, hj, hd = hamming_pairs(feats.hashes[live], cfg.hash_threshold, hash_bits)
@@ -80,8 +84,8 @@ def edges(feats: Features, dims: list[tuple[int, int]], cfg: DedupConfig, hash_b
                 pairs[(a, b)][0] = "exact"
         pairs = {k: v for k, v in pairs.items() if v[0] != "blank"}
     if feats.vectors is not None:
-        ci, cj, cs = cosine_pairs(feats.vectors, cfg.cosine_threshold)
-        for a, b, s in zip(ci, cj, cs):
+        assert similar is not None, "embedding pairs are searched by the caller"
+        for a, b, s in zip(*similar):
             key = (int(a), int(b))
             if key in pairs:
                 pairs[key][2] = float(s)

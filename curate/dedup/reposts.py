@@ -32,15 +32,12 @@ from functools import partial
 from operator import itemgetter
 from pathlib import Path
 
-import numpy as np
-
 from core.cache import ResultCache, op_key
 from core.imagemap import cached_map
 from core.parallel import make_executor
 from core.store import Store
 from curate.config import Params
 from curate.dedup.borders import Box, box_area
-from curate.dedup.cosine import cosine_neighbours
 from curate.dedup.hashing import HASH_VERSION
 from curate.dedup.verify import (
     FEATURES_EXT,
@@ -94,13 +91,6 @@ def framed_items(images: Sequence[Photo]) -> list[tuple[int, tuple[str, Path, Bo
             key = f"{im.image_id}#" + ",".join(f"{v:.4f}" for v in im.content)
             out.append((k, (key, im.path, im.content)))
     return out
-
-
-def candidate_pairs(vectors: np.ndarray, owners: np.ndarray, k: int, floor: float
-                    ) -> list[tuple[int, int]]:
-    """Index pairs (i < j) of images among each other's `k` nearest (cosine >= floor)."""
-    i, j, _ = cosine_neighbours(vectors, owners, k, floor)
-    return list(zip(i.tolist(), j.tolist()))
 
 
 class RepostVerifier:

@@ -9,7 +9,7 @@ source URI), and links the remaining images three ways:
 * ``hash``: perceptual hashes within `dedup.hash_threshold` bits (`curate.dedup.hashing`,
   searched exactly and sub-quadratically by `curate.dedup.hamming`);
 * ``embedding``: MobileNetV2 embeddings with cosine >= `dedup.cosine_threshold`
-  (`curate.embeddings`, shared with later stages; `curate.dedup.cosine`);
+  (`curate.embeddings`, shared with later stages; `curate.dedup.neighbours`);
 * ``verified``: reposts (mirrored, cropped, captioned, letterboxed, rotated, screenshotted):
   each image's nearest images by embedding are verified geometrically, and linked when local
   features fit one transform and the aligned pixels agree (`curate.dedup.reposts`). The
@@ -21,8 +21,10 @@ Union-find turns the edges into clusters; the keep policy picks one image per cl
 ``status = duplicate``, ``reason = duplicate_of:<id>``, the kind and distance of the link.
 
 Incremental: hashes, pixel digests, embeddings, local features and thumbnails are cached per
-image id and verdicts per pair of ids, so a rerun after adding 1% of images computes about 1%;
-the pair search and clustering are recomputed from the cached values each run.
+image id and verdicts per pair of ids, and the embedding neighbour search is kept and updated
+with the new images only (`curate.dedup.neighbours`), so a rerun after adding 1% of images
+computes about 1%; the hash search and clustering are recomputed from the cached values each
+run (both take seconds at 100k images).
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ from core.stage import StageResult, Status
 from curate.config import Params
 from curate.dedup import clusters as cl
 from curate.dedup import graph
+from curate.dedup import neighbours as nb
 from curate.dedup.borders import FULL, Box
 from curate.dedup.graph import DEDUP_COLUMNS, Features
 from curate.dedup.hashing import BLANK_STD, HASH_VERSION, HashSpec, from_hex, hash_one
-from curate.dedup.reposts import Photo, RepostResult, RepostVerifier, candidate_pairs, framed_items
+from curate.dedup.reposts import Photo, RepostResult, RepostVerifier, framed_items
 
 PIXELS_OP = op_key("dedup.pixels", 1)
 BATCH = 32  # images per worker task
+#: Under `paths.cache`: the embedding neighbour search of the last run, one file per settings.
+NEIGHBOURS_SUBDIR = "dedup-neighbours"
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class DedupRun:
         self.result_counts: dict[str, int] = {}
         self.extra: dict[str, int] = {}
         self.reposts: RepostResult | None = None
+        self.neighbours: nb.Neighbours | None = None
         self.vetoed = 0  # hash or embedding links that verification contradicted
 
     def path(self, store_path: str) -> Path:
@@ -124,6 +130,7 @@ class DedupRun:
         content = [tuple(hashed[i].get("b", FULL)) for i in ids]
         vectors = None
         framed_vectors = framed_owners = None
+        framed_keys: list[str] = []
         if self.cfg.embeddings and ids:
             from curate.embeddings import embed_detailed
 
@@ -140,13 +147,14 @@ class DedupRun:
             if framed:
                 framed_owners = np.array([k for k, _ in framed], dtype=np.int64)
                 framed_vectors = res.vectors[len(items):]
+                framed_keys = [item[0] for _, item in framed]
             self.result_counts["embeddings_computed"] = res.computed
             self.result_counts["embeddings_cached"] = res.cached
             for image_id, message in res.errors.items():
                 if "#" not in image_id:  # a framed photo's error is its image's error
                     console.print(f"[yellow]warning:[/] no embedding for {image_id}: {message}")
         return Features(ids, hashes, sharp, blank, vectors, errors, content, framed_vectors,
-                         framed_owners)
+                        framed_owners, framed_keys)
 
     def photos(self, rows: pd.DataFrame, content: list[Box]) -> list[Photo]:
         return [Photo(i, self.path(p), int(w), box) for i, p, w, box in
@@ -177,27 +185,55 @@ class DedupRun:
               ) -> dict[graph.Pair, cl.Edge]:
         """All duplicate edges between live images (indices into feats.ids): hash, exact
         pixels, embedding, and (when verification is on) verified reposts."""
-        with self.summary.phase("hash and embedding neighbour search"):
+        similar = None
+        if feats.vectors is not None:
+            with self.summary.phase("embedding neighbour search"):
+                self.neighbours = self.search_neighbours(feats)
+            similar = self.neighbours.caller_pairs()
+        with self.summary.phase("hash search and links"):
             found = graph.edges(feats, list(zip(frame["width"], frame["height"])), self.cfg,
                                 self.spec.bits,
-                                lambda rows: self.pixel_digests(cache, frame.iloc[rows]))
-        if feats.vectors is not None and self.cfg.verify.enabled:
-            self.add_verified(cache, feats, frame, found)
+                                lambda rows: self.pixel_digests(cache, frame.iloc[rows]),
+                                similar)
+        if self.neighbours is not None and self.cfg.verify.enabled:
+            self.add_verified(cache, feats, frame, found, self.neighbours)
         return found
 
-    def add_verified(self, cache: ResultCache, feats: Features, frame: pd.DataFrame,
-                     found: dict[graph.Pair, cl.Edge]) -> None:
-        """Verify each image's nearest candidates and the hash-linked pairs, and fold the
-        verdicts into ``found`` (`graph.apply_verdicts`)."""
-        v = self.cfg.verify
+    def search_neighbours(self, feats: Features) -> nb.Neighbours:
+        """Embedding neighbours of the images and of the photos inside framed ones, updated
+        from the last run's search (`curate.dedup.neighbours`) and saved for the next."""
+        from curate.embeddings import vectors_key
+
         assert feats.vectors is not None
-        rows, owners = feats.vectors, np.arange(len(feats.ids))
+        v = self.cfg.verify
+        rows, owners, keys = feats.vectors, np.arange(len(feats.ids)), list(feats.ids)
         if feats.framed_vectors is not None and len(feats.framed_vectors):
             rows = np.concatenate([rows, feats.framed_vectors])
             owners = np.concatenate([owners, feats.framed_owners])
-        with self.summary.phase("repost candidate search"):
-            near = candidate_pairs(rows, owners, v.candidates, v.candidate_cosine)
-            pairs = graph.pairs_to_verify(feats, found, near)
+            keys += feats.framed_keys
+        # 2k + 2 rows per row: k other images even where each has a second row
+        spec = nb.SearchSpec(2 * v.candidates + 2 if v.enabled else 0, v.candidate_cosine,
+                             self.cfg.cosine_threshold)
+        settings = op_key("dedup.neighbours", nb.FORMAT_VERSION,
+                          {"vectors": vectors_key(self.params), "width": spec.width,
+                           "floor": spec.floor, "threshold": spec.threshold})
+        path = (Path(self.params.paths.cache) / NEIGHBOURS_SUBDIR
+                / f"{settings.rsplit(':', 1)[-1]}.npz")
+        found = nb.search(keys, owners, rows, np.arange(len(rows)) < len(feats.ids), spec,
+                          nb.load(path, spec))
+        nb.save(path, found)
+        return found
+
+    def add_verified(self, cache: ResultCache, feats: Features, frame: pd.DataFrame,
+                     found: dict[graph.Pair, cl.Edge], near_rows: nb.Neighbours) -> None:
+        """Verify each image's nearest candidates and the hash-linked pairs, and fold the
+        verdicts into ``found`` (`graph.apply_verdicts`)."""
+        owners = np.arange(len(feats.ids))
+        if feats.framed_owners is not None:
+            owners = np.concatenate([owners, feats.framed_owners])
+        near = [(int(a), int(b)) for a, b in nb.owner_pairs(near_rows, owners,
+                                                            self.cfg.verify.candidates)]
+        pairs = graph.pairs_to_verify(feats, found, near)
         linked = {p for p in pairs if p in found}  # a verdict may veto these
         with self.summary.phase("repost verification"):
             result = RepostVerifier(self.params, cache, self.workers).run(
@@ -278,8 +314,10 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> StageRe
     """Find duplicate clusters in the ingest manifest; write manifest, summary and report.
 
     ``computed``: images hashed now (``summary.cached``: hashes from the cache). ``details``:
-    ``embeddings_computed``, ``embeddings_cached``, and ``reposts`` (the `RepostResult` of
-    repost verification: pairs verified now and from the cache; None when it is off).
+    ``embeddings_computed``, ``embeddings_cached``, ``neighbours_searched`` (embedding rows
+    compared with all rows, not updated from the last run's search), and ``reposts`` (the
+    `RepostResult` of repost verification: pairs verified now and from the cache; None when it
+    is off).
     """
     from curate.dedup.report import write_report
 
@@ -305,6 +343,10 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> StageRe
         f"{counts.get('embeddings_computed', 0):,} ({counts.get('embeddings_cached', 0):,} "
         f"from cache); {int((out['status'] == Status.DUPLICATE).sum()):,} duplicates -> "
         f"{options.out_dir}/manifest.parquet, report {report}")
+    if run.neighbours is not None:
+        n = len(run.neighbours.keys)
+        console.print(f"dedup: embedding neighbours: {run.neighbours.searched:,} of {n:,} rows "
+                      "searched against all, the rest updated from the last run")
     if run.reposts is not None:
         r = run.reposts
         console.print(
@@ -318,5 +360,6 @@ def run_dedup(params: Params, options: DedupOptions = DedupOptions()) -> StageRe
         computed=counts.get("hashes_computed", 0),
         details={"embeddings_computed": counts.get("embeddings_computed", 0),
                  "embeddings_cached": counts.get("embeddings_cached", 0),
+                 "neighbours_searched": run.neighbours.searched if run.neighbours else 0,
                  "reposts": run.reposts})
 

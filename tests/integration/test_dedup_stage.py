@@ -21,7 +21,7 @@ from core.manifest import read_table, write_table
 from core.stage import StageResult
 from curate.config import Params
 from curate.dedup.reposts import FEATURES_SUBDIR
-from curate.stages.dedup import DEDUP_COLUMNS, DedupOptions, run_dedup
+from curate.stages.dedup import DEDUP_COLUMNS, NEIGHBOURS_SUBDIR, DedupOptions, run_dedup
 from curate.stages.ingest import IngestOptions, run_ingest
 
 pytestmark = pytest.mark.integration
@@ -198,15 +198,22 @@ def test_adding_one_percent_of_images_computes_only_those(tmp_path, images) -> N
                         out_dir=tmp_path / "dedup", workers=1)
     first = run_dedup(params, opts)
     assert (first.computed, first.details["embeddings_computed"]) == (100, 100)
+    assert first.details["neighbours_searched"] == 100
     first_hashes = read_table(first.outputs["manifest"]).set_index("image_id")["perceptual_hash"]
     images.write(raw / "new.png", images.png(200, 150, seed=1000))
     run_ingest(params, IngestOptions(out_dir=tmp_path / "ingest", workers=1))
     second = run_dedup(params, opts)
     assert (second.computed, second.cached) == (1, 100)
     assert (second.details["embeddings_computed"], second.details["embeddings_cached"]) == (1, 100)
+    assert second.details["neighbours_searched"] == 1  # the others' lists were updated
     second_hashes = read_table(second.outputs["manifest"]).set_index("image_id")["perceptual_hash"]
     assert len(second_hashes) == 101
     np.testing.assert_array_equal(second_hashes.loc[first_hashes.index], first_hashes)
+    updated = second.outputs["manifest"].read_bytes()
+    shutil.rmtree(Path(params.paths.cache) / NEIGHBOURS_SUBDIR)  # the search from scratch
+    scratch = run_dedup(params, opts)
+    assert scratch.details["neighbours_searched"] == 101
+    assert scratch.outputs["manifest"].read_bytes() == updated
 
 
 def test_embedding_links_what_a_strict_hash_threshold_misses(run, tmp_path) -> None:

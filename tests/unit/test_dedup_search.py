@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from curate.dedup import clusters as cl
-from curate.dedup.cosine import cosine_pairs
 from curate.dedup.hamming import brute_force_pairs, hamming_pairs, mih_pairs, plan
 
 
@@ -75,30 +74,6 @@ def test_hamming_pairs_rejects_bad_arguments() -> None:
         hamming_pairs(np.zeros(3, np.uint64), 2, method="fast")
     with pytest.raises(ValueError, match="bits"):
         hamming_pairs(np.zeros(3, np.uint64), 2, bits=65)
-
-
-# ------------------------------------------------------------------------ cosine
-
-
-def test_cosine_pairs_match_the_dense_matrix_across_tile_borders() -> None:
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=(40, 16)).astype(np.float32)
-    v = np.concatenate([base, base[:25] + rng.normal(scale=0.05, size=(25, 16))]).astype(np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    v[3] = np.nan  # an image without an embedding takes part in nothing
-    dense = v @ v.T
-    expected = {(i, j) for i in range(len(v)) for j in range(i + 1, len(v))
-                if dense[i, j] >= 0.98}
-    for block in (7, 16, 1000):
-        i, j, s = cosine_pairs(v, 0.98, block=block)
-        assert set(zip(i.tolist(), j.tolist())) == expected
-        assert np.allclose(s, dense[i, j], atol=1e-5)
-    assert len(expected) >= 24 and not any(3 in p for p in expected)
-
-
-def test_cosine_pairs_of_nothing() -> None:
-    i, j, s = cosine_pairs(np.zeros((0, 8), np.float32), 0.9)
-    assert len(i) == len(j) == len(s) == 0
 
 
 # ------------------------------------------------------------------------ clusters

@@ -11,7 +11,6 @@ import skimage.data
 from curate.dedup import clusters as cl
 from curate.dedup.borders import FULL, blur_fill, box_area, content_box
 from curate.dedup.config import VerifyConfig
-from curate.dedup.cosine import cosine_neighbours
 from curate.dedup.verify import (
     FEATURES_EXT,
     FEW_MATCHES,
@@ -281,34 +280,6 @@ def test_photos_with_strong_straight_lines_are_not_taken_for_a_blur_fill(name: s
     gray = np.ascontiguousarray(
         (arr if arr.ndim == 2 else cv2.cvtColor(arr[..., :3], cv2.COLOR_RGB2GRAY)).astype(np.uint8))
     assert blur_fill(gray) is None and blur_fill(np.ascontiguousarray(gray.T)) is None
-
-
-def test_neighbours_fold_the_rows_of_one_owner_and_respect_k_and_the_floor() -> None:
-    rng = np.random.default_rng(0)
-    v = rng.normal(size=(6, 8)).astype(np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    extra = v[0] * 0.2 + v[3]  # image 5's second row (its content box) looks like image 3
-    rows = np.vstack([v, extra / np.linalg.norm(extra)])
-    owners = np.array([0, 1, 2, 3, 4, 5, 5])
-    i, j, s = cosine_neighbours(rows, owners, k=2, floor=-1.0)
-    pairs = list(zip(i.tolist(), j.tolist()))
-    assert (3, 5) in pairs and all(a < b for a, b in pairs) and len(set(pairs)) == len(pairs)
-    sims = rows @ rows.T
-    assert s[pairs.index((3, 5))] == pytest.approx(max(sims[3, 5], sims[3, 6]), abs=1e-6)
-    # each owner lists at most k others: at most n * k pairs, and the brute-force top 2 of
-    # every owner (by its best row) are among them
-    assert len(pairs) <= 6 * 2
-    owner_sims = np.full((6, 6), -np.inf)
-    for r in range(len(rows)):
-        for c in range(len(rows)):
-            if owners[r] != owners[c]:
-                owner_sims[owners[r], owners[c]] = max(owner_sims[owners[r], owners[c]],
-                                                       sims[r, c])
-    for a in range(6):
-        for b in np.argsort(-owner_sims[a])[:2]:
-            assert (min(a, b), max(a, b)) in pairs
-    i, _, _ = cosine_neighbours(rows, owners, k=2, floor=0.99)
-    assert len(i) == 0
 
 
 def _verdict(**kw: object) -> Verdict:
