@@ -80,6 +80,18 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_model() -> str | None:
+    """The processor's model name (Linux): one machine kind here spans several CPU
+    generations, and a figure measured on one is not comparable with another's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def git(*args: str) -> str | None:
     try:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
@@ -107,7 +119,7 @@ def provenance(packages: Iterable[str] = ()) -> dict[str, Any]:
         "commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": bool(changes) if changes is not None else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpus": os.cpu_count(), "machine": platform.machine(),
+        "cpus": os.cpu_count(), "machine": platform.machine(), "cpu_model": cpu_model(),
         "load_avg": load_avg(),
         "python": platform.python_version(),
         "versions": package_versions(dict.fromkeys([*PACKAGES, *packages])),

@@ -101,11 +101,12 @@ def test_publish_records_provenance_and_the_commands(tmp_path: Path) -> None:
     assert data["bench"] == "unit" and data["speedup"] == 3.0
     prov = data["provenance"]
     assert prov["harness"] == harness.HARNESS_VERSION
-    for key in ("commit", "uncommitted_changes", "date", "date_end", "cpus", "python",
-                "versions", "load_avg_start", "load_avg_end", "duration_s", "peers",
+    for key in ("commit", "uncommitted_changes", "date", "date_end", "cpus", "cpu_model",
+                "python", "versions", "load_avg_start", "load_avg_end", "duration_s", "peers",
                 "commands"):
         assert key in prov, key
     assert prov["cpus"] == os.cpu_count()
+    assert prov["cpu_model"] == harness.cpu_model() and prov["cpu_model"]
     assert len(prov["load_avg_start"]) == 3 and len(prov["load_avg_end"]) == 3
     assert "numpy" in prov["versions"]
     assert prov["commands"][0] == "python bench/unit.py --repeat 2"
