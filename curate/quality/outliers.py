@@ -36,6 +36,26 @@ def _knn_mean_distance(queries: np.ndarray, refs: np.ndarray, k: int,
     kk = min(k, n_ref)
     if kk == 0:
         return out
+    # Rows of NaN (no embedding) must rank last, not first as NaN does in a partition; the
+    # callers pass finite vectors, which saves two passes over every block.
+    finite = bool(np.isfinite(queries).all() and np.isfinite(refs).all())
+    chunk = max(1, _BLOCK_FLOATS // n_ref)
+    for start in range(0, queries.shape[0], chunk):
+        sims = queries[start:start + chunk] @ refs.T
+        if not finite:
+            sims[np.isnan(sims)] = -np.inf
+        own = self_index[start:start + chunk]
+        mine = np.flatnonzero(own >= 0)
+        sims[mine, own[mine]] = -np.inf  # never one's own neighbour
+        if kk < n_ref:
+            sims = np.partition(sims, n_ref - kk, axis=1)[:, n_ref - kk:]
+        top = np.sort(sims, axis=1)  # summed in one order, whatever the partition left
+        found = np.isfinite(top)
+        counts = found.sum(axis=1)
+        total = np.where(found, top, 0.0).sum(axis=1, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:start + chunk] = np.where(counts > 0, 1.0 - total / counts, np.nan)
+    return out
     chunk = max(1, _BLOCK_FLOATS // n_ref)
     for start in range(0, queries.shape[0], chunk):
         sims = queries[start:start + chunk] @ refs.T

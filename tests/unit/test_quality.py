@@ -308,6 +308,24 @@ def test_knn_excludes_self_and_unjudged_rows() -> None:
     assert np.isnan(single[0])  # nobody to compare with
 
 
+def test_knn_scores_equal_brute_force_and_rank_rows_without_an_embedding_last() -> None:
+    emb, _ = _clusters()
+    judged = np.ones(len(emb), bool)
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)
+    want = 1.0 - np.sort(sims, axis=1)[:, -3:].mean(axis=1)
+    np.testing.assert_allclose(outliers.knn_scores(emb, judged, k=3), want, atol=1e-6)
+    holes = emb.copy()
+    holes[7] = np.nan  # judged but not embeddable: nobody's neighbour, its own score NaN
+    scores = outliers.knn_scores(holes, judged, k=3)
+    others = np.delete(np.arange(len(emb)), 7)
+    sims = emb[others] @ emb[others].T
+    np.fill_diagonal(sims, -np.inf)
+    np.testing.assert_allclose(scores[others], 1.0 - np.sort(sims, axis=1)[:, -3:].mean(axis=1),
+                               atol=1e-6)
+    assert np.isnan(scores[7])
+
+
 def test_isolation_forest_scores_rank_the_odd_one_high() -> None:
     emb, _ = _clusters()
     scores = outliers.isolation_forest_scores(emb, np.ones(len(emb), bool), 100, seed=0)
