@@ -134,26 +134,25 @@ class _Lists:
             return
         owners, others, axis = (cols, rows, 0) if by_column else (rows, cols, 1)
         bar = self.bar(owners, floor)
-        ti, tj = np.nonzero(sims >= (bar[None, :] if by_column else bar[:, None]))
-        if ti.size == 0:
-            return
+        hit = sims >= (bar[None, :] if by_column else bar[:, None])
+        many = np.flatnonzero(hit.sum(axis=axis) > self.size)
+        if many.size:  # first fills: those lists take their `size` best by partition
+            if by_column:
+                hit[:, many] = False
+            else:
+                hit[many] = False
+        ti, tj = np.nonzero(hit)
         mine, theirs = (tj, ti) if by_column else (ti, tj)
         values = sims[ti, tj]
+        if many.size:
+            part = sims[:, many].T if by_column else sims[many]
+            best = np.argpartition(-part, self.size - 1, axis=1)[:, :self.size]
+            mine = np.concatenate([mine, np.repeat(many, self.size)])
+            theirs = np.concatenate([theirs, best.ravel()])
+            values = np.concatenate([values, np.take_along_axis(part, best, axis=1).ravel()])
+        if mine.size == 0:
+            return
         counts = np.bincount(mine, minlength=len(owners))
-        many = np.flatnonzero(counts > self.size)
-        if many.size:  # first fills: cut those lists' candidates to their `size` best
-            part = sims[:, many] if by_column else sims[many]
-            best = np.argpartition(-part, self.size - 1, axis=axis)
-            best = best[:self.size].T if by_column else best[:, :self.size]
-            crowded = np.zeros(len(owners), dtype=bool)
-            crowded[many] = True
-            keep = ~crowded[mine]
-            mine = np.concatenate([mine[keep], np.repeat(many, self.size)])
-            theirs = np.concatenate([theirs[keep], best.ravel()])
-            picked = (np.take_along_axis(part, best.T, axis=0).T if by_column
-                      else np.take_along_axis(part, best, axis=1))
-            values = np.concatenate([values[keep], picked.ravel()])
-            counts = np.bincount(mine, minlength=len(owners))
         touched = np.flatnonzero(counts)
         slot = np.zeros(len(owners), dtype=np.int64)
         slot[touched] = np.arange(touched.size)
