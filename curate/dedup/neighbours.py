@@ -29,6 +29,7 @@ Memory: the lists (width + margin entries per row, 9 bytes each) and one tile of
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations, pairwise
@@ -445,5 +446,5 @@ def load(path: Path, spec: SearchSpec) -> Neighbours | None:
                 return None
             return Neighbours(spec, z["keys"], z["digests"], z["lists"], z["sims"], z["bound"],
                               z["pairs"].reshape(-1, 2), z["pair_sims"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None

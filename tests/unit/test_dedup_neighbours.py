@@ -162,6 +162,9 @@ def test_state_round_trips_and_refuses_other_settings(tmp_path) -> None:
     assert again.searched == 0
     np.testing.assert_array_equal(again.lists[:, :SPEC.width], found.lists[:, :SPEC.width])
     assert nb.load(path, nb.SearchSpec(7, SPEC.floor, SPEC.threshold)) is None
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # cut short (a full disk, say)
+    assert nb.load(path, SPEC) is None
     path.write_bytes(b"not a state")
     assert nb.load(path, SPEC) is None
     assert nb.load(tmp_path / "missing.npz", SPEC) is None
