@@ -444,7 +444,19 @@ def load(path: Path, spec: SearchSpec) -> Neighbours | None:
             saved = SearchSpec(int(width), float(floor), float(threshold))
             if int(z["version"]) != FORMAT_VERSION or saved != spec:
                 return None
-            return Neighbours(spec, z["keys"], z["digests"], z["lists"], z["sims"], z["bound"],
-                              z["pairs"].reshape(-1, 2), z["pair_sims"])
+            found = Neighbours(spec, z["keys"], z["digests"], z["lists"], z["sims"], z["bound"],
+                               z["pairs"].reshape(-1, 2), z["pair_sims"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+    return found if _consistent(found) else None
+
+
+def _consistent(found: Neighbours) -> bool:
+    """Shapes and row numbers that `search` can use (a file written by another tool, or
+    damaged inside an intact archive, is not)."""
+    n, size = len(found.keys), found.spec.width + MARGIN if found.spec.width else 0
+    return (found.digests.shape == (n,) and found.lists.shape == (n, size)
+            and found.sims.shape == (n, size) and found.bound.shape == (n,)
+            and len(found.pair_sims) == len(found.pairs)
+            and bool(((found.lists >= -1) & (found.lists < n)).all())
+            and bool(((found.pairs >= 0) & (found.pairs < n)).all()))

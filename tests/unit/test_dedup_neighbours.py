@@ -162,6 +162,11 @@ def test_state_round_trips_and_refuses_other_settings(tmp_path) -> None:
     assert again.searched == 0
     np.testing.assert_array_equal(again.lists[:, :SPEC.width], found.lists[:, :SPEC.width])
     assert nb.load(path, nb.SearchSpec(7, SPEC.floor, SPEC.threshold)) is None
+    with np.load(path) as z:  # an intact archive whose lists point past its rows
+        bad = {name: z[name] for name in z.files}
+    bad["lists"] = bad["lists"] + len(keys)
+    np.savez(tmp_path / "bad.npz", **bad)
+    assert nb.load(tmp_path / "bad.npz", SPEC) is None
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])  # cut short (a full disk, say)
     assert nb.load(path, SPEC) is None
