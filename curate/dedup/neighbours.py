@@ -2,14 +2,14 @@
 
 Dedup asks two things of the embeddings: every pair of images at or above
 `dedup.cosine_threshold` (embedding links), and each row's nearest rows (repost candidates;
-a framed image has a second row, its content box). Both are exact searches over all pairs,
-n^2 d / 2 multiply-adds: over a minute at 40k images and six times that at 100k. A rerun
-after adding 1% of the images would pay it again whole, so the result is kept (`save`, one
-file per settings) and the next run (`search` with `previous`) compares only its new rows
-with all rows: the new rows get their lists, and a kept row's list takes in the new rows
-that beat its last entry. A row whose vector changed counts as removed and new. Removed rows
-leave the lists they were in; a list that can no longer prove its first `width` entries
-(below) is searched again, alone.
+a framed image has a second row, its content box). One exact pass over all pairs gives both,
+n^2 d / 2 multiply-adds: 44 s at 40k images on two cores (`bench/scale.py`), six times that at
+100k. A rerun after adding 1% of the images would pay it again whole, so the result is kept
+(`save`, one file per settings) and the next run (`search` with `previous`) compares only
+its new rows with all rows: the new rows get their lists, and a kept row's list takes in the
+new rows that beat its last entry. A row whose vector changed counts as removed and new.
+Removed rows leave the lists they were in; a list that can no longer prove its first `width`
+entries (below) is searched again, alone.
 
 Each list holds `width + MARGIN` rows and a `bound`: no row outside the list is more similar
 than `bound`. Its first `width` entries are exact when the `width`-th is above `bound`;
