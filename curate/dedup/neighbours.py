@@ -19,8 +19,8 @@ The answer does not depend on the path taken: similarities come from blockwise f
 matrix products, whose last bits depend on the block shapes, so they only select candidates
 (with a margin `EPS` above their error) and every decision and stored value uses the
 canonical similarity (`canonical`: one fixed loop, whatever the path), with ties broken by
-row key. A search from scratch and any sequence of updates give the same lists and
-pairs (tested).
+row key. A search from scratch and any sequence of updates give the same pairs and the same
+first `width` rows of every list (tested); the margin past them may differ where rows tie.
 
 Memory: the lists (width + margin entries per row, 9 bytes each) and one tile of
 `_ROWS` x `_COLS` similarities, whatever the row count.
