@@ -85,13 +85,14 @@ class Neighbours:
     pair_sims: np.ndarray  # float32 (n,)
     searched: int = 0  # rows compared with all rows in this run (new, changed or re-proved)
     rows: np.ndarray | None = None  # the caller's number of each row (`search`'s valid rows)
+    owners: np.ndarray | None = None  # the caller's owner of each row (set by `search`)
 
     def caller_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`pairs` as (i, j, similarity) in the caller's row numbers, sorted by (i, j)."""
+        """`pairs` as (i, j, similarity) in the caller's row numbers, sorted by (i, j) (the
+        valid rows keep the caller's order, so the search's order carries over)."""
         rows = self.rows if self.rows is not None else np.arange(len(self.keys))
         i, j = rows[self.pairs[:, 0]], rows[self.pairs[:, 1]]
-        order = np.lexsort((j, i))
-        return i[order].astype(np.int64), j[order].astype(np.int64), self.pair_sims[order]
+        return i.astype(np.int64), j.astype(np.int64), self.pair_sims
 
 
 def digests(vectors: np.ndarray) -> np.ndarray:
@@ -194,7 +195,7 @@ def search(keys: Sequence[str], owners: np.ndarray, vectors: np.ndarray, primary
     rows = np.flatnonzero(valid)
     found = _search_valid([keys[r] for r in rows], np.asarray(owners)[rows], v[rows],
                           np.asarray(primary, dtype=bool)[rows], spec, previous)
-    found.rows = rows
+    found.rows, found.owners = rows, np.asarray(owners, dtype=np.int64)[rows]
     return found
 
 
@@ -217,7 +218,8 @@ def _search_valid(keys: list[str], owners: np.ndarray, v: np.ndarray, primary: n
         else:
             kept_pairs, kept_sims = _carry_pairs(previous, old_to_new)
     queries = np.flatnonzero(new)
-    found_pairs = _scan(v, owners, primary, queries, ~new, lists, spec)
+    siblings = _Siblings(owners)
+    found_pairs = _scan(v, siblings, primary, queries, ~new, lists, spec)
     pair_list, pair_sims = _exact_pairs(v, found_pairs, spec.threshold)
     pairs = np.concatenate([kept_pairs, pair_list])
     psims = np.concatenate([kept_sims, pair_sims])
@@ -227,7 +229,7 @@ def _search_valid(keys: list[str], owners: np.ndarray, v: np.ndarray, primary: n
         _finish(v, lists, rank, spec)
         unsure = _unproven(lists, spec)
         if unsure.size:
-            _search_rows(v, owners, unsure, lists, rank, spec)
+            _search_rows(v, siblings, unsure, lists, rank, spec)
         searched += int(np.setdiff1d(unsure, queries).size)
     return Neighbours(spec, key_bytes, dig, lists.idx, lists.val, lists.bound,
                       pairs[order].astype(np.int32), psims[order], searched)
@@ -268,13 +270,12 @@ def _carry_pairs(previous: Neighbours, old_to_new: np.ndarray) -> tuple[np.ndarr
     return both.astype(np.int32), previous.pair_sims[keep]
 
 
-def _scan(v: np.ndarray, owners: np.ndarray, primary: np.ndarray, queries: np.ndarray,
+def _scan(v: np.ndarray, siblings: _Siblings, primary: np.ndarray, queries: np.ndarray,
           others: np.ndarray, lists: _Lists, spec: SearchSpec) -> np.ndarray:
     """Compare the query rows with every row (the upper triangle among the queries once) and
     offer what they find to both sides' lists; return the candidate pairs of primary rows
     at least `threshold - EPS` similar by the matrix product."""
     rest = np.flatnonzero(others)
-    siblings = _Siblings(owners)
     found: list[np.ndarray] = []
     for a in range(0, queries.size, _ROWS):
         block = queries[a:a + _ROWS]
@@ -368,7 +369,7 @@ def _unproven(lists: _Lists, spec: SearchSpec) -> np.ndarray:
     return np.flatnonzero(doubt)
 
 
-def _search_rows(v: np.ndarray, owners: np.ndarray, rows: np.ndarray, lists: _Lists,
+def _search_rows(v: np.ndarray, siblings: _Siblings, rows: np.ndarray, lists: _Lists,
                  rank: np.ndarray, spec: SearchSpec) -> None:
     """Search `rows` again against every row, deciding on canonical similarities: every
     row that may rank in the first `width` is scored exactly."""
@@ -377,7 +378,8 @@ def _search_rows(v: np.ndarray, owners: np.ndarray, rows: np.ndarray, lists: _Li
     for a in range(0, rows.size, step):
         block = rows[a:a + step]
         sims = v[block] @ v.T
-        sims[owners[block][:, None] == owners[None, :]] = -np.inf
+        siblings.mask(sims, block, np.arange(len(v)))
+        sims[np.arange(len(block)), block] = -np.inf  # never one's own neighbour
         for r, row in enumerate(block):
             s = sims[r]
             above = np.flatnonzero(s >= np.float32(spec.floor - EPS))
@@ -402,15 +404,15 @@ def _search_rows(v: np.ndarray, owners: np.ndarray, rows: np.ndarray, lists: _Li
                                    else -np.inf)
 
 
-def owner_pairs(found: Neighbours, owners: np.ndarray, k: int) -> np.ndarray:
-    """Pairs (a, b), a < b, of owners among each other's `k` nearest: each row's list walked
-    in order, its first `k` distinct owners taken. `owners` are in the caller's numbering;
-    `found.spec.width` rows per row cover `k` owners even where images have two rows."""
+def owner_pairs(found: Neighbours, k: int) -> np.ndarray:
+    """Pairs (a, b), a < b, of owners (the caller's, as `search` was given them) among each
+    other's `k` nearest: each row's list walked in order, its first `k` distinct owners
+    taken (`found.spec.width` rows per row cover `k` owners even where images have two)."""
     idx = found.lists[:, :found.spec.width]
     if not idx.size:
         return np.empty((0, 2), dtype=np.int64)
-    rows = found.rows if found.rows is not None else np.arange(len(found.keys))
-    owner = np.asarray(owners, dtype=np.int64)[rows]
+    assert found.owners is not None, "owner_pairs needs a result of `search`"
+    owner = found.owners
     listed = idx >= 0
     theirs = np.where(listed, owner[np.maximum(idx, 0)], -1)
     repeat = np.zeros_like(listed)

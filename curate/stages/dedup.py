@@ -228,11 +228,8 @@ class DedupRun:
                      found: dict[graph.Pair, cl.Edge], near_rows: nb.Neighbours) -> None:
         """Verify each image's nearest candidates and the hash-linked pairs, and fold the
         verdicts into ``found`` (`graph.apply_verdicts`)."""
-        owners = np.arange(len(feats.ids))
-        if feats.framed_owners is not None:
-            owners = np.concatenate([owners, feats.framed_owners])
-        near = [(int(a), int(b)) for a, b in nb.owner_pairs(near_rows, owners,
-                                                            self.cfg.verify.candidates)]
+        near = [(int(a), int(b))
+                for a, b in nb.owner_pairs(near_rows, self.cfg.verify.candidates)]
         pairs = graph.pairs_to_verify(feats, found, near)
         linked = {p for p in pairs if p in found}  # a verdict may veto these
         with self.summary.phase("repost verification"):

@@ -131,7 +131,7 @@ def test_owner_pairs_fold_the_rows_of_one_image_and_keep_k() -> None:
     keys = [f"img{k}" for k in range(6)] + ["img5#box"]
     spec = nb.SearchSpec(width=6, floor=-1.0, threshold=1.0)
     found = nb.search(keys, owners, rows, np.arange(7) < 6, spec)
-    pairs = {tuple(p) for p in nb.owner_pairs(found, owners, 2).tolist()}
+    pairs = {tuple(p) for p in nb.owner_pairs(found, 2).tolist()}
     assert (3, 5) in pairs and all(a < b for a, b in pairs)
     sims = rows @ rows.T
     owner_sims = np.full((6, 6), -np.inf)
@@ -145,7 +145,7 @@ def test_owner_pairs_fold_the_rows_of_one_image_and_keep_k() -> None:
             assert (min(a, b), max(a, b)) in pairs
     assert len(pairs) <= 7 * 2
     strict = nb.search(keys, owners, rows, np.arange(7) < 6, nb.SearchSpec(6, 0.99, 1.0))
-    assert len(nb.owner_pairs(strict, owners, 2)) == 0
+    assert len(nb.owner_pairs(strict, 2)) == 0
 
 
 def test_state_round_trips_and_refuses_other_settings(tmp_path) -> None:
@@ -180,7 +180,7 @@ def test_pairs_only_and_nothing_at_all() -> None:
     spec = nb.SearchSpec(width=0, floor=0.0, threshold=0.97)
     found = nb.search(keys, np.arange(30), v, np.ones(30, dtype=bool), spec)
     want = _brute(keys, np.arange(30), v, np.ones(30, dtype=bool), spec)[1]
-    assert _as_caller(found)[1] == want and len(nb.owner_pairs(found, np.arange(30), 3)) == 0
+    assert _as_caller(found)[1] == want and len(nb.owner_pairs(found, 3)) == 0
     empty = nb.search([], np.zeros(0, np.int64), np.zeros((0, 8), np.float32),
                       np.zeros(0, bool), SPEC)
     assert len(empty.pairs) == 0 and empty.lists.shape == (0, SPEC.width + nb.MARGIN)
