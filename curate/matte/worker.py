@@ -161,7 +161,10 @@ def _network(task: MatteTask) -> Any:
 def training_image(task: MatteTask) -> subject.TrainingImage:
     """What learning the subject model needs of one sample image."""
     img = _decode(task)
-    return subject.TrainingImage.of(_network(task), np.asarray(img), _raw_mask(task, img),
+    # The raw mask first: making it may import rembg, which resets the thread count that
+    # `_network` sets, and features computed with another count differ in their last bits.
+    mask = _raw_mask(task, img)
+    return subject.TrainingImage.of(_network(task), np.asarray(img), mask,
                                     task.cfg.subject.train_side)
 
 

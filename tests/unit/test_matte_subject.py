@@ -150,3 +150,37 @@ sys.exit(0 if np.array_equal(before, after) else 3)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:] or "features changed after importing rembg"
+
+
+def test_learning_features_are_the_same_whether_the_raw_mask_was_kept_or_made(tmp_path) -> None:
+    """Learning made the raw mask (importing rembg, which resets the thread count) after it
+    had set up the feature network, so the first sample image of each fresh worker got
+    features computed with another thread count than a rerun, which finds the raw masks kept
+    from the killed run: the subject model, and some masks, differed after a kill."""
+    script = f"""
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+from core import models
+from curate.matte import subject
+from curate.matte.config import MatteConfig
+from curate.matte.worker import MatteTask, training_image
+tmp = Path({str(tmp_path)!r})
+rgb = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+Image.fromarray(rgb).save(tmp / "photo.png")
+path = models.default_models_dir()
+task = MatteTask("a" * 64, tmp / "photo.png", tmp / "out.png", tmp / "mask.png",
+                 MatteConfig(model="u2netp", threads_per_worker=1), path, (255, 255, 255),
+                 10**8, 64, raw_out=tmp / "raw.png")
+made = training_image(task).feats  # U^2-Net runs (rembg imported) in this call
+assert (tmp / "raw.png").exists()
+kept = training_image(task).feats  # the raw mask is read back: what a rerun does
+alone = subject.TrainingImage.features(subject.load_network(path, 1), rgb)
+sys.exit(0 if np.array_equal(made, kept) and np.array_equal(made, alone) else 3)
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:] or "learning's features changed"
