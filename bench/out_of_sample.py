@@ -199,30 +199,34 @@ def _stats(errors: list[float]) -> dict:
 
 
 def alignment_figures(project: Path, flavour: Flavour, face_sample: int = 40) -> dict:
+    """Rotation error of each alignment method against the truth. Keypoint crops are measured
+    as the prepare stage makes them: each distribution's settings, its keypoint angles
+    weighed against the mask's axis (`keypoints_from_annotators`); `keypoints_alone` is the
+    annotators' two points without that."""
+    from curate.config import load_params
     from curate.prepare.align import angle_error
+    from curate.prepare.keypoint_angle import calibrate_keypoint_angle
     from curate.prepare.task import Settings, Task
-    from curate.prepare.worker import choose_crop
+    from curate.prepare.worker import choose_crop, method_crop
+    from curate.stages.prepare import build_tasks, settings_for
 
     t = _truth(project)
     base = t[t["kind"].eq("base")].drop_duplicates("sha256").set_index("sha256")
-    a, b = flavour.keypoints
-    tags = pd.read_parquet(project / "data/tags/merged.parquet").set_index("image_id")
-    kp_err = []
-    kp_settings = Settings(align=("keypoints",))
-    for image_id in tags.index.intersection(base.index):
-        r, g = tags.loc[image_id], base.loc[image_id]
-        pts = ((r[f"kp_{a}_x"], r[f"kp_{a}_y"]), (r[f"kp_{b}_x"], r[f"kp_{b}_y"]))
-        if not np.isfinite(np.asarray(pts, float)).all():
-            continue
-        task = Task(image_id, Path(), int(g.width), int(g.height), pts)
-        if flavour.subject == "figures":
-            from curate.config import load_params
-
-            targets = load_params(project / "params.yaml").prepare.keypoints.targets
-            kp_settings = Settings(align=("keypoints",), keypoint_targets=targets)
-        crop = choose_crop(task, kp_settings)
-        if crop.method == "keypoints":
-            kp_err.append(angle_error(crop.angle_deg, float(g.rotation_deg)))
+    params = load_params(project / "params.yaml")
+    split = pd.read_parquet(project / "data/split/manifest.parquet")
+    tags = pd.read_parquet(project / "data/tags/merged.parquet")
+    kp_err, alone_err = [], []
+    for dist in params.split.distributions:
+        rows = split[split["status"].eq("ok") & split["distribution"].eq(dist.name)]
+        plain = settings_for(params, dist)
+        tasks = build_tasks(rows, tags, params, plain, project / "data/matte")
+        weighed = calibrate_keypoint_angle(tasks, plain)
+        for task in tasks:
+            if task.keypoints is None or task.image_id not in base.index:
+                continue
+            truth = float(base.loc[task.image_id, "rotation_deg"])
+            kp_err.append(angle_error(method_crop(task, "keypoints", weighed).angle_deg, truth))
+            alone_err.append(angle_error(method_crop(task, "keypoints", plain).angle_deg, truth))
     m = pd.read_parquet(project / "data/matte/manifest.parquet").set_index("image_id")
     mask_err = []
     for image_id in m.index.intersection(base.index):
@@ -233,9 +237,22 @@ def alignment_figures(project: Path, flavour: Flavour, face_sample: int = 40) ->
                                     mask=project / "data/matte" / p), Settings(align=("mask",)))
             if crop.method == "mask":
                 mask_err.append(angle_error(crop.angle_deg, float(g.rotation_deg)))
-    out = {"keypoints_from_annotators": _stats(kp_err), "mask": _stats(mask_err)}
+    out = {"keypoints_from_annotators": _stats(kp_err), "keypoints_alone": _stats(alone_err),
+           "mask": _stats(mask_err)}
     if flavour.subject == "figures":
         out["face_mtcnn"] = face_figures(project, base, face_sample)
+    return out
+
+
+def export_figures(project: Path) -> dict:
+    """Per distribution, the images its dataset holds and those prepare left out (and why):
+    a framing that needs more upscaling than allowed empties a dataset silently otherwise."""
+    out = {}
+    for summary in sorted((project / "data/prepare").glob("*/summary.json")):
+        data = json.loads(summary.read_text())
+        out[summary.parent.name] = {"exported": data["counts"].get("exported", 0),
+                                    "excluded": data["counts"].get("excluded", 0),
+                                    "reasons": data.get("reasons", {})}
     return out
 
 
@@ -272,7 +289,8 @@ def measure(name: str, project: Path) -> dict:
            "stage_seconds": json.loads((project / "seconds.json").read_text()),
            "dedup": dedup_figures(project), "outliers": outlier_figures(project),
            "split": split_figures(project, flavour),
-           "alignment": alignment_figures(project, flavour)}
+           "alignment": alignment_figures(project, flavour),
+           "export": export_figures(project)}
     d, o = res["dedup"], res["outliers"]["quality_or_matte"]
     kp = res["alignment"]["keypoints_from_annotators"].get("median_deg", 99)
     res["goals_met"] = {

@@ -70,12 +70,15 @@ def center_crop(width: int, height: int) -> Crop:
     return Crop(width / 2.0, height / 2.0, side, 0.0, "center")
 
 
-def keypoint_crop(points: np.ndarray, targets: np.ndarray) -> Crop:
+def keypoint_crop(points: np.ndarray, targets: np.ndarray,
+                  angle_deg: float | None = None) -> Crop:
     """The crop that sends ``points`` (2x2 source px) to ``targets`` (2x2, fractions of the side).
 
     Two point pairs fix a similarity transform: the output side covers
     ``|p1 - p0| / |t1 - t0|`` source pixels and the angle is the difference of the two
-    directions. The crop centre is where the output centre (0.5, 0.5) comes from.
+    directions. The crop centre is where the output centre (0.5, 0.5) comes from. With
+    `angle_deg` (a refined angle, see `curate.prepare.keypoint_angle`) the crop turns by that
+    instead, about the points' midpoint, which still lands on the targets' midpoint.
     """
     points = np.asarray(points, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -86,19 +89,18 @@ def keypoint_crop(points: np.ndarray, targets: np.ndarray) -> Crop:
     if lp < 1e-6 or lt < 1e-6:
         raise NotApplicable("keypoints coincide")
     side = lp / lt
-    # Angle (counter-clockwise on screen, y down) of each direction; the subject is turned by the
-    # difference between where its axis points and where the template wants it.
-    ang_p = math.atan2(-dp[1], dp[0])
-    ang_t = math.atan2(-dt[1], dt[0])
-    angle = math.degrees(ang_p - ang_t)
-    angle = (angle + 180.0) % 360.0 - 180.0
+    if angle_deg is None:
+        # Angle (counter-clockwise on screen, y down) of each direction; the subject is turned
+        # by the difference between where its axis points and where the template wants it.
+        angle_deg = math.degrees(math.atan2(-dp[1], dp[0]) - math.atan2(-dt[1], dt[0]))
+    angle = (angle_deg + 180.0) % 360.0 - 180.0
     # Source point that lands on the output centre: invert the similarity at (0.5, 0.5).
     a = math.radians(angle)
-    off = (np.array([0.5, 0.5]) - targets[0]) * side  # in "upright" source units
+    off = (np.array([0.5, 0.5]) - targets.mean(axis=0)) * side  # in "upright" source units
     # Undo the alignment rotation R(a) (screen-CCW by a with y down) to get a source offset.
     cos, sin = math.cos(a), math.sin(a)
     inv = np.array([[cos, sin], [-sin, cos]])
-    centre = points[0] + inv @ off
+    centre = points.mean(axis=0) + inv @ off
     return Crop(float(centre[0]), float(centre[1]), side, angle, "keypoints")
 
 
@@ -117,6 +119,46 @@ def box_crop(x: float, y: float, w: float, h: float, rotation_deg: float = 0.0,
     return Crop(cx, cy, side, -rotation_deg, "box")
 
 
+@dataclass(frozen=True)
+class _Axis:
+    """The principal axis of a mask's largest part: `up` points to the subject's top."""
+
+    mean: np.ndarray  # centre of mass (x, y), pixels
+    up: np.ndarray  # unit vector (x, y), image coordinates (y down)
+    centred: np.ndarray  # the part's pixel centres minus `mean`, (n, 2)
+    spread: tuple[float, float]  # eigenvalues of the second moments, larger first
+
+    @property
+    def angle_deg(self) -> float:
+        """The subject's up as a CCW angle from image up."""
+        return math.degrees(math.atan2(-self.up[0], -self.up[1]))
+
+    @property
+    def roundness(self) -> float:
+        """l1 l2 / (l1 - l2)^2: how far the axis turns for a small change of the shape (to
+        first order; infinite for a disc, small for a long thin part)."""
+        l1, l2 = self.spread
+        return math.inf if l1 - l2 <= 1e-12 else l1 * l2 / (l1 - l2) ** 2
+
+
+def mask_axis(mask: np.ndarray, min_fraction: float = 0.005) -> _Axis:
+    """Principal axis of the subject's mask, its direction settled (see `mask_crop`)."""
+    fg = _largest_component(np.asarray(mask) > 127)
+    ys, xs = np.nonzero(fg)
+    if len(xs) < max(16, min_fraction * fg.size):
+        raise NotApplicable("mask is (almost) empty")
+    pts = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float64)
+    mean = pts.mean(axis=0)
+    centred = pts - mean
+    cov = centred.T @ centred / len(pts)
+    evals, evecs = np.linalg.eigh(cov)
+    major = evecs[:, np.argmax(evals)]  # unit vector along the long axis (x, y)
+    along = centred @ major
+    if _points_down(along, xs, ys, fg.shape, np.abs(centred @ np.array([-major[1], major[0]]))):
+        major = -major
+    return _Axis(mean, major, centred, (float(evals.max()), float(evals.min())))
+
+
 def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.005) -> Crop:
     """Principal axis of the subject's mask turned upright, then its tight box made square.
 
@@ -131,30 +173,17 @@ def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.00
 
     On the demo's rembg masks the first rule removed every flip on correctly matted photos.
     """
-    fg = _largest_component(np.asarray(mask) > 127)
-    ys, xs = np.nonzero(fg)
-    if len(xs) < max(16, min_fraction * fg.size):
-        raise NotApplicable("mask is (almost) empty")
-    pts = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float64)
-    mean = pts.mean(axis=0)
-    centred = pts - mean
-    cov = centred.T @ centred / len(pts)
-    evals, evecs = np.linalg.eigh(cov)
-    major = evecs[:, np.argmax(evals)]  # unit vector along the long axis (x, y)
-    along = centred @ major
-    if _points_down(along, xs, ys, fg.shape, np.abs(centred @ np.array([-major[1], major[0]]))):
-        major = -major
-        along = -along
-    # The subject's "up" is `major` in image coordinates (y down); its CCW angle from image up:
-    angle = math.degrees(math.atan2(-major[0], -major[1]))
+    axis = mask_axis(mask, min_fraction)
+    up, centred = axis.up, axis.centred
+    across_dir = np.array([-up[1], up[0]])
+    along, across = centred @ up, centred @ across_dir
     # Tight box in the rotated frame, then square with a margin.
-    across_signed = centred @ np.array([-major[1], major[0]])
-    lo = np.array([across_signed.min(), along.min()])
-    hi = np.array([across_signed.max(), along.max()])
+    lo = np.array([across.min(), along.min()])
+    hi = np.array([across.max(), along.max()])
     mid = (lo + hi) / 2
     side = float(max(hi - lo)) * (1.0 + 2 * margin)
-    centre = mean + mid[0] * np.array([-major[1], major[0]]) + mid[1] * major
-    return Crop(float(centre[0]), float(centre[1]), side, angle, "mask")
+    centre = axis.mean + mid[0] * across_dir + mid[1] * up
+    return Crop(float(centre[0]), float(centre[1]), side, axis.angle_deg, "mask")
 
 
 def _largest_component(fg: np.ndarray) -> np.ndarray:
@@ -193,6 +222,16 @@ class Framing:
     scale: float = 1.0
     dx: float = 0.0
     dy: float = 0.0
+
+
+@dataclass(frozen=True)
+class AngleWeights:
+    """How one distribution's keypoint angles and mask axes err (fitted and applied by
+    `curate.prepare.keypoint_angle`)."""
+
+    offset_deg: float  # the mask axis's angle minus the keypoints', mod 180
+    click: float  # annotators' squared click error, as a fraction of the longer side
+    shape: float  # mask-axis variance per unit of roundness, radians^2
 
 
 def framing_between(crop: Crop, reference: Crop) -> Framing:

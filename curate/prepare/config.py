@@ -38,6 +38,9 @@ class PrepareConfig:
     #: Reframe box and mask crops to frame the subject as the keypoint crops do (measured on
     #: the images that have both; see curate.prepare.framing).
     match_keypoint_framing: bool = True
+    #: Weigh each keypoint angle against the mask's axis by the errors both show on the images
+    #: that have both (see curate.prepare.keypoint_angle): close points (eyes) stop tilting.
+    keypoint_angle_from_mask: bool = True
     keypoints: KeypointTemplateConfig = field(default_factory=KeypointTemplateConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # see curate/prepare/augment.py
     png_compression: int = 3  # 0-9, lossless either way

@@ -19,8 +19,6 @@ from curate.prepare.align import Crop, NotApplicable, keypoint_crop
 if TYPE_CHECKING:
     from curate.prepare.task import Settings, Task
 
-#: Where the left and right eye land, as fractions of the output side (FFHQ-like framing).
-EYE_TARGETS = np.array([[0.385, 0.44], [0.615, 0.44]])
 MIN_CONFIDENCE = 0.9
 DETECT_SIDE = 640  # faces are found on a reduced copy; landmarks are scaled back
 
@@ -51,5 +49,6 @@ def eye_landmarks(task: Task, device: Device = "cpu") -> np.ndarray:
 
 
 def face_crop(task: Task, settings: Settings) -> Crop:
-    crop = keypoint_crop(eye_landmarks(task, settings.device), EYE_TARGETS)
+    crop = keypoint_crop(eye_landmarks(task, settings.device),
+                         np.array(settings.face_targets))
     return Crop(crop.cx, crop.cy, crop.side, crop.angle_deg, "face")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.device import Device
-from curate.prepare.align import Framing
+from curate.prepare.align import AngleWeights, Framing
 from curate.prepare.augment import AugmentConfig
 from curate.prepare.warp import PadMode
 
@@ -23,6 +23,9 @@ class Settings:
     align: tuple[str, ...] = ("keypoints", "box", "mask", "center")
     keypoint_names: tuple[str, str] = ("heel", "toe")
     keypoint_targets: tuple[tuple[float, float], tuple[float, float]] = ((0.5, 0.8), (0.5, 0.2))
+    #: Where `face` alignment puts the detected eyes; by default an FFHQ-like face crop.
+    face_targets: tuple[tuple[float, float], tuple[float, float]] = ((0.385, 0.44),
+                                                                     (0.615, 0.44))
     box_margin: float = 0.1
     mask_margin: float = 0.08
     pad: PadMode = "background"
@@ -32,6 +35,8 @@ class Settings:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     #: Per fallback method ("box", "mask"), how to move its crops to frame like keypoints do.
     framing: tuple[tuple[str, Framing], ...] = ()
+    #: How keypoint angles are weighed against the mask's axis (None: the keypoints' alone).
+    keypoint_angle: AngleWeights | None = None
     device: Device = "cpu"  # face detection's device (params prepare.face_device); not hashed
 
 
@@ -50,3 +55,5 @@ class Task:
     keypoints: tuple[tuple[float, float], tuple[float, float]] | None = None
     box: tuple[float, float, float, float, float] | None = None
     mask: Path | None = None
+    keypoint_annotators: int = 1  # how many annotators' keypoints were averaged
+    keypoint_spread: float | None = None  # how far apart they clicked, pixels (tags' kp_spread)

@@ -23,6 +23,7 @@ from curate.prepare.align import (
     reframe,
 )
 from curate.prepare.augment import apply_colour, variants
+from curate.prepare.keypoint_angle import refined_angle
 from curate.prepare.task import Settings, Task
 from curate.prepare.warp import warp
 
@@ -51,7 +52,11 @@ def method_crop(task: Task, method: str, s: Settings) -> Crop:
     if method == "keypoints":
         if task.keypoints is None:
             raise NotApplicable("no keypoints")
-        return keypoint_crop(np.array(task.keypoints), np.array(s.keypoint_targets))
+        points, targets = np.array(task.keypoints), np.array(s.keypoint_targets)
+        crop = keypoint_crop(points, targets)
+        if s.keypoint_angle is None:
+            return crop
+        return keypoint_crop(points, targets, refined_angle(task, s, crop.angle_deg))
     if method == "box":
         if task.box is None:
             raise NotApplicable("no box")

@@ -25,15 +25,32 @@ class DistributionConfig:
     #: categories exist). At most one distribution may.
     catch_all: bool = False
     align: tuple[AlignMethod, ...] = ("keypoints", "box", "mask", "center")  # fallback order
+    #: Where this distribution's two keypoints land, [x, y] fractions of the output side
+    #: (null: prepare.keypoints.targets). Framing differs by distribution: the same eyes sit
+    #: far apart in a head-and-shoulders crop and close together in a full-body one.
+    keypoint_targets: tuple[tuple[float, ...], ...] | None = None
+    #: Where `face` alignment puts the detected eyes (null: an FFHQ-like face crop).
+    face_targets: tuple[tuple[float, ...], ...] | None = None
 
     def validate(self, key: str) -> None:
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
             raise ConfigError(f"{key}.name: got {self.name!r}, expected letters, digits, - or _ "
                               "(it names files and dvc stages)")
+        for field_name in ("keypoint_targets", "face_targets"):
+            _check_targets(f"{key}.{field_name}", getattr(self, field_name))
         bad = [p for p in self.proposals if not PROPOSAL_NAME.fullmatch(p)]
         if bad:
             raise ConfigError(f"{key}.proposals: got {bad[0]!r}, expected a proposed group's "
                               "name such as 'cluster_0' (see data/split/report.json)")
+
+
+def _check_targets(key: str, targets: tuple[tuple[float, ...], ...] | None) -> None:
+    """Two distinct [x, y] points (fractions of the output side), or None."""
+    if targets is None:
+        return
+    if len(targets) != 2 or any(len(t) != 2 for t in targets) or targets[0] == targets[1]:
+        raise ConfigError(f"{key}: got {[list(t) for t in targets]}, expected two different "
+                          "[x, y] points, fractions of the output side")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
-from operator import attrgetter
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +47,7 @@ from curate.config import Params
 from curate.prepare import card as dataset_card
 from curate.prepare.framing import calibrate_framing
 from curate.prepare.grid import sample_grid
+from curate.prepare.keypoint_angle import calibrate_keypoint_angle
 from curate.prepare.task import Settings, Task
 from curate.prepare.worker import Prepared, prepare
 from curate.split.config import DistributionConfig
@@ -73,13 +73,20 @@ class PrepareError(ParamsError, RuntimeError):
     """A problem the user must fix (unknown distribution, nothing to export)."""
 
 
+def _pair(points: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, float],
+                                                          tuple[float, float]]:
+    return (points[0][0], points[0][1]), (points[1][0], points[1][1])
+
+
 def settings_for(params: Params, dist: DistributionConfig) -> Settings:
+    """The prepare settings of one distribution: its align order and framing targets (its
+    own, else the prepare section's)."""
     p = params.prepare
     names = p.keypoints.names or ("", "")  # no names: no image has keypoints to align on
-    targets = p.keypoints.targets
+    faces = {} if dist.face_targets is None else {"face_targets": _pair(dist.face_targets)}
     return Settings(
         resolution=p.resolution, align=dist.align, keypoint_names=(names[0], names[1]),
-        keypoint_targets=((targets[0][0], targets[0][1]), (targets[1][0], targets[1][1])),
+        keypoint_targets=_pair(dist.keypoint_targets or p.keypoints.targets), **faces,
         box_margin=p.box_margin, mask_margin=p.mask_margin, pad=p.pad,
         background=tuple(params.background), max_upscale=p.max_upscale,
         png_compression=p.png_compression, augment=p.augment, device=p.face_device)
@@ -105,13 +112,17 @@ def build_tasks(rows: pd.DataFrame, tags: pd.DataFrame | None, params: Params,
     k0, k1 = settings.keypoint_names
     tasks = []
     for row in rows.itertuples(index=False):
-        keypoints = box = None
+        keypoints = box = spread = None
+        annotators = 1
         if by_id is not None and row.image_id in by_id.index:
             t = by_id.loc[row.image_id]
             cols = [f"kp_{k0}_x", f"kp_{k0}_y", f"kp_{k1}_x", f"kp_{k1}_y"]
             if all(c in t.index for c in cols) and _finite(*(t[c] for c in cols)):
                 keypoints = ((float(t[cols[0]]), float(t[cols[1]])),
                              (float(t[cols[2]]), float(t[cols[3]])))
+                # Tags merged before these columns existed: one annotator, spread unknown.
+                annotators = max(1, int(t.get("kp_annotators", 1)))
+                spread = float(t["kp_spread"]) if _finite(t.get("kp_spread")) else None
             if _finite(t.get("bbox_x"), t.get("bbox_y"), t.get("bbox_w"), t.get("bbox_h")):
                 rot = t.get("bbox_rotation")
                 box = (float(t["bbox_x"]), float(t["bbox_y"]), float(t["bbox_w"]),
@@ -121,8 +132,32 @@ def build_tasks(rows: pd.DataFrame, tags: pd.DataFrame | None, params: Params,
         use_matte = params.prepare.source == "matte" and _finite(matte)
         image = matte_dir / str(matte) if use_matte else store.root / row.store_path
         tasks.append(Task(row.image_id, image, int(row.width), int(row.height), keypoints, box,
-                          matte_dir / str(mask) if _finite(mask) else None))
+                          matte_dir / str(mask) if _finite(mask) else None,
+                          keypoint_annotators=annotators, keypoint_spread=spread))
     return tasks
+
+
+def _file_stamp(path: Path | None) -> list[int] | None:
+    """Size and modification time of a file (None when there is none)."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def crop_key(task: Task) -> str:
+    """The cache key of one image's crops: its id and a digest of what they are made from (its
+    tag geometry, and the size and modification time of its image and mask files), so that a
+    moved keypoint or a matte made again prepares that image again. The annotators' spread is
+    left out: it reaches a crop only through the settings (see `curate.prepare.keypoint_angle`).
+    """
+    inputs = {**dataclasses.asdict(task), "keypoint_spread": None,
+              "files": [_file_stamp(task.image), _file_stamp(task.mask)]}
+    blob = json.dumps(inputs, sort_keys=True, default=str)
+    return f"{task.image_id}:{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
 def prepared_op(settings_hash: str) -> str:
@@ -178,7 +213,7 @@ def _prepare_all(tasks: list[Task], settings: Settings, outputs: PreparedPngs,
     if face and engine_is_local():
         check(settings.device, "prepare face detection")
     for outcome in cached_map(outputs.op, tasks, partial(prepare, s=settings), cache,
-                              key=attrgetter("image_id"), workers=workers,
+                              key=crop_key, workers=workers,
                               revisit=outputs.revisit, record=outputs.write,
                               gpu=face and settings.device == "cuda",
                               description="prepare: align, crop, resize"):
@@ -271,7 +306,9 @@ def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd
         raise PrepareError(why_empty(dist.name, manifest, options.split_manifest))
     settings = settings_for(params, dist)
     tasks = build_tasks(rows, tags, params, settings, options.matte_dir)
-    if params.prepare.match_keypoint_framing:
+    if params.prepare.keypoint_angle_from_mask:
+        settings = calibrate_keypoint_angle(tasks, settings)
+    if params.prepare.match_keypoint_framing:  # after: it frames like the refined crops
         settings = calibrate_framing(tasks, settings)
     settings_hash = _settings_hash(settings, params.prepare.source)
     outputs = PreparedPngs(params.paths.cache / PREPARED_SUBDIR, settings_hash)

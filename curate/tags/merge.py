@@ -10,7 +10,10 @@ Rules (params ``tags.merge``):
 - ``verdict`` is the last word: the reject choice when rejected, else ``category``;
 - the box and keypoints are the mean over the annotators who agree with the verdict (over
   everyone who voted when the verdict is ``disputed`` or there was no vote); the box rotation is
-  a circular mean, so 359 and 1 degrees average to 0.
+  a circular mean, so 359 and 1 degrees average to 0;
+- ``kp_annotators`` counts the annotators whose keypoints were averaged and ``kp_spread`` is how
+  far apart they clicked (pixels: the root mean of each keypoint coordinate's sample variance;
+  NaN with fewer than two): prepare measures the annotators' click error from it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ DISPUTED = "disputed"
 def merged_columns(schema: TagSchema) -> list[str]:
     return ["image_id", "task_id", "verdict", "category", "reject", "n_annotators", "n_agree",
             "agreement", "annotators", "votes", *BBOX, *keypoint_columns(schema.keypoint_labels),
-            "note", "updated_at", "problems"]
+            "kp_annotators", "kp_spread", "note", "updated_at", "problems"]
 
 
 def _top(votes: Counter[str]) -> str | None:
@@ -92,6 +95,15 @@ def _per_image(live: pd.DataFrame, reject: str | None, rule: str) -> pd.DataFram
                                        "annotators", "votes", "note", "problems"])
 
 
+def _keypoint_spread(chosen: pd.DataFrame, columns: list[str]) -> tuple[pd.Series, pd.Series]:
+    """Per image: how many annotators gave every keypoint, and the spread of their points."""
+    with_points = chosen.dropna(subset=columns) if columns else chosen.iloc[:0]
+    grouped = with_points.groupby("image_id", sort=True)
+    if not columns:
+        return grouped.size(), pd.Series(dtype="float64")
+    return grouped.size(), np.sqrt(grouped[columns].var(ddof=1).mean(axis=1))
+
+
 def merge(tags: pd.DataFrame, schema: TagSchema, cfg: TagsMergeConfig) -> pd.DataFrame:
     """The merged per-image view of a tags table (see module docstring)."""
     live = tags.loc[tags["latest"] & tags["image_id"].notna()].copy()
@@ -110,15 +122,19 @@ def merge(tags: pd.DataFrame, schema: TagSchema, cfg: TagsMergeConfig) -> pd.Dat
     chosen = live[live["agree"] | live["image_id"].map(n_agree == 0)]
     geometry = [*BBOX[:4], *keypoint_columns(schema.keypoint_labels)]
     means = chosen.groupby("image_id", sort=True)[geometry].mean()
+    kp_annotators, kp_spread = _keypoint_spread(chosen, keypoint_columns(schema.keypoint_labels))
     out = base.assign(
         reject=base["verdict"].eq(schema.reject) if schema.reject else False,
         n_annotators=n_annotators, n_agree=n_agree, agreement=n_agree / n_annotators,
         updated_at=grouped["updated_at"].max(),
         bbox_rotation=_rotation_mean(chosen).where(means["bbox_w"].notna()),
+        kp_annotators=kp_annotators.reindex(base.index, fill_value=0),
+        kp_spread=kp_spread.reindex(base.index),
     ).join(means).reset_index()
     out = out[merged_columns(schema)]
     return out.astype({"image_id": "string", "task_id": "int64", "verdict": "string",
                        "category": "string", "reject": "bool", "n_annotators": "int64",
                        "n_agree": "int64", "agreement": "float64", "annotators": "string",
+                       "kp_annotators": "int64", "kp_spread": "float64",
                        "votes": "string", "note": "string",
                        **{c: "float64" for c in (*BBOX, *geometry)}})

@@ -101,6 +101,32 @@ def test_export_card_and_incremental_rerun(tmp_path: Path) -> None:
     assert len(zipfile.ZipFile(zip_path).namelist()) == 1 + 2 * 6
 
 
+def test_changed_keypoints_or_mask_prepare_that_image_again(tmp_path: Path) -> None:
+    """The cache is per image and per what its crop comes from: an annotator who moves a
+    keypoint, or a matte made again, re-prepares that image (and only it)."""
+    params, options, manifest = _setup(tmp_path, 4)
+    run_prepare(params, "soles", options)
+    zip_path = options.datasets_dir / "soles.zip"
+    before = zip_path.read_bytes()
+    tags = pd.read_parquet(options.tags)
+    tags.loc[0, "kp_toe_x"] = 110.0  # the toe moved: the crop turns
+    write_table(tags, options.tags, sort_by=["image_id"])
+    moved = run_prepare(params, "soles", options)
+    assert moved.cached == 2 and zip_path.read_bytes() != before
+
+    mask = options.matte_dir / "masks" / "one.png"
+    mask.parent.mkdir(parents=True)
+    Image.fromarray(np.pad(np.full((40, 60), 255, np.uint8), ((40, 40), (50, 50)))).save(mask)
+    with_mask = manifest.assign(mask_path=[None, None, "masks/one.png", None])  # k=2: live
+    write_table(with_mask, options.split_manifest, sort_by=["image_id"])
+    params = dataclasses.replace(params, prepare=dataclasses.replace(
+        params.prepare, match_keypoint_framing=False))
+    first = run_prepare(params, "soles", options)
+    Image.fromarray(np.pad(np.full((60, 40), 255, np.uint8), ((30, 30), (60, 60)))).save(mask)
+    again = run_prepare(params, "soles", options)  # the mask's file changed: made again
+    assert again.cached == first.cached + first.computed - 1
+
+
 def test_unknown_distribution_and_tiny_images_are_explained(tmp_path: Path) -> None:
     params, options, _ = _setup(tmp_path, 3)
     with pytest.raises(PrepareError, match="split.distributions"):

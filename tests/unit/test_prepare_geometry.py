@@ -251,22 +251,25 @@ def test_export_rejects_a_different_channel_count(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_face_alignment_puts_the_eyes_on_their_targets(tmp_path: Path) -> None:
-    """MTCNN (facenet-pytorch's bundled weights) on a real photo: scikit-image's astronaut."""
+@pytest.mark.parametrize("targets", [None, ((0.43, 0.36), (0.57, 0.36))])
+def test_face_alignment_puts_the_eyes_on_their_targets(tmp_path: Path, targets) -> None:
+    """MTCNN (facenet-pytorch's bundled weights) on a real photo: scikit-image's astronaut,
+    framed as a face crop (the default) and wider, as a distribution's `face_targets` asks."""
     import skimage.data  # facenet-pytorch is installed by `make setup`: no skip without it
 
-    from curate.prepare.face import EYE_TARGETS, eye_landmarks
+    from curate.prepare.face import eye_landmarks
 
     path = tmp_path / "astronaut.png"
     Image.fromarray(skimage.data.astronaut()).save(path)
     task = Task("x", path, 512, 512)
-    s = Settings(resolution=256, align=("face", "center"), augment=AugmentConfig(mirror=False))
+    s = Settings(resolution=256, align=("face", "center"), augment=AugmentConfig(mirror=False),
+                 **({} if targets is None else {"face_targets": targets}))
     done = prepare(task, s)
     assert done.method == "face"
     out = tmp_path / "aligned.png"
     Image.fromarray(_first_png(done)).save(out)
     eyes = eye_landmarks(Task("y", out, 256, 256))  # found again on the output
-    assert np.abs(eyes / 256 - EYE_TARGETS).max() < 0.03
+    assert np.abs(eyes / 256 - np.array(s.face_targets)).max() < 0.03
     # no face: the next method in the list
     blank = tmp_path / "blank.png"
     Image.new("RGB", (200, 200), (120, 160, 200)).save(blank)

@@ -154,10 +154,31 @@ def test_named_proposal_takes_its_group_and_tags_still_win() -> None:
                         {"name": "b", "proposals": ["cluster_0"]}]}, "named by both"),
     ({"distributions": [{"name": "a", "catch_all": True}, {"name": "b", "catch_all": True}]},
      "at most one"),
+    ({"distributions": [{"name": "a", "keypoint_targets": [[0.5, 0.2]]}]},
+     r"distributions\[0\].keypoint_targets.*two different"),
+    ({"distributions": [{"name": "a", "face_targets": [[0.5, 0.2], [0.5, 0.2]]}]},
+     "face_targets.*two different"),
 ])
-def test_bad_proposal_params_name_the_key(split, message) -> None:
+def test_bad_distribution_params_name_the_key(split, message) -> None:
     with pytest.raises(ConfigError, match=message):
         from_mapping(Params, {"split": split}, "")
+
+
+def test_a_distribution_frames_with_its_own_targets() -> None:
+    from curate.stages.prepare import settings_for
+
+    params = from_mapping(Params, {"prepare": {"keypoints": {"targets": [[0.4, 0.3],
+                                                                         [0.6, 0.3]]}},
+                                   "split": {"distributions": [
+                                       {"name": "full", "keypoint_targets": [[0.48, 0.16],
+                                                                             [0.52, 0.16]],
+                                        "face_targets": [[0.47, 0.2], [0.53, 0.2]]},
+                                       {"name": "upper"}]}}, "")
+    full, upper = (settings_for(params, d) for d in params.split.distributions)
+    assert full.keypoint_targets == ((0.48, 0.16), (0.52, 0.16))
+    assert full.face_targets == ((0.47, 0.2), (0.53, 0.2))
+    assert upper.keypoint_targets == ((0.4, 0.3), (0.6, 0.3))  # the prepare section's
+    assert upper.face_targets == ((0.385, 0.44), (0.615, 0.44))  # a face crop
 
 
 def test_uncertain_strategy_sends_the_least_confident_first() -> None:

@@ -312,6 +312,18 @@ def test_geometry_is_averaged_over_agreeing_annotators_only() -> None:
     assert (row.kp_toe_x, row.kp_toe_y) == (600.0, 300.0)  # only annotator 2 placed it
 
 
+def test_keypoint_spread_measures_how_far_apart_annotators_clicked() -> None:
+    geometry = {1: [point("heel", 10, 10), point("toe", 60, 60)],
+                2: [point("heel", 30, 50), point("toe", 60, 60)],
+                3: [point("heel", 20, 20)]}  # not every keypoint: not counted
+    _, merged = tables(_votes_export([(1, "pov"), (2, "pov"), (3, "pov")], geometry))
+    row = merged.iloc[0]
+    # heel 200 px apart in x and in y, toe together: sample variances 20000, 20000, 0, 0
+    assert row.kp_annotators == 2 and row.kp_spread == pytest.approx(100.0)
+    _, alone = tables(_votes_export([(1, "pov")], {1: geometry[1]}))
+    assert alone.iloc[0].kp_annotators == 1 and np.isnan(alone.iloc[0].kp_spread)
+
+
 def test_disputed_images_average_everyone() -> None:
     geometry = {1: [box(10, 10, 20, 20)], 2: [box(30, 10, 20, 20)]}
     _, merged = tables(_votes_export([(1, "pov"), (2, "soles")], geometry))
