@@ -32,6 +32,8 @@ def distribution_card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame
         "per_alignment_method": dict(sorted(Counter(
             table[table.variant.fillna(0) == 0].method.dropna()).items())),
         "framing_matched_to_keypoints": {m: dataclasses.asdict(f) for m, f in settings.framing},
+        "keypoint_angle_weights": (None if settings.keypoint_angle is None
+                                   else dataclasses.asdict(settings.keypoint_angle)),
         "matte_clutter_removed": len(cleaned & set(live.image_id)),
         "excluded_here": dict(sorted(Counter(table[table.status != Status.OK].reason).items())),
         "removed_upstream": dict(sorted(Counter(others.reason.fillna(others.status)).items())),
@@ -72,9 +74,21 @@ def _framing_lines(card: dict) -> list[str]:
     """One line for a distribution's dataset; one per class for a combined one (each class is
     framed as its own distribution's dataset is)."""
     if "classes" not in card:
-        return [_framing_text(card["framing_matched_to_keypoints"])]
-    return [f"- `{c['name']}`: {_framing_text(c['framing_matched_to_keypoints'])}"
-            for c in card["classes"]]
+        return [_framing_text(card["framing_matched_to_keypoints"]), "",
+                _angle_text(card.get("keypoint_angle_weights"))]
+    return [f"- `{c['name']}`: {_framing_text(c['framing_matched_to_keypoints'])} "
+            f"{_angle_text(c.get('keypoint_angle_weights'))}" for c in card["classes"]]
+
+
+def _angle_text(weights: dict | None) -> str:
+    """How keypoint angles were weighed against the mask's axis (curate.prepare.keypoint_angle)."""
+    if weights is None:
+        return ("Keypoint angles as the annotators' points give them (not weighed against the "
+                "mask: too few images tagged twice, or with keypoints and a mask).")
+    return (f"Keypoint angles weighed against the mask's axis: annotators' click error "
+            f"{100 * weights['click'] ** 0.5:.2f}% of the longer side, mask axis offset "
+            f"{weights['offset_deg']:+.1f} deg, mask error variance {weights['shape']:.2g} "
+            "rad^2 per unit roundness.")
 
 
 def combined_card(name: str, zip_name: str, cards: list[dict]) -> dict:
@@ -94,7 +108,8 @@ def combined_card(name: str, zip_name: str, cards: list[dict]) -> dict:
         "labels": "class index per image in dataset.json; see classes",
         "classes": [{"index": k, "name": c["name"], "images": c["images"],
                      "source_images": c["source_images"], "settings_hash": c["settings_hash"],
-                     "framing_matched_to_keypoints": c["framing_matched_to_keypoints"]}
+                     "framing_matched_to_keypoints": c["framing_matched_to_keypoints"],
+                     "keypoint_angle_weights": c.get("keypoint_angle_weights")}
                     for k, c in enumerate(cards)],
         "augmentation": cards[0]["augmentation"],
         "per_source": summed("per_source"),

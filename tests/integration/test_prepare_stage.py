@@ -79,8 +79,10 @@ def test_export_card_and_incremental_rerun(tmp_path: Path) -> None:
     assert card["per_alignment_method"] == {"center": 4, "keypoints": 1}
     assert card["removed_upstream"] == {"blurry": 1}
     assert card["matte_clutter_removed"] == 2
-    assert "2 of 5 source images had clutter removed" in (
-        options.datasets_dir / "soles.md").read_text()
+    markdown = (options.datasets_dir / "soles.md").read_text()
+    assert "2 of 5 source images had clutter removed" in markdown
+    assert card["keypoint_angle_weights"] is None  # one image has keypoints: nothing to weigh
+    assert "Keypoint angles as the annotators' points give them" in markdown
     grid = np.asarray(Image.open(options.datasets_dir / "soles_grid.png").convert("RGB"))
     assert grid.shape[0] > 128  # one row of tiles and the caption strip under it
     cleaned = {row.image_id for row in manifest.itertuples() if row.source_uri in
