@@ -570,18 +570,27 @@ def render_out_of_sample(results_dir: Path = RESULTS_DIR) -> str:
         a = c["alignment"]
         text = cell(f"{num(a['keypoints_from_annotators']['median_deg'])}°",
                     c["goals_met"]["keypoint_median<=3deg"])
+        alone = a.get("keypoints_alone", {})
+        if alone.get("n"):
+            text += f" (the points alone: {num(alone['median_deg'])}°)"
         face = a.get("face_mtcnn")
         if face:
             text += (f"; MTCNN faces: {num(face['median_deg'])}° on the "
                      f"{pct(face['found_share'])} of images where it finds one")
         return text
 
+    def export(c: dict[str, Any]) -> str:
+        counts = c.get("export", {})
+        return ", ".join(f"{name} {e['exported']} ({e['excluded']})"
+                         for name, e in counts.items()) or "—"
+
     rows = [("near-dup recall ≥ 0.95 at pair precision ≥ 0.98", dedup),
             ("outlier precision / recall ≥ 0.9 (quality stage)",
              lambda c: outliers(c, "quality_stage", True)),
             ("same, quality or matte flags", lambda c: outliers(c, "quality_or_matte", False)),
             ("split accuracy ≥ 0.95 (unassigned = wrong)", split),
-            ("keypoint alignment, median ≤ 3°", alignment)]
+            ("keypoint alignment, median ≤ 3°", alignment),
+            ("prepare: images exported (left out) per dataset", export)]
     head = [f"{data[c]['subject']}, seed {data[c]['seed']}, {data[c]['variant']}"
             for c in columns]
     lines = ["| goal | in-sample | out-of-sample | second subject |", "|---|---|---|---|",
