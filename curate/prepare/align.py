@@ -120,7 +120,7 @@ def box_crop(x: float, y: float, w: float, h: float, rotation_deg: float = 0.0,
 
 
 @dataclass(frozen=True)
-class _Axis:
+class MaskAxis:
     """The principal axis of a mask's largest part: `up` points to the subject's top."""
 
     mean: np.ndarray  # centre of mass (x, y), pixels
@@ -141,7 +141,7 @@ class _Axis:
         return math.inf if l1 - l2 <= 1e-12 else l1 * l2 / (l1 - l2) ** 2
 
 
-def mask_axis(mask: np.ndarray, min_fraction: float = 0.005) -> _Axis:
+def mask_axis(mask: np.ndarray, min_fraction: float = 0.005) -> MaskAxis:
     """Principal axis of the subject's mask, its direction settled (see `mask_crop`)."""
     fg = _largest_component(np.asarray(mask) > 127)
     ys, xs = np.nonzero(fg)
@@ -156,7 +156,7 @@ def mask_axis(mask: np.ndarray, min_fraction: float = 0.005) -> _Axis:
     along = centred @ major
     if _points_down(along, xs, ys, fg.shape, np.abs(centred @ np.array([-major[1], major[0]]))):
         major = -major
-    return _Axis(mean, major, centred, (float(evals.max()), float(evals.min())))
+    return MaskAxis(mean, major, centred, (float(evals.max()), float(evals.min())))
 
 
 def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.005) -> Crop:

@@ -17,7 +17,7 @@ Both errors are measured on the distribution's own images:
   between the two points.
 - **Masks.** On the images with keypoints and a mask, the two angles' difference d (after the
   offset) has variance (keypoints') + shape * q, q the axis's roundness
-  (`align._Axis.roundness`: its first-order turn for a small change of the mask's second
+  (`align.MaskAxis.roundness`: its first-order turn for a small change of the mask's second
   moments). The offset and `shape` are fitted by maximum likelihood.
 
 Each image then takes the inverse-variance weighted mean of its two angles: close points lean
