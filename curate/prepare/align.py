@@ -141,7 +141,7 @@ class MaskAxis:
         return math.inf if l1 - l2 <= 1e-12 else l1 * l2 / (l1 - l2) ** 2
 
 
-def mask_axis(mask: np.ndarray, min_fraction: float = 0.005) -> MaskAxis:
+def mask_axis(mask: np.ndarray, min_fraction: float = 0.005, upright: bool = False) -> MaskAxis:
     """Principal axis of the subject's mask, its direction settled (see `mask_crop`)."""
     fg = _largest_component(np.asarray(mask) > 127)
     ys, xs = np.nonzero(fg)
@@ -154,12 +154,18 @@ def mask_axis(mask: np.ndarray, min_fraction: float = 0.005) -> MaskAxis:
     evals, evecs = np.linalg.eigh(cov)
     major = evecs[:, np.argmax(evals)]  # unit vector along the long axis (x, y)
     along = centred @ major
-    if _points_down(along, xs, ys, fg.shape, np.abs(centred @ np.array([-major[1], major[0]]))):
+    if upright:
+        down = major[1] > 0  # the up end nearer the image's top: a turn of at most 90 degrees
+    else:
+        down = _points_down(along, xs, ys, fg.shape,
+                            np.abs(centred @ np.array([-major[1], major[0]])))
+    if down:
         major = -major
     return MaskAxis(mean, major, centred, (float(evals.max()), float(evals.min())))
 
 
-def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.005) -> Crop:
+def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.005,
+              upright: bool = False) -> Crop:
     """Principal axis of the subject's mask turned upright, then its tight box made square.
 
     Only the largest connected part of the mask counts: a matte model often keeps a salient
@@ -172,8 +178,11 @@ def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.00
        which for a whole foot is the toes and for a whole person the shoulders.
 
     On the demo's rembg masks the first rule removed every flip on correctly matted photos.
+    With `upright` (a collection shot or drawn upright, see `curate.prepare.mask_direction`)
+    the end nearer the image's top is up instead: a cape or a wide stance makes a figure's
+    feet end the wider one.
     """
-    axis = mask_axis(mask, min_fraction)
+    axis = mask_axis(mask, min_fraction, upright)
     up, centred = axis.up, axis.centred
     across_dir = np.array([-up[1], up[0]])
     along, across = centred @ up, centred @ across_dir

@@ -34,6 +34,7 @@ def distribution_card(name: str, dist_rows: pd.DataFrame, all_rows: pd.DataFrame
         "framing_matched_to_keypoints": {m: dataclasses.asdict(f) for m, f in settings.framing},
         "keypoint_angle_weights": (None if settings.keypoint_angle is None
                                    else dataclasses.asdict(settings.keypoint_angle)),
+        "mask_up": "end nearer the top" if settings.mask_upright else "by shape",
         "matte_clutter_removed": len(cleaned & set(live.image_id)),
         "excluded_here": dict(sorted(Counter(table[table.status != Status.OK].reason).items())),
         "removed_upstream": dict(sorted(Counter(others.reason.fillna(others.status)).items())),
@@ -74,8 +75,11 @@ def _framing_lines(card: dict) -> list[str]:
     """One line for a distribution's dataset; one per class for a combined one (each class is
     framed as its own distribution's dataset is)."""
     if "classes" not in card:
+        up = ("Mask crops take the end nearer the image's top as up (it agreed with the "
+              "tagged images' keypoints more often than the shape rule)."
+              if card.get("mask_up") == "end nearer the top" else "")
         return [_framing_text(card["framing_matched_to_keypoints"]), "",
-                _angle_text(card.get("keypoint_angle_weights"))]
+                _angle_text(card.get("keypoint_angle_weights")), *(["", up] if up else [])]
     return [f"- `{c['name']}`: {_framing_text(c['framing_matched_to_keypoints'])} "
             f"{_angle_text(c.get('keypoint_angle_weights'))}" for c in card["classes"]]
 

@@ -37,6 +37,9 @@ class Settings:
     framing: tuple[tuple[str, Framing], ...] = ()
     #: How keypoint angles are weighed against the mask's axis (None: the keypoints' alone).
     keypoint_angle: AngleWeights | None = None
+    #: Mask crops take the end nearer the image's top as up (else the shape decides; see
+    #: `curate.prepare.mask_direction`).
+    mask_upright: bool = False
     device: Device = "cpu"  # face detection's device (params prepare.face_device); not hashed
 
 

@@ -67,8 +67,8 @@ def method_crop(task: Task, method: str, s: Settings) -> Crop:
         mask = cv2.imread(str(task.mask), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             raise NotApplicable(f"mask {task.mask} unreadable")
-        return mask_crop(mask, margin=s.mask_margin).scaled(task.width / mask.shape[1],
-                                                            task.height / mask.shape[0])
+        crop = mask_crop(mask, margin=s.mask_margin, upright=s.mask_upright)
+        return crop.scaled(task.width / mask.shape[1], task.height / mask.shape[0])
     if method == "center":
         return center_crop(task.width, task.height)
     if method == "face":

@@ -48,6 +48,7 @@ from curate.prepare import card as dataset_card
 from curate.prepare.framing import calibrate_framing
 from curate.prepare.grid import sample_grid
 from curate.prepare.keypoint_angle import calibrate_keypoint_angle
+from curate.prepare.mask_direction import calibrate_mask_direction
 from curate.prepare.task import Settings, Task
 from curate.prepare.worker import Prepared, prepare
 from curate.split.config import DistributionConfig
@@ -308,6 +309,7 @@ def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd
     tasks = build_tasks(rows, tags, params, settings, options.matte_dir)
     if params.prepare.keypoint_angle_from_mask:
         settings = calibrate_keypoint_angle(tasks, settings)
+    settings = calibrate_mask_direction(tasks, settings)
     if params.prepare.match_keypoint_framing:  # after: it frames like the refined crops
         settings = calibrate_framing(tasks, settings)
     settings_hash = _settings_hash(settings, params.prepare.source)
