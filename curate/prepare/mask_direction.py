@@ -48,11 +48,13 @@ def calibrate_mask_direction(tasks: list[Task], settings: Settings) -> Settings:
         try:
             truth = keypoint_crop(np.array(task.keypoints),
                                   np.array(settings.keypoint_targets)).angle_deg + offset
-            angles = {rule: mask_axis(mask, upright=rule).angle_deg for rule in agree}
+            by_shape = mask_axis(mask).angle_deg
         except NotApplicable:
             continue
         scored += 1
-        for rule, angle in angles.items():
-            agree[rule] += angle_error(angle, truth) < 90.0
+        # One axis serves both rules: the upright one is its direction within 90 of image up.
+        upright = (by_shape + 90.0) % 180.0 - 90.0
+        agree[False] += angle_error(by_shape, truth) < 90.0
+        agree[True] += angle_error(upright, truth) < 90.0
     upright = scored >= MIN_IMAGES and agree[True] > agree[False]
     return dataclasses.replace(settings, mask_upright=upright)
