@@ -34,8 +34,14 @@ DARK_LEVEL = 40.0
 BRIGHT_LEVEL = 250.0
 #: A backdrop is a colour that holds this share of the border pixels ...
 BACKDROP_BORDER_SHARE = 0.5
-#: ... and every border-connected pixel within this many levels (any channel) of it.
+#: ... and every border-connected pixel within this many levels (any channel) of it ...
 BACKDROP_TOLERANCE = 12.0
+#: A clipped white region is a backdrop only when what borders it differs from it by at least
+#: this many levels (median over a 2-pixel ring, largest channel difference): a quarter of
+#: the range.
+BACKDROP_EDGE_STEP = 64.0
+#: Rec. 601 luma of an RGB colour (as `WorkImage.gray8` weighs it).
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 #: Below this share of the frame left after the backdrop, the whole frame is judged.
 SUBJECT_MIN_SHARE = 0.05
 
@@ -96,6 +102,12 @@ class WorkImage:
         The colour (in 8-level steps) that at least `BACKDROP_BORDER_SHARE` of the border
         pixels share; every pixel within `BACKDROP_TOLERANCE` levels of its mean, in a region
         that touches the border. All False when no colour holds the border.
+
+        A clipped white region (luma at least `BRIGHT_LEVEL`) is either paper or a white sweep,
+        or the blown-out highlights of an over-exposed photo. Paper ends where an outline or a
+        subject's silhouette begins, so the pixels around it differ from it by at least
+        `BACKDROP_EDGE_STEP`; blown highlights shade off into nearly clipped skin, wall or sky.
+        A clipped region without that edge is part of the scene: all False.
         """
         rgb = self.rgb
         border = np.concatenate([rgb[0], rgb[-1], rgb[1:-1, 0], rgb[1:-1, -1]])
@@ -109,7 +121,15 @@ class WorkImage:
         near = (np.abs(rgb.astype(np.float32) - colour).max(axis=2) <= BACKDROP_TOLERANCE)
         _, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=4)
         edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        return np.isin(labels, edge[edge > 0])
+        region = np.isin(labels, edge[edge > 0])
+        ring = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        ring &= ~region
+        clipped = float(colour @ _LUMA_WEIGHTS) >= BRIGHT_LEVEL
+        if clipped and ring.any():
+            step = np.abs(rgb[ring].astype(np.float32) - colour).max(axis=1)
+            if float(np.median(step)) < BACKDROP_EDGE_STEP:
+                return np.zeros(rgb.shape[:2], dtype=bool)
+        return region
 
     @cached_property
     def subject_hist(self) -> np.ndarray:
@@ -234,7 +254,7 @@ class Exposure(Property):
     """
 
     name = "exposure"
-    version = 4
+    version = 5
     columns = ("brightness", "dark_fraction", "bright_fraction", "subject_bright_fraction",
                "luma_p05", "luma_p95", "luma_p99")
 
@@ -278,7 +298,7 @@ class Entropy(Property):
     """
 
     name = "entropy"
-    version = 3
+    version = 4
     columns = ("entropy", "subject_entropy")
 
     def compute(self, img: WorkImage) -> dict[str, float]:

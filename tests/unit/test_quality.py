@@ -146,6 +146,26 @@ def test_a_blown_out_subject_and_a_blank_frame_are_still_judged() -> None:
     assert blank["subject_bright_fraction"] == 1.0 and blank["subject_entropy"] < 0.1
 
 
+def photo_under_a_bright_sky() -> np.ndarray:
+    """A subject low in a frame whose light falls off smoothly from the top (sky, a window)."""
+    h, w = 240, 320
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = (235 - 170 * (y / h) ** 1.5)[..., None] * np.array([1.0, 0.96, 0.9], np.float32)
+    img[((x - 160) / 50) ** 2 + ((y - 170) / 40) ** 2 < 1] = (150, 110, 90)
+    return img + np.random.default_rng(0).normal(0, 2.0, img.shape)
+
+
+def test_blown_white_that_shades_into_the_scene_is_not_a_backdrop() -> None:
+    """Over-exposure clips the bright top of the frame to a flat white that holds the border,
+    as paper does; but it fades into nearly clipped pixels where paper meets an outline."""
+    photo = photo_under_a_bright_sky()
+    well_exposed = props(np.clip(photo, 0, 255).astype(np.uint8))
+    blown = props(np.clip(photo * 1.8 + 60, 0, 255).astype(np.uint8))
+    assert well_exposed["subject_bright_fraction"] < 0.01
+    assert blown["subject_bright_fraction"] == pytest.approx(blown["bright_fraction"])
+    assert blown["subject_bright_fraction"] > QualityChecks().overexposed.value
+
+
 def test_grayscale_is_detected_from_pixels_even_in_rgb_jpeg() -> None:
     base = scene()
     gray = np.repeat(cv2.cvtColor(base, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
