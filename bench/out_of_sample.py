@@ -20,7 +20,8 @@ Figures per run (goals from issue #16):
 * split: accuracy of the distribution given to live base images vs their true category
   (unassigned counts as wrong; goal >= 0.95);
 * alignment: median angle error of keypoint crops from the annotators' merged points (goal
-  <= 3 deg); mask crops from the matte masks; for figures also MTCNN (face) on base images.
+  <= 3 deg) and of mask crops from the matte masks, each distribution's crops as prepare makes
+  them (its calibrated settings); for figures also MTCNN (face) on base images.
 
     .venv/bin/python bench/out_of_sample.py [--n-base 120] [--figures-n-base 75]
                                             [--only in_sample,out_of_sample,figures]
@@ -34,6 +35,7 @@ with the change and the commit they were measured at: the before and after of a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -199,46 +201,41 @@ def _stats(errors: list[float]) -> dict:
 
 
 def alignment_figures(project: Path, flavour: Flavour, face_sample: int = 40) -> dict:
-    """Rotation error of each alignment method against the truth. Keypoint crops are measured
-    as the prepare stage makes them: each distribution's settings, its keypoint angles
-    weighed against the mask's axis (`keypoints_from_annotators`); `keypoints_alone` is the
-    annotators' two points without that."""
+    """Rotation error of each alignment method against the truth, on each distribution's
+    images as the prepare stage crops them: its settings calibrated on its own tagged images
+    (`calibrate`). `keypoints_alone` is the annotators' two points without the weighing against
+    the mask's axis; `mask_shape_rule` the mask crops with the up end chosen by the subject's
+    shape whatever the distribution's tagged images chose."""
     from curate.config import load_params
-    from curate.prepare.align import angle_error
-    from curate.prepare.keypoint_angle import calibrate_keypoint_angle
-    from curate.prepare.task import Settings, Task
-    from curate.prepare.worker import choose_crop, method_crop
-    from curate.stages.prepare import build_tasks, settings_for
+    from curate.prepare.align import NotApplicable, angle_error
+    from curate.prepare.worker import method_crop
+    from curate.stages.prepare import build_tasks, calibrate, settings_for
 
     t = _truth(project)
     base = t[t["kind"].eq("base")].drop_duplicates("sha256").set_index("sha256")
     params = load_params(project / "params.yaml")
     split = pd.read_parquet(project / "data/split/manifest.parquet")
     tags = pd.read_parquet(project / "data/tags/merged.parquet")
-    kp_err, alone_err = [], []
+    errors: dict[str, list[float]] = {k: [] for k in (
+        "keypoints_from_annotators", "keypoints_alone", "mask", "mask_shape_rule")}
     for dist in params.split.distributions:
         rows = split[split["status"].eq("ok") & split["distribution"].eq(dist.name)]
         plain = settings_for(params, dist)
         tasks = build_tasks(rows, tags, params, plain, project / "data/matte")
-        weighed = calibrate_keypoint_angle(tasks, plain)
-        for task in tasks:
-            if task.keypoints is None or task.image_id not in base.index:
-                continue
+        calibrated = calibrate(params, tasks, plain)
+        shape_rule = dataclasses.replace(calibrated, mask_upright=False)
+        for task in (t for t in tasks if t.image_id in base.index):
             truth = float(base.loc[task.image_id, "rotation_deg"])
-            kp_err.append(angle_error(method_crop(task, "keypoints", weighed).angle_deg, truth))
-            alone_err.append(angle_error(method_crop(task, "keypoints", plain).angle_deg, truth))
-    m = pd.read_parquet(project / "data/matte/manifest.parquet").set_index("image_id")
-    mask_err = []
-    for image_id in m.index.intersection(base.index):
-        p = m.loc[image_id, "mask_path"]
-        if isinstance(p, str) and (project / "data/matte" / p).exists():
-            g = base.loc[image_id]
-            crop = choose_crop(Task(image_id, Path(), int(g.width), int(g.height),
-                                    mask=project / "data/matte" / p), Settings(align=("mask",)))
-            if crop.method == "mask":
-                mask_err.append(angle_error(crop.angle_deg, float(g.rotation_deg)))
-    out = {"keypoints_from_annotators": _stats(kp_err), "keypoints_alone": _stats(alone_err),
-           "mask": _stats(mask_err)}
+            for key, method, settings in (("keypoints_from_annotators", "keypoints", calibrated),
+                                          ("keypoints_alone", "keypoints", plain),
+                                          ("mask", "mask", calibrated),
+                                          ("mask_shape_rule", "mask", shape_rule)):
+                try:
+                    angle = method_crop(task, method, settings).angle_deg
+                except NotApplicable:
+                    continue
+                errors[key].append(angle_error(angle, truth))
+    out = {key: _stats(values) for key, values in errors.items()}
     if flavour.subject == "figures":
         out["face_mtcnn"] = face_figures(project, base, face_sample)
     return out

@@ -579,6 +579,16 @@ def render_out_of_sample(results_dir: Path = RESULTS_DIR) -> str:
                      f"{pct(face['found_share'])} of images where it finds one")
         return text
 
+    def mask_alignment(c: dict[str, Any]) -> str:
+        a = c["alignment"]
+        mask, shape = a.get("mask", {}), a.get("mask_shape_rule", {})
+        if not mask.get("n"):
+            return "—"
+        text = f"{num(mask['median_deg'])}°, {mask['over_30_deg']} of {mask['n']} over 30°"
+        if shape.get("n") and shape["over_30_deg"] != mask["over_30_deg"]:
+            text += f" (with the up end always chosen by shape: {shape['over_30_deg']})"
+        return text
+
     def export(c: dict[str, Any]) -> str:
         counts = c.get("export", {})
         return ", ".join(f"{name} {e['exported']} ({e['excluded']})"
@@ -590,6 +600,7 @@ def render_out_of_sample(results_dir: Path = RESULTS_DIR) -> str:
             ("same, quality or matte flags", lambda c: outliers(c, "quality_or_matte", False)),
             ("split accuracy ≥ 0.95 (unassigned = wrong)", split),
             ("keypoint alignment, median ≤ 3°", alignment),
+            ("mask alignment, median (images over 30° off)", mask_alignment),
             ("prepare: images exported (left out) per dataset", export)]
     head = [f"{data[c]['subject']}, seed {data[c]['seed']}, {data[c]['variant']}"
             for c in columns]

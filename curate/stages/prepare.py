@@ -297,6 +297,18 @@ def _distributions(params: Params, names: list[str]) -> list[DistributionConfig]
     return [dists[n] for n in names]
 
 
+def calibrate(params: Params, tasks: list[Task], settings: Settings) -> Settings:
+    """One distribution's `settings` completed from its own tagged images: the keypoints'
+    angle weighed against the mask's axis, which end of a mask is up, and the framing of box
+    and mask crops matched to the keypoint crops (last: it frames like the refined crops)."""
+    if params.prepare.keypoint_angle_from_mask:
+        settings = calibrate_keypoint_angle(tasks, settings)
+    settings = calibrate_mask_direction(tasks, settings)
+    if params.prepare.match_keypoint_framing:
+        settings = calibrate_framing(tasks, settings)
+    return settings
+
+
 def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd.DataFrame,
                           tags: pd.DataFrame | None, options: PrepareOptions,
                           cache: ResultCache, summary: StageSummary) -> _Prepared:
@@ -307,11 +319,7 @@ def _prepare_distribution(params: Params, dist: DistributionConfig, manifest: pd
         raise PrepareError(why_empty(dist.name, manifest, options.split_manifest))
     settings = settings_for(params, dist)
     tasks = build_tasks(rows, tags, params, settings, options.matte_dir)
-    if params.prepare.keypoint_angle_from_mask:
-        settings = calibrate_keypoint_angle(tasks, settings)
-    settings = calibrate_mask_direction(tasks, settings)
-    if params.prepare.match_keypoint_framing:  # after: it frames like the refined crops
-        settings = calibrate_framing(tasks, settings)
+    settings = calibrate(params, tasks, settings)
     settings_hash = _settings_hash(settings, params.prepare.source)
     outputs = PreparedPngs(params.paths.cache / PREPARED_SUBDIR, settings_hash)
     meta, errors = _prepare_all(tasks, settings, outputs, cache,
