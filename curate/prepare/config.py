@@ -19,10 +19,20 @@ class KeypointTemplateConfig:
     targets: tuple[tuple[float, ...], ...] = ((0.5, 0.8), (0.5, 0.2))
 
     def validate(self, key: str) -> None:
-        if len(self.names) not in (0, 2) or len(self.targets) != 2 or any(
-                len(t) != 2 for t in self.targets):
-            raise ConfigError(f"{key}: expected two names (or none: no keypoint alignment) and "
-                              "two [x, y] targets")
+        if len(self.names) not in (0, 2):
+            raise ConfigError(f"{key}.names: got {list(self.names)}, expected two names (or "
+                              "none: no keypoint alignment)")
+        check_targets(f"{key}.targets", self.targets)
+
+
+def check_targets(key: str, targets: tuple[tuple[float, ...], ...] | None) -> None:
+    """Two distinct [x, y] points (fractions of the output side), or None: two points the same
+    would scale the crop by zero."""
+    if targets is None:
+        return
+    if len(targets) != 2 or any(len(t) != 2 for t in targets) or targets[0] == targets[1]:
+        raise ConfigError(f"{key}: got {[list(t) for t in targets]}, expected two different "
+                          "[x, y] points, fractions of the output side")
 
 
 @dataclass(frozen=True)

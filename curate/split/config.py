@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.config import ConfigError
+from curate.prepare.config import check_targets
 
 AlignMethod = Literal["keypoints", "box", "mask", "face", "center"]
 PROPOSAL_NAME = re.compile(r"cluster_\d+")
@@ -37,20 +38,11 @@ class DistributionConfig:
             raise ConfigError(f"{key}.name: got {self.name!r}, expected letters, digits, - or _ "
                               "(it names files and dvc stages)")
         for field_name in ("keypoint_targets", "face_targets"):
-            _check_targets(f"{key}.{field_name}", getattr(self, field_name))
+            check_targets(f"{key}.{field_name}", getattr(self, field_name))
         bad = [p for p in self.proposals if not PROPOSAL_NAME.fullmatch(p)]
         if bad:
             raise ConfigError(f"{key}.proposals: got {bad[0]!r}, expected a proposed group's "
                               "name such as 'cluster_0' (see data/split/report.json)")
-
-
-def _check_targets(key: str, targets: tuple[tuple[float, ...], ...] | None) -> None:
-    """Two distinct [x, y] points (fractions of the output side), or None."""
-    if targets is None:
-        return
-    if len(targets) != 2 or any(len(t) != 2 for t in targets) or targets[0] == targets[1]:
-        raise ConfigError(f"{key}: got {[list(t) for t in targets]}, expected two different "
-                          "[x, y] points, fractions of the output side")
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,9 @@ def test_wrong_type_names_key_value_and_expectation(data, fragment):
         ({"ingest": {"max_file_mb": 0}}, "max_file_mb and max_pixels must be positive"),
         ({"ingest": {"scrape": {"concurrency": 0}}}, "ingest.scrape.concurrency: got 0"),
         ({"ingest": {"scrape": {"timeout_s": 0}}}, "timeout_s > 0"),
+        ({"prepare": {"keypoints": {"targets": [[0.5, 0.5], [0.5, 0.5]]}}},
+         "prepare.keypoints.targets: got [[0.5, 0.5], [0.5, 0.5]], expected two different"),
+        ({"prepare": {"keypoints": {"names": ["heel"]}}}, "prepare.keypoints.names: got ['heel']"),
     ],
 )
 def test_invalid_values_are_refused(data, fragment):
