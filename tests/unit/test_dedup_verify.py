@@ -9,6 +9,7 @@ import pytest
 import skimage.data
 
 from curate.dedup import clusters as cl
+from curate.dedup import verify as verify_module
 from curate.dedup.borders import FULL, blur_fill, box_area, content_box
 from curate.dedup.config import VerifyConfig
 from curate.dedup.verify import (
@@ -73,6 +74,20 @@ def test_each_repost_kind_is_linked_and_a_look_alike_is_not(name: str, kind: str
     assert linked.mirror == ("mirror" in copy.steps)
     apart = verify(original, _features(look_alike.rgb), SPEC)
     assert not apart.linked, (copy.steps, apart)
+
+
+def test_a_mirrored_fit_with_more_inliers_loses_to_the_fit_the_pixels_confirm(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symmetric subject also matches its mirror image, on a turned, partial footprint,
+    sometimes with a few more inliers than the true fit: the dense check decides."""
+    left, _ = _halves("coffee")
+    features = _features(left)
+    h, w = features.gray.shape
+    turned = cv2.getRotationMatrix2D((w / 2, h / 3), 13.0, 1.0)
+    fits = {False: (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 20), True: (turned, 30)}
+    monkeypatch.setattr(verify_module, "_fit", lambda a, b, mirror, spec: fits[mirror])
+    verdict = verify(features, features, SPEC)
+    assert verdict.linked and not verdict.mirror and verdict.inliers == 20
 
 
 def test_the_transform_estimate_follows_the_edit() -> None:
