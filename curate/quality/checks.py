@@ -145,6 +145,18 @@ class Noisy(Check):
     unit = "levels"
 
 
+@register
+class Blocky(Check):
+    name = "blocky"
+    title = "JPEG blocking"
+    description = ("How far luma steps across JPEG's 8x8 block edges exceed the steps "
+                   "elsewhere, in levels, at half a block's scale (0 for a clean image; "
+                   "not measured for JPEGs decoded at an eighth of their size).")
+    metric = "blocking"
+    bad = "high"
+    unit = "levels"
+
+
 # -------------------------------------------------------------------- metadata checks
 
 

@@ -44,6 +44,7 @@ class QualityChecks:
     low_information: Threshold = threshold("absolute", 2.0)
     grayscale: Threshold = threshold("absolute", 3.0)
     noisy: Threshold = threshold("absolute", 1.5)
+    blocky: Threshold = threshold("absolute", 1.0)
     tiny: Threshold = threshold("absolute", 256.0)
     extreme_aspect: Threshold = threshold("absolute", 3.0)
     off_subject: Threshold = threshold("absolute", 0.34)

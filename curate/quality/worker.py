@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class MeasureTask:
 
     image_id: str
     path: Path
+    long_side: int  # the file's longer side, in pixels (how much a JPEG decode reduced it)
     work_side: int
     thumb_px: int
     max_pixels: int
@@ -48,5 +50,7 @@ def measure_image(task: MeasureTask) -> dict[str, Any]:
     """
     img = imageio.decode(task.path, background=task.background, max_pixels=task.max_pixels,
                          min_side=max(task.work_side, task.thumb_px))
-    return {"raw": measure(WorkImage.from_pil(img, task.work_side)),
+    # a JPEG's reduced decode divides it by a power of two
+    reduction = 2 ** max(0, round(math.log2(max(1, task.long_side) / max(img.size))))
+    return {"raw": measure(WorkImage.from_pil(img, task.work_side, reduction)),
             "thumb": thumbnail_data_uri(img, task.thumb_px)}

@@ -84,13 +84,14 @@ def measure_op(cfg: QualityConfig) -> str:
 
 def measure_images(params: Params, rows: pd.DataFrame, cache: ResultCache,
                    workers: int) -> Measurements:
-    """Raw properties for `rows` (image_id, store_path), from cache or decode."""
+    """Raw properties for `rows` (image_id, store_path, width, height), from cache or decode."""
     cfg = params.quality
     bg = params.background
-    tasks = [MeasureTask(image_id=i, path=params.paths.store / p, work_side=cfg.work_side,
-                         thumb_px=cfg.thumb_px, max_pixels=params.ingest.max_pixels,
-                         background=(bg[0], bg[1], bg[2]))
-             for i, p in zip(rows["image_id"], rows["store_path"], strict=True)]
+    tasks = [MeasureTask(image_id=i, path=params.paths.store / p, long_side=max(int(w), int(h)),
+                         work_side=cfg.work_side, thumb_px=cfg.thumb_px,
+                         max_pixels=params.ingest.max_pixels, background=(bg[0], bg[1], bg[2]))
+             for i, p, w, h in zip(rows["image_id"], rows["store_path"], rows["width"],
+                                   rows["height"], strict=True)]
     result = Measurements(pd.DataFrame(), measure_op(cfg))
     raw: dict[str, dict[str, Any]] = {}
     for outcome in cached_map(result.op, tasks, measure_image, cache,
@@ -293,7 +294,8 @@ def run_quality(params: Params, options: QualityOptions = QualityOptions()) -> S
     live = manifest[manifest["status"].eq(Status.OK)]
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
         with summary.phase("measure"):
-            meas = measure_images(params, live[["image_id", "store_path"]], cache, workers)
+            meas = measure_images(params, live[["image_id", "store_path", "width", "height"]],
+                                  cache, workers)
         frame = build_frame(manifest, meas, tags)
         with summary.phase("scores and checks"):
             j = judge(params, frame, meas, use_tags=tags is not None, workers=workers)

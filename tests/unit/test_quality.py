@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import skimage.data
 from PIL import Image
 
 from core.config import ConfigError, from_mapping
@@ -164,6 +165,37 @@ def test_blown_white_that_shades_into_the_scene_is_not_a_backdrop() -> None:
     assert well_exposed["subject_bright_fraction"] < 0.01
     assert blown["subject_bright_fraction"] == pytest.approx(blown["bright_fraction"])
     assert blown["subject_bright_fraction"] > QualityChecks().overexposed.value
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _blocking(data: bytes, reduction: int = 1, crop: int = 0) -> float:
+    """The blocking property as the stage measures it: decoded `reduction` times smaller."""
+    img = Image.open(io.BytesIO(data))
+    img.draft("RGB", (img.width // reduction, img.height // reduction))
+    img = img.convert("RGB").crop((crop, crop, img.width, img.height))
+    return measure(WorkImage.from_pil(img, 256, reduction))["blocking"]
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_a_heavily_compressed_copy_is_blocky_and_a_fine_one_is_not(name: str) -> None:
+    """JPEG quality 5 (then saved again at 90, as a repost is) against 60 and 90, decoded at
+    the file's scale, at half and at a quarter, and with the grid moved by a crop."""
+
+    photo = cv2.resize(getattr(skimage.data, name)(), None, fx=2, fy=2,
+                       interpolation=cv2.INTER_CUBIC)
+    blocked = np.asarray(Image.open(io.BytesIO(_jpeg(photo, 5))).convert("RGB"))
+    limit = QualityChecks().blocky.value
+    for reduction in (1, 2, 4):
+        assert _blocking(_jpeg(blocked, 90), reduction) > limit
+        assert _blocking(_jpeg(photo, 60), reduction) < limit / 2
+        assert _blocking(_jpeg(photo, 90), reduction) < limit / 4
+    assert _blocking(_jpeg(blocked, 90), 1, crop=3) > limit
+    assert np.isnan(_blocking(_jpeg(blocked, 90), 8))  # a block is one pixel: not measured
 
 
 def test_grayscale_is_detected_from_pixels_even_in_rgb_jpeg() -> None:
