@@ -15,8 +15,10 @@ resampled once, not three times. Methods, in the order a distribution usually fa
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -121,12 +123,17 @@ def box_crop(x: float, y: float, w: float, h: float, rotation_deg: float = 0.0,
 
 @dataclass(frozen=True)
 class MaskAxis:
-    """The principal axis of a mask's largest part: `up` points to the subject's top."""
+    """The principal axis of a mask's largest part: `up` points to the subject's top.
+
+    It keeps the part's tight box along the axis rather than its pixels, so it is small enough
+    to memoise per mask file (`mask_file_axis`)."""
 
     mean: np.ndarray  # centre of mass (x, y), pixels
     up: np.ndarray  # unit vector (x, y), image coordinates (y down)
-    centred: np.ndarray  # the part's pixel centres minus `mean`, (n, 2)
     spread: tuple[float, float]  # eigenvalues of the second moments, larger first
+    #: the part's extent from `mean`: across (along `up` turned a quarter clockwise on screen)
+    #: min and max, then along `up` min and max, in pixels
+    extent: tuple[float, float, float, float]
 
     @property
     def angle_deg(self) -> float:
@@ -139,6 +146,23 @@ class MaskAxis:
         first order; infinite for a disc, small for a long thin part)."""
         l1, l2 = self.spread
         return math.inf if l1 - l2 <= 1e-12 else l1 * l2 / (l1 - l2) ** 2
+
+    def flipped(self) -> MaskAxis:
+        """The same axis pointing the other way."""
+        a0, a1, l0, l1 = self.extent
+        return MaskAxis(self.mean, -self.up, self.spread, (-a1, -a0, -l1, -l0))
+
+    def toward_top(self) -> MaskAxis:
+        """The axis with `up` toward the image's top (a turn of at most 90 degrees)."""
+        return self.flipped() if self.up[1] > 0 else self
+
+    def crop(self, margin: float) -> Crop:
+        """The tight box along the axis, made square with `margin` on each side."""
+        a0, a1, l0, l1 = self.extent
+        across_dir = np.array([-self.up[1], self.up[0]])
+        side = max(a1 - a0, l1 - l0) * (1.0 + 2 * margin)
+        centre = self.mean + (a0 + a1) / 2 * across_dir + (l0 + l1) / 2 * self.up
+        return Crop(float(centre[0]), float(centre[1]), float(side), self.angle_deg, "mask")
 
 
 def mask_axis(mask: np.ndarray, min_fraction: float = 0.005, upright: bool = False) -> MaskAxis:
@@ -153,15 +177,14 @@ def mask_axis(mask: np.ndarray, min_fraction: float = 0.005, upright: bool = Fal
     cov = centred.T @ centred / len(pts)
     evals, evecs = np.linalg.eigh(cov)
     major = evecs[:, np.argmax(evals)]  # unit vector along the long axis (x, y)
-    along = centred @ major
-    if upright:
-        down = major[1] > 0  # the up end nearer the image's top: a turn of at most 90 degrees
-    else:
-        down = _points_down(along, xs, ys, fg.shape,
-                            np.abs(centred @ np.array([-major[1], major[0]])))
-    if down:
-        major = -major
-    return MaskAxis(mean, major, centred, (float(evals.max()), float(evals.min())))
+    across_dir = np.array([-major[1], major[0]])
+    along, across = centred @ major, centred @ across_dir
+    axis = MaskAxis(mean, major, (float(evals.max()), float(evals.min())),
+                    (float(across.min()), float(across.max()), float(along.min()),
+                     float(along.max())))
+    if _points_down(along, xs, ys, fg.shape, np.abs(across)):
+        axis = axis.flipped()
+    return axis.toward_top() if upright else axis
 
 
 def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.005,
@@ -182,17 +205,33 @@ def mask_crop(mask: np.ndarray, margin: float = 0.08, min_fraction: float = 0.00
     the end nearer the image's top is up instead: a cape or a wide stance makes a figure's
     feet end the wider one.
     """
-    axis = mask_axis(mask, min_fraction, upright)
-    up, centred = axis.up, axis.centred
-    across_dir = np.array([-up[1], up[0]])
-    along, across = centred @ up, centred @ across_dir
-    # Tight box in the rotated frame, then square with a margin.
-    lo = np.array([across.min(), along.min()])
-    hi = np.array([across.max(), along.max()])
-    mid = (lo + hi) / 2
-    side = float(max(hi - lo)) * (1.0 + 2 * margin)
-    centre = axis.mean + mid[0] * across_dir + mid[1] * up
-    return Crop(float(centre[0]), float(centre[1]), side, axis.angle_deg, "mask")
+    return mask_axis(mask, min_fraction, upright).crop(margin)
+
+
+def mask_file_axis(path: Path) -> tuple[MaskAxis, tuple[int, int]]:
+    """The axis (direction by shape) of a mask file's largest part and the mask's (width,
+    height), memoised per file version: a distribution's calibrations and then its crops
+    read each tagged image's mask once. NotApplicable when missing, unreadable or empty."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise NotApplicable(f"mask {path} unreadable: {exc}") from exc
+    found = _file_axis(str(path), stat.st_mtime_ns, stat.st_size)
+    if isinstance(found, str):
+        raise NotApplicable(found)
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_axis(path: str, _mtime_ns: int, _size: int) -> tuple[MaskAxis, tuple[int, int]] | str:
+    """`mask_file_axis` of one file version, or why there is none."""
+    mask = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        return f"mask {path} unreadable"
+    try:
+        return mask_axis(mask), (mask.shape[1], mask.shape[0])
+    except NotApplicable as exc:
+        return str(exc)
 
 
 def _largest_component(fg: np.ndarray) -> np.ndarray:

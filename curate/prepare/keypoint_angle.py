@@ -32,10 +32,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from curate.prepare.align import AngleWeights, NotApplicable, keypoint_crop, mask_axis
+from curate.prepare.align import AngleWeights, NotApplicable, keypoint_crop, mask_file_axis
 from curate.prepare.task import Settings, Task
 
 #: A mask axis farther than this from the keypoints' angle is another estimate's failure (a
@@ -75,12 +74,9 @@ def _pair(task: Task, settings: Settings) -> _Pair | None:
     """The image's two angles, when it has keypoints and a readable, usable mask."""
     if task.keypoints is None or task.mask is None:
         return None
-    mask = cv2.imread(str(task.mask), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        return None
     try:
         crop = keypoint_crop(np.array(task.keypoints), np.array(settings.keypoint_targets))
-        axis = mask_axis(mask)
+        axis, _ = mask_file_axis(task.mask)
     except NotApplicable:
         return None
     if not math.isfinite(axis.roundness):

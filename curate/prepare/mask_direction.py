@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
 import numpy as np
 
-from curate.prepare.align import NotApplicable, angle_error, keypoint_crop, mask_axis
+from curate.prepare.align import NotApplicable, angle_error, keypoint_crop, mask_file_axis
 from curate.prepare.task import Settings, Task
 
 #: Fewest images with keypoints and a mask before the rule is chosen from them.
@@ -42,13 +41,10 @@ def calibrate_mask_direction(tasks: list[Task], settings: Settings) -> Settings:
                        key=lambda t: t.image_id):
         if scored == SAMPLE:
             break
-        mask = cv2.imread(str(task.mask), cv2.IMREAD_GRAYSCALE)
-        if mask is None:
-            continue
         try:
             truth = keypoint_crop(np.array(task.keypoints),
                                   np.array(settings.keypoint_targets)).angle_deg + offset
-            by_shape = mask_axis(mask).angle_deg
+            by_shape = mask_file_axis(task.mask)[0].angle_deg
         except NotApplicable:
             continue
         scored += 1

@@ -19,7 +19,7 @@ from curate.prepare.align import (
     box_crop,
     center_crop,
     keypoint_crop,
-    mask_crop,
+    mask_file_axis,
     reframe,
 )
 from curate.prepare.augment import apply_colour, variants
@@ -64,11 +64,9 @@ def method_crop(task: Task, method: str, s: Settings) -> Crop:
     if method == "mask":
         if task.mask is None:
             raise NotApplicable("no mask")
-        mask = cv2.imread(str(task.mask), cv2.IMREAD_GRAYSCALE)
-        if mask is None:
-            raise NotApplicable(f"mask {task.mask} unreadable")
-        crop = mask_crop(mask, margin=s.mask_margin, upright=s.mask_upright)
-        return crop.scaled(task.width / mask.shape[1], task.height / mask.shape[0])
+        axis, (mask_w, mask_h) = mask_file_axis(task.mask)
+        axis = axis.toward_top() if s.mask_upright else axis
+        return axis.crop(s.mask_margin).scaled(task.width / mask_w, task.height / mask_h)
     if method == "center":
         return center_crop(task.width, task.height)
     if method == "face":

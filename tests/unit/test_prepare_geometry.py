@@ -15,10 +15,12 @@ from PIL import Image
 from core.datasetzip import DatasetError, read_dataset_zip, write_dataset_zip
 from curate.prepare.align import (
     NotApplicable,
+    _file_axis,
     angle_error,
     box_crop,
     keypoint_crop,
     mask_crop,
+    mask_file_axis,
     rotation_of,
 )
 from curate.prepare.augment import AugmentConfig, variants
@@ -95,6 +97,37 @@ def test_mask_axis_takes_the_end_leaving_the_frame_as_the_bottom() -> None:
         assert mask[599].any(), "the leg must leave the frame"
         # The frame cuts the leg obliquely, which tilts the axis a little; a flip would be 180.
         assert angle_error(mask_crop(mask).angle_deg, angle) < 5.0, angle
+
+
+def test_a_mask_file_is_read_once_per_version_and_a_rewrite_is_read_again(
+        tmp_path: Path) -> None:
+    """Calibrations and crops share one reading of each mask file, keyed by its mtime and
+    size: a mask made again is never judged by the old one's axis."""
+    import cv2
+
+    def tilted(angle: float, side: int) -> np.ndarray:
+        mask = np.zeros((side, side), np.uint8)
+        a = math.radians(angle)
+        rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+        poly = np.array([[-20, 170], [20, 170], [50, -150], [-50, -150]], np.float64)
+        cv2.fillPoly(mask, [np.round(poly @ rot.T + side / 2).astype(np.int32)], 255)
+        return mask
+
+    path = tmp_path / "mask.png"
+    cv2.imwrite(str(path), tilted(30.0, 500))
+    first, size = mask_file_axis(path)
+    hits = _file_axis.cache_info().hits
+    assert mask_file_axis(path)[0] is first and _file_axis.cache_info().hits == hits + 1
+    assert size == (500, 500) and angle_error(first.angle_deg, 30.0) < 2.0
+    assert mask_crop(tilted(30.0, 500)) == first.crop(0.08)
+    cv2.imwrite(str(path), tilted(-60.0, 520))
+    again, size = mask_file_axis(path)
+    assert size == (520, 520) and angle_error(again.angle_deg, -60.0) < 2.0
+    path.write_bytes(b"not a png")
+    with pytest.raises(NotApplicable, match="unreadable"):
+        mask_file_axis(path)
+    with pytest.raises(NotApplicable):
+        mask_file_axis(tmp_path / "missing.png")
 
 
 def test_warp_output_is_square_and_padded_with_background() -> None:
