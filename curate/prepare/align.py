@@ -167,10 +167,12 @@ class MaskAxis:
 
 def mask_axis(mask: np.ndarray, min_fraction: float = 0.005, upright: bool = False) -> MaskAxis:
     """Principal axis of the subject's mask, its direction settled (see `mask_crop`)."""
-    fg = _largest_component(np.asarray(mask) > 127)
-    ys, xs = np.nonzero(fg)
-    if len(xs) < max(16, min_fraction * fg.size):
+    binary = (np.asarray(mask) > 127).astype(np.uint8)
+    x0, y0, w, h = cv2.boundingRect(binary)  # the parts are searched within their box only
+    ys, xs = np.nonzero(_largest_component(binary[y0:y0 + h, x0:x0 + w])) if w else ((), ())
+    if len(xs) < max(16, min_fraction * binary.size):
         raise NotApplicable("mask is (almost) empty")
+    xs, ys = xs + x0, ys + y0
     pts = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float64)
     mean = pts.mean(axis=0)
     centred = pts - mean
@@ -182,7 +184,7 @@ def mask_axis(mask: np.ndarray, min_fraction: float = 0.005, upright: bool = Fal
     axis = MaskAxis(mean, major, (float(evals.max()), float(evals.min())),
                     (float(across.min()), float(across.max()), float(along.min()),
                      float(along.max())))
-    if _points_down(along, xs, ys, fg.shape, np.abs(across)):
+    if _points_down(along, xs, ys, binary.shape, np.abs(across)):
         axis = axis.flipped()
     return axis.toward_top() if upright else axis
 
@@ -235,8 +237,8 @@ def _file_axis(path: str, _mtime_ns: int, _size: int) -> tuple[MaskAxis, tuple[i
 
 
 def _largest_component(fg: np.ndarray) -> np.ndarray:
-    """The largest 8-connected foreground region (the subject), as a bool mask."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    """The largest 8-connected foreground region (the subject) of a 0/1 uint8 mask."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     if n <= 2:
         return fg
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
