@@ -46,8 +46,9 @@ _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 SUBJECT_MIN_SHARE = 0.05
 #: JPEG's DCT block side, in the file's pixels.
 JPEG_BLOCK = 8
-#: Blocking is measured on at most this many pixels square at the middle of the decoded image.
-BLOCKING_WINDOW = 1024
+#: Blocking is measured on at most this many pixels square at the middle of the decoded image
+#: (64 x 64 blocks at the file's scale).
+BLOCKING_WINDOW = 512
 
 
 class WorkImage:
@@ -302,8 +303,9 @@ def block_edge_excess(gray: np.ndarray, reduction: int) -> float:
     grid. NaN when fewer than 4 blocks fit either way.
     """
     g = gray.astype(np.float32)
-    if reduction == 1:
-        phases = [block_edge_excess(_halve(g[oy:, ox:]), 2) for oy in (0, 1) for ox in (0, 1)]
+    if reduction == 1:  # the 2x2 means at every offset; each phase is every other one of them
+        means = (g[:-1, :-1] + g[1:, :-1] + g[:-1, 1:] + g[1:, 1:]) * 0.25
+        phases = [block_edge_excess(means[oy::2, ox::2], 2) for oy in (0, 1) for ox in (0, 1)]
         return max((v for v in phases if math.isfinite(v)), default=math.nan)
     period = JPEG_BLOCK // reduction
     if period < 2:
@@ -317,12 +319,6 @@ def block_edge_excess(gray: np.ndarray, reduction: int) -> float:
         edge = int(by_offset.argmax())
         excess.append(float(by_offset[edge] - np.delete(by_offset, edge).mean()))
     return min(excess)
-
-
-def _halve(g: np.ndarray) -> np.ndarray:
-    """Mean over 2x2 pixels (odd last row or column dropped)."""
-    h, w = g.shape[0] // 2 * 2, g.shape[1] // 2 * 2
-    return g[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
 
 
 @register

@@ -192,8 +192,7 @@ def test_a_heavily_compressed_copy_is_blocky_and_a_fine_one_is_not(name: str) ->
     limit = QualityChecks().blocky.value
     for reduction in (1, 2, 4):
         assert _blocking(_jpeg(blocked, 90), reduction) > limit
-        assert _blocking(_jpeg(photo, 60), reduction) < limit / 2
-        assert _blocking(_jpeg(photo, 90), reduction) < limit / 4
+        assert max(_blocking(_jpeg(photo, q), reduction) for q in (60, 90)) < limit / 2
     assert _blocking(_jpeg(blocked, 90), 1, crop=3) > limit
     assert np.isnan(_blocking(_jpeg(blocked, 90), 8))  # a block is one pixel: not measured
 
