@@ -331,7 +331,7 @@ class Blocking(Property):
     """
 
     name = "blocking"
-    version = 1
+    version = 2
     columns = ("blocking",)
 
     def compute(self, img: WorkImage) -> dict[str, float]:
