@@ -97,8 +97,9 @@ class Dark(Check):
 class Overexposed(Check):
     name = "overexposed"
     title = "Over-exposed"
-    description = ("Fraction of pixels blown out to white (luma >= 250), off a flat backdrop "
-                   "(white paper or a white sweep is not over-exposure).")
+    description = ("Fraction of pixels blown out to white (luma >= 250), off a flat backdrop: "
+                   "white paper or a sweep that an edge bounds is not over-exposure, white that "
+                   "shades off into the scene is.")
     metric = "subject_bright_fraction"
     bad = "high"
 
