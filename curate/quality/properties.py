@@ -34,7 +34,7 @@ DARK_LEVEL = 40.0
 BRIGHT_LEVEL = 250.0
 #: A backdrop is a colour that holds this share of the border pixels ...
 BACKDROP_BORDER_SHARE = 0.5
-#: ... and every border-connected pixel within this many levels (any channel) of it ...
+#: ... and every border-connected pixel within this many levels (any channel) of it.
 BACKDROP_TOLERANCE = 12.0
 #: A clipped white region is a backdrop only when what borders it differs from it by at least
 #: this many levels (median over a 2-pixel ring, largest channel difference): a quarter of
@@ -327,7 +327,8 @@ class Blocking(Property):
 
     Measured on the image as decoded, before the resize to working size blurs the grid away,
     within `BLOCKING_WINDOW` at its middle. A JPEG whose shorter side is at least 8 times
-    `work_side` is decoded at an eighth of its scale, where no grid is left: NaN, never flagged.
+    `work_side` (or `thumb_px`, when larger) is decoded at an eighth of its scale, where no grid
+    is left: NaN, never flagged.
     """
 
     name = "blocking"
