@@ -44,13 +44,12 @@ def calibrate_mask_direction(tasks: list[Task], settings: Settings) -> Settings:
         try:
             truth = keypoint_crop(np.array(task.keypoints),
                                   np.array(settings.keypoint_targets)).angle_deg + offset
-            by_shape = mask_file_axis(task.mask)[0].angle_deg
+            by_shape = mask_file_axis(task.mask)[0]
         except NotApplicable:
             continue
         scored += 1
-        # One axis serves both rules: the upright one is its direction within 90 of image up.
-        upright = (by_shape + 90.0) % 180.0 - 90.0
-        agree[False] += angle_error(by_shape, truth) < 90.0
-        agree[True] += angle_error(upright, truth) < 90.0
+        # One axis serves both rules: the upright one is the same axis turned toward the top.
+        agree[False] += angle_error(by_shape.angle_deg, truth) < 90.0
+        agree[True] += angle_error(by_shape.toward_top().angle_deg, truth) < 90.0
     upright = scored >= MIN_IMAGES and agree[True] > agree[False]
     return dataclasses.replace(settings, mask_upright=upright)
