@@ -125,6 +125,24 @@ def close() -> None:
         return
     client, _client, _connected_to = _client, None, None
     cluster = client.cluster
+    if cluster is not None:
+        _stop_heartbeats(client)
     client.close()
     if cluster is not None:
         cluster.close()
+
+
+def _stop_heartbeats(client: Client) -> None:
+    """Stop our LocalCluster's workers heartbeating before it closes: a heartbeat in flight
+    when the scheduler shuts down is logged by the worker as a traceback on the stage's
+    stderr ("Failed to communicate with scheduler during heartbeat"), which reads as a crash
+    at the end of a run that went well. A worker already gone has nothing to stop."""
+    try:
+        client.run(_stop_heartbeat, on_error="ignore")
+    except (OSError, TimeoutError):
+        pass
+
+
+def _stop_heartbeat(dask_worker: Any) -> None:
+    """On a worker: stop its periodic heartbeat to the scheduler."""
+    dask_worker.periodic_callbacks["heartbeat"].stop()
