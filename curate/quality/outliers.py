@@ -56,20 +56,6 @@ def _knn_mean_distance(queries: np.ndarray, refs: np.ndarray, k: int,
         with np.errstate(invalid="ignore", divide="ignore"):
             out[start:start + chunk] = np.where(counts > 0, 1.0 - total / counts, np.nan)
     return out
-    chunk = max(1, _BLOCK_FLOATS // n_ref)
-    for start in range(0, queries.shape[0], chunk):
-        sims = queries[start:start + chunk] @ refs.T
-        own = self_index[start:start + chunk]
-        mine = np.flatnonzero(own >= 0)
-        sims[mine, own[mine]] = np.nan  # never one's own neighbour
-        filled = np.where(np.isnan(sims), -np.inf, sims)
-        top = -np.partition(-filled, kk - 1, axis=1)[:, :kk] if kk < n_ref else filled
-        top = np.where(np.isfinite(top), top, np.nan)
-        counts = np.isfinite(top).sum(axis=1)
-        total = np.nansum(top, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + chunk] = np.where(counts > 0, 1.0 - total / counts, np.nan)
-    return out
 
 
 #: Fewest judged members for a tagged distribution to be a reference set of its own: a
