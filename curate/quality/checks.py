@@ -282,13 +282,35 @@ def severity(values: pd.Series, bad: Literal["low", "high"]) -> pd.Series:
     return (ranks - 1) / (n - 1)
 
 
+#: Fewest measured values a `spread` cut-off is drawn from: the MAD of a handful of values
+#: is too unsure to put a cut-off three of them out.
+MIN_SPREAD_SAMPLE = 20
+
+
+def spread_cutoff(check: Check, finite: np.ndarray, spread: float) -> float | None:
+    """The value `spread` robust standard deviations past the median on the bad side, or
+    None when the set is too small or has no spread (over half its values equal)."""
+    if finite.size < MIN_SPREAD_SAMPLE:
+        return None
+    median = float(np.median(finite))
+    sigma = 1.4826 * float(np.median(np.abs(finite - median)))
+    if sigma <= 0:
+        return None
+    return median - spread * sigma if check.bad == "low" else median + spread * sigma
+
+
 def resolve_cutoff(check: Check, values: pd.Series, threshold: Threshold) -> float | None:
     """The absolute cut-off a threshold stands for on this set of values."""
     if threshold.mode == "disabled":
         return None
-    if threshold.mode == "absolute":
-        return threshold.value
     finite = values.dropna().to_numpy(dtype=float)
+    if threshold.mode == "absolute":
+        relative = (None if threshold.spread is None
+                    else spread_cutoff(check, finite, threshold.spread))
+        if relative is None:
+            return threshold.value
+        return max(threshold.value, relative) if check.bad == "low" else min(
+            threshold.value, relative)
     if finite.size == 0:
         return None
     q = threshold.value if check.bad == "low" else 100.0 - threshold.value

@@ -16,20 +16,31 @@ class Threshold:
     `absolute`: flag values past `value`, in the check's own unit (see the report);
     `percentile`: flag the worst `value` percent of the images judged; `disabled`: never
     flag (the value is still measured and shown).
+
+    `spread` (absolute mode only): also flag values more than `spread` robust standard
+    deviations (1.4826 x MAD) past the judged set's median, on the bad side; the cut-off is
+    whichever of the two flags more. An absolute value holds for sets as varied as the one it
+    was chosen on; a set far more alike (drawings in one style) has outliers well inside it.
     """
 
     mode: Literal["absolute", "percentile", "disabled"]
     value: float = 0.0
+    spread: float | None = None
 
     def validate(self, key: str) -> None:
         if self.mode == "percentile" and not 0.0 < self.value < 100.0:
             raise ConfigError(f"{key}.value: got {self.value}, a percentile mode needs "
                               "0 < value < 100 (the percent of images to flag)")
+        if self.spread is not None and (self.mode != "absolute" or self.spread <= 0):
+            raise ConfigError(f"{key}.spread: got {self.spread} with mode {self.mode}; a "
+                              "spread is a number > 0 of robust standard deviations, and "
+                              "goes with mode: absolute")
 
 
-def threshold(mode: Literal["absolute", "percentile", "disabled"], value: float = 0.0) -> Any:
-    """A dataclass field defaulting to ``Threshold(mode, value)``."""
-    return field(default_factory=lambda: Threshold(mode, value))
+def threshold(mode: Literal["absolute", "percentile", "disabled"], value: float = 0.0,
+              spread: float | None = None) -> Any:
+    """A dataclass field defaulting to ``Threshold(mode, value, spread)``."""
+    return field(default_factory=lambda: Threshold(mode, value, spread))
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ class QualityChecks:
     blocky: Threshold = threshold("absolute", 1.0)
     tiny: Threshold = threshold("absolute", 256.0)
     extreme_aspect: Threshold = threshold("absolute", 3.0)
-    off_subject: Threshold = threshold("absolute", 0.34)
+    off_subject: Threshold = threshold("absolute", 0.34, spread=3.0)
     colour_style: Threshold = threshold("disabled", 3.0)
 
 

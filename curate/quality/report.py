@@ -94,6 +94,8 @@ def _threshold_text(result: CheckResult) -> str:
     unit = f" {check.unit}" if check.unit else ""
     if t.mode == "percentile":
         return f"worst {_fmt(t.value)}% ({side} {_fmt(result.cutoff)}{unit})"
+    if t.spread is not None and result.cutoff != t.value:
+        return f"{side} {_fmt(result.cutoff)}{unit} ({_fmt(t.spread)} MAD from the median)"
     return f"{side} {_fmt(result.cutoff)}{unit}"
 
 

@@ -267,6 +267,42 @@ def test_percentile_threshold_flags_worst_share_of_judged_rows() -> None:
     assert result.scores.iloc[0] == 1.0 and result.scores.iloc[99] == 0.0
 
 
+def test_a_spread_flags_what_lies_far_out_for_a_set_more_alike_than_the_absolute_allows(
+) -> None:
+    """The off-subject distances of drawings in one style: median 0.13, robust SD 0.025.
+    A fish at 0.27 is far out for them and under the absolute 0.34 chosen on photos."""
+    rng = np.random.default_rng(0)
+    alike = list(0.13 + 0.025 * rng.standard_normal(60))
+    frame = pd.DataFrame({"embed_outlier": alike + [0.27, 0.40]})
+    check = make_check("off_subject")
+    plain = evaluate(check, frame, Threshold("absolute", 0.34))
+    spread = evaluate(check, frame, Threshold("absolute", 0.34, spread=3.0))
+    assert plain.flags.tolist()[-2:] == [False, True]
+    assert spread.flags.tolist()[-2:] == [True, True]
+    assert spread.flags[:60].sum() <= 1 and spread.cutoff < 0.34
+    # A varied set (photos): the median plus 3 SDs lies past the absolute value, which holds.
+    varied = pd.DataFrame({"embed_outlier": list(0.19 + 0.11 * rng.standard_normal(60))})
+    assert evaluate(check, varied, Threshold("absolute", 0.34, spread=3.0)).cutoff == 0.34
+    # Too few values, or no spread: the absolute value alone.
+    assert evaluate(check, frame[:10], Threshold("absolute", 0.34, spread=3.0)).cutoff == 0.34
+    flat = pd.DataFrame({"embed_outlier": [0.1] * 30 + [0.2]})
+    assert evaluate(check, flat, Threshold("absolute", 0.34, spread=3.0)).cutoff == 0.34
+    # A "low" check mirrors it: the cut-off rises to the median minus the spread.
+    tiny = evaluate(make_check("tiny"), _frame([1000.0 + k for k in range(30)] + [900.0]),
+                    Threshold("absolute", 256, spread=3.0))
+    assert tiny.flags.tolist()[-1] and tiny.flags.sum() == 1
+
+
+def test_a_spread_goes_only_with_an_absolute_threshold() -> None:
+    with pytest.raises(ConfigError, match=r"quality\.checks\.tiny\.spread: got 2\.0 with mode "
+                                          "percentile"):
+        from_mapping(Params, {"quality": {"checks": {"tiny": {
+            "mode": "percentile", "value": 5, "spread": 2}}}}, "")
+    with pytest.raises(ConfigError, match=r"spread: got -1\.0"):
+        from_mapping(Params, {"quality": {"checks": {"tiny": {
+            "mode": "absolute", "value": 5, "spread": -1}}}}, "")
+
+
 def test_disabled_check_records_values_but_never_flags() -> None:
     frame = _frame([1, 2, 3])
     result = evaluate(make_check("tiny"), frame, Threshold("disabled", 256))
