@@ -58,7 +58,7 @@ class QualityChecks:
     blocky: Threshold = threshold("absolute", 1.0)
     tiny: Threshold = threshold("absolute", 256.0)
     extreme_aspect: Threshold = threshold("absolute", 3.0)
-    off_subject: Threshold = threshold("absolute", 0.34, spread=3.0)
+    off_subject: Threshold = threshold("absolute", 0.34)
     colour_style: Threshold = threshold("disabled", 3.0)
 
 
