@@ -37,10 +37,9 @@ class Threshold:
                               "goes with mode: absolute")
 
 
-def threshold(mode: Literal["absolute", "percentile", "disabled"], value: float = 0.0,
-              spread: float | None = None) -> Any:
-    """A dataclass field defaulting to ``Threshold(mode, value, spread)``."""
-    return field(default_factory=lambda: Threshold(mode, value, spread))
+def threshold(mode: Literal["absolute", "percentile", "disabled"], value: float = 0.0) -> Any:
+    """A dataclass field defaulting to ``Threshold(mode, value)``."""
+    return field(default_factory=lambda: Threshold(mode, value))
 
 
 @dataclass(frozen=True)
