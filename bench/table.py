@@ -440,11 +440,28 @@ def recipes(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
                          "with an uninterrupted run"))]
 
 
+def spread(data: dict[str, Any], _all: dict[str, Any]) -> list[Row]:
+    parts = []
+    for name, project in data["projects"].items():
+        at = project["spreads"].get("3")
+        if at is None:
+            continue
+        kinds = ", ".join(f"{n} {k}" for k, n in at["added_by_kind"].items())
+        parts.append(f"{name} ({project['judged']:,} judged, cut-off {num(at['cutoff'], 3)}): "
+                     f"+{at['added_planted_outliers']} of {project['planted_outliers']} planted"
+                     + (f" ({kinds})" if kinds else "")
+                     + f", +{at['added_ordinary_images']} ordinary "
+                     f"({pct(at['ordinary_share'], 2)})")
+    return [Row("off_subject's opt-in `spread: 3` on projects already run (off by default)",
+                "bench/spread.py", load=run_load(data), quality="; ".join(parts))]
+
+
 #: Result file (without .json) -> its rows, in the table's order.
 PHRASES: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[Row]]] = {
     "ingest": ingest, "dedup": dedup, "dedup_quality": dedup_quality, "quality": quality,
     "matte": matte, "prepare": prepare, "prepare_quality": prepare_quality, "tags": tags,
     "scale": scale, "reliability": reliability, "train": train, "recipes": recipes,
+    "spread": spread,
 }
 
 
