@@ -95,7 +95,8 @@ def _threshold_text(result: CheckResult) -> str:
     if t.mode == "percentile":
         return f"worst {_fmt(t.value)}% ({side} {_fmt(result.cutoff)}{unit})"
     if t.spread is not None and result.cutoff != t.value:
-        return f"{side} {_fmt(result.cutoff)}{unit} ({_fmt(t.spread)} MAD from the median)"
+        sign = "-" if check.bad == "low" else "+"
+        return f"{side} {_fmt(result.cutoff)}{unit} (median {sign} {_fmt(t.spread)} robust SD)"
     return f"{side} {_fmt(result.cutoff)}{unit}"
 
 

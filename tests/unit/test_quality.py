@@ -293,6 +293,21 @@ def test_a_spread_flags_what_lies_far_out_for_a_set_more_alike_than_the_absolute
     assert tiny.flags.tolist()[-1] and tiny.flags.sum() == 1
 
 
+def test_the_report_says_when_the_spread_set_the_cut_off() -> None:
+    sides = [1000.0 + k for k in range(30)] + [900.0]
+    ids = [f"{i:064x}" for i in range(len(sides))]
+    frame = pd.DataFrame({"image_id": ids, "source_uri": [f"p/{i}.jpg" for i in ids],
+                          "source_uris": [[]] * len(ids), "status": "ok", "width": sides,
+                          "height": sides, "min_side": sides}, index=ids)
+    checks = dataclasses.replace(QualityChecks(), tiny=Threshold("absolute", 256, spread=3.0))
+    results = evaluate_all(frame, checks, sources=("metadata",))
+    html = render(ReportInput(
+        title="t", frame=frame, results=results, reasons=reasons_per_row(results, frame.index),
+        thumbs={}, judged=pd.Series(True, index=ids), extra_reasons=[],
+        metric_columns=["min_side"], task_ids={}, task_url=""))
+    assert f"&lt; {results['tiny'].cutoff:.3g} px (median - 3 robust SD)" in html
+
+
 def test_a_spread_goes_only_with_an_absolute_threshold() -> None:
     with pytest.raises(ConfigError, match=r"quality\.checks\.tiny\.spread: got 2\.0 with mode "
                                           "percentile"):
