@@ -2,14 +2,20 @@
 
 Only rank 0 logs. One dvclive step per tick. On resume, rows logged after the checkpoint (by
 the run that was interrupted) are dropped from the plot files before dvclive reopens them, so
-a resumed run's curves have no duplicated or orphaned stretch. dvclive is told not to edit
-dvc.yaml and not to create DVC experiments by itself: the stage declares its outputs, and
-`dvc exp run` works as usual around it.
+a resumed run's curves have no duplicated or orphaned stretch. dvclive writes its files in
+place, so a run killed mid-write can leave a half row in a plot file (a broken point in
+`dvc plots`), or a half-written metrics.json or params.yaml, which dvclive fails to reopen
+(every restart of the run would fail): the half row is dropped, and a summary file that does
+not parse is removed (the summary is rewritten at the next tick, the params at the end of the
+run). dvclive is told
+not to edit dvc.yaml and not to create DVC experiments by itself: the stage declares its
+outputs, and `dvc exp run` works as usual around it.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,20 +27,43 @@ from core import atomic
 
 
 def truncate_after(folder: Path, step: int) -> int:
-    """Drop rows with step >= `step` from dvclive's TSV plot files; return rows dropped."""
+    """Drop rows with step >= `step` from dvclive's TSV plot files, and a row cut short by a
+    kill (no newline after it, or fields missing); return rows dropped."""
     dropped = 0
     for tsv in Path(folder).glob("plots/metrics/**/*.tsv"):
-        with open(tsv, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh, delimiter="\t"))
+        text = tsv.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines(keepends=True)
+        whole = lines if not lines or lines[-1].endswith("\n") else lines[:-1]
+        rows = list(csv.reader(whole, delimiter="\t"))
         if not rows or "step" not in rows[0]:
             continue
-        col = rows[0].index("step")
-        keep = [rows[0]] + [r for r in rows[1:] if len(r) > col and int(r[col]) < step]
-        if len(keep) != len(rows):
-            dropped += len(rows) - len(keep)
-            text = "".join("\t".join(r) + "\n" for r in keep)
-            atomic.write_text(tsv, text)
+        col, width = rows[0].index("step"), len(rows[0])
+        keep = [rows[0]] + [r for r in rows[1:]
+                            if len(r) == width and r[col].isdigit() and int(r[col]) < step]
+        if len(keep) != len(lines):
+            dropped += len(lines) - len(keep)
+            atomic.write_text(tsv, "".join("\t".join(r) + "\n" for r in keep))
     return dropped
+
+
+def remove_unreadable_summaries(folder: Path) -> list[str]:
+    """Remove dvclive's metrics.json and params.yaml where they do not parse as a mapping
+    (written in place, and cut short by a kill); return the names removed."""
+    import yaml
+
+    removed = []
+    for name, parse in (("metrics.json", json.loads), ("params.yaml", yaml.safe_load)):
+        path = Path(folder) / name
+        if not path.exists():
+            continue
+        try:
+            readable = isinstance(parse(path.read_text(encoding="utf-8")), dict)
+        except (ValueError, yaml.YAMLError):  # JSONDecodeError and UnicodeDecodeError too
+            readable = False
+        if not readable:
+            path.unlink()
+            removed.append(name)
+    return removed
 
 
 class Metrics:
@@ -49,6 +78,7 @@ class Metrics:
         resume = resume_step is not None and Path(folder).exists()
         if resume:
             truncate_after(folder, int(resume_step or 0))
+            remove_unreadable_summaries(folder)
         kwargs = {"dir": str(folder), "resume": resume, "save_dvc_exp": False, "dvcyaml": None,
                   "report": None}
         try:

@@ -118,6 +118,26 @@ def describe_exit(code: int) -> str:
     return f"exit {code}"
 
 
+def without_ignored_exceptions(lines: list[str]) -> list[str]:
+    """`lines` less Python's "Exception ignored in" reports: a library's __del__ failing as
+    the interpreter shuts down (dulwich's, after dvclive) prints them after the traceback
+    that ended the job, and the last of them would stand in for the job's error. A report
+    is its header, the traceback's indented lines, and the exception line after them."""
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("Exception ignored in"):
+            skipping = True
+        elif skipping and (line.startswith((" ", "Traceback (most recent call last)"))
+                           or not line):
+            continue
+        elif skipping:
+            skipping = False  # this line is the ignored exception itself
+        else:
+            kept.append(line)
+    return kept
+
+
 class Job:
     """One launch of `train fit`, its output appended to the run's manager.log."""
 
@@ -188,9 +208,10 @@ class Job:
         try:
             with open(self.log_path, "rb") as fh:
                 fh.seek(max(self.log_start, fh.seek(0, 2) - 8192))
-                lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines()]
+                text = fh.read().decode(errors="replace")
         except OSError:
-            lines = []
+            text = ""
+        lines = [ln.strip() for ln in without_ignored_exceptions(text.splitlines())]
         lines = [ln for ln in lines if ln and not ln.startswith("[manager]")]
         # `error: ...` (train fit's message, wrapped by rich over several lines), else the last
         # line (a traceback's exception)
