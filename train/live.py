@@ -7,9 +7,8 @@ place, so a run killed mid-write can leave a half row in a plot file (a broken p
 `dvc plots`), or a half-written metrics.json or params.yaml, which dvclive fails to reopen
 (every restart of the run would fail): the half row is dropped, and a summary file that does
 not parse is removed (the summary is rewritten at the next tick, the params at the end of the
-run). dvclive is told
-not to edit dvc.yaml and not to create DVC experiments by itself: the stage declares its
-outputs, and `dvc exp run` works as usual around it.
+run). dvclive is told not to edit dvc.yaml and not to create DVC experiments by itself: the
+stage declares its outputs, and `dvc exp run` works as usual around it.
 """
 
 from __future__ import annotations
@@ -28,14 +27,18 @@ from core import atomic
 
 def truncate_after(folder: Path, step: int) -> int:
     """Drop rows with step >= `step` from dvclive's TSV plot files, and a row cut short by a
-    kill (no newline after it, or fields missing); return rows dropped."""
+    kill (no newline after it, or fields missing); a file whose header was cut short is
+    removed. Return the rows dropped."""
     dropped = 0
     for tsv in Path(folder).glob("plots/metrics/**/*.tsv"):
         text = tsv.read_text(encoding="utf-8", errors="replace")
         lines = text.splitlines(keepends=True)
         whole = lines if not lines or lines[-1].endswith("\n") else lines[:-1]
         rows = list(csv.reader(whole, delimiter="\t"))
-        if not rows or "step" not in rows[0]:
+        if not rows:  # killed while writing the header: dvclive writes it again
+            tsv.unlink()
+            continue
+        if "step" not in rows[0]:
             continue
         col, width = rows[0].index("step"), len(rows[0])
         keep = [rows[0]] + [r for r in rows[1:]

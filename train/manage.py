@@ -207,7 +207,7 @@ class Job:
         """Why the job ended, with its last error line when it printed one."""
         try:
             with open(self.log_path, "rb") as fh:
-                fh.seek(max(self.log_start, fh.seek(0, 2) - 8192))
+                fh.seek(max(self.log_start, fh.seek(0, 2) - 65536))  # past shutdown noise
                 text = fh.read().decode(errors="replace")
         except OSError:
             text = ""

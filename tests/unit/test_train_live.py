@@ -19,6 +19,8 @@ def _killed_run_folder(folder: Path) -> Path:
     tsv.parent.mkdir(parents=True)
     rows = "".join(f"{s}\t0.{s}\n" for s in range(6))
     tsv.write_text(HEADER + rows + "6\t0.")  # the row being appended when killed
+    headless = folder / "plots" / "metrics" / "D.tsv"
+    headless.write_text("st")  # killed while dvclive wrote the header
     (folder / "metrics.json").write_text('{"step": 5, "G": 0.')
     (folder / "params.yaml").write_text("lineage:\n  dataset: [a, ")
     return tsv
@@ -30,6 +32,7 @@ def test_a_run_killed_mid_write_resumes_from_its_checkpoint(tmp_path: Path) -> N
     metrics = Metrics(folder, enabled=True, resume_step=4)  # dvclive raised here before
     assert tsv.read_text() == HEADER + "".join(f"{s}\t0.{s}\n" for s in range(4))
     assert not (folder / "params.yaml").exists()
+    assert not (folder / "plots" / "metrics" / "D.tsv").exists()
     metrics.log({"G": 0.25}, step=4)
     metrics.close()
     assert json.loads((folder / "metrics.json").read_text())["step"] == 4
