@@ -36,6 +36,12 @@ class Store:
         #: Where writes are staged before their rename: the one folder `sweep` has to look in.
         self.tmp_dir = self.root / ".tmp"
 
+    @staticmethod
+    def staging_dir(path: Path) -> Path:
+        """The `tmp_dir` of the store holding `path` (one of its objects, `<root>/ab/cd/<name>`),
+        for writers that are handed the object's path only."""
+        return Path(path).parents[2] / ".tmp"
+
     def relpath(self, image_id: str, ext: str) -> str:
         """Path of an image relative to the store root (what manifests record)."""
         return f"{image_id[:2]}/{image_id[2:4]}/{image_id}.{ext}"

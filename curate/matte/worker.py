@@ -22,6 +22,7 @@ from PIL import Image
 from core import atomic, imageio
 from core.device import torch_device
 from core.imagemap import Failure
+from core.store import Store
 from curate.matte import subject
 from curate.matte.backends import cached_backend
 from curate.matte.config import MatteConfig
@@ -71,8 +72,9 @@ def composite(rgb: np.ndarray, mask: np.ndarray, background: tuple[int, int, int
 
 
 def save_png(img: Image.Image, path: Path, compress_level: int) -> None:
-    """PNG written to a temp file next to `path` and renamed (never a partial file)."""
-    with atomic.atomic_path(path) as tmp:
+    """PNG written to a temp file in its store's staging folder and renamed (never a partial
+    file; what a killed worker leaves there, the stage sweeps at its next start)."""
+    with atomic.atomic_path(path, Store.staging_dir(path)) as tmp:
         img.save(tmp, "PNG", compress_level=compress_level)
 
 

@@ -135,6 +135,10 @@ def _task(params: Params, layout: _Layout, image_id: str, store_path: str, *,
 def _matte_images(params: Params, live: pd.DataFrame, op: str, layout: _Layout,
                   hints: dict[str, subject.Hints]) -> _Work:
     """Matte what the cache lacks (or re-measure stale statistics), committing in batches."""
+    for folder in (layout.root / "images", layout.root / "masks", layout.raw):
+        if folder is not None:
+            Store(folder).sweep()  # PNGs a killed run's workers left staged (this run holds
+            # the lock on the matte outputs, so no other run is writing there)
     with ResultCache(params.paths.cache / "cache.sqlite") as cache:
         # One pool for learning and matting: each worker loads its networks once.
         executor = make_executor(layout.workers, gpu=params.matte.device == "cuda")

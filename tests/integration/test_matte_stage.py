@@ -19,8 +19,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from core import models
+from core.atomic import TEMP_MARKER
 from core.config import from_mapping
 from core.manifest import read_table, write_table
+from core.store import Store
 from curate.config import Params
 from curate.demo.shapes import render_foot
 from curate.stages.ingest import IngestOptions, run_ingest
@@ -166,6 +168,27 @@ def test_a_damaged_composite_is_matted_again_not_reused(data: SimpleNamespace,
     again = run_matte(data.params, options)
     assert again.computed == 1
     assert composite.read_bytes() == whole
+
+
+def test_pngs_a_killed_run_left_staged_are_swept_at_the_next_run(data: SimpleNamespace,
+                                                                 tmp_path: Path) -> None:
+    """Workers stage each PNG in its store's .tmp folder, which a run sweeps first: a rerun
+    after a SIGKILL leaves the same files as a run that was never killed."""
+    options = dataclasses.replace(data.options, out_dir=tmp_path / "matte")
+    run_matte(data.params, options)
+    out = read_table(tmp_path / "matte" / "manifest.parquet").dropna(subset=["matte_path"])
+    left = []
+    for column in ("matte_path", "mask_path"):
+        png = tmp_path / "matte" / out[column].iloc[0]
+        staged = Store.staging_dir(png) / f".{png.name}{TEMP_MARKER}k1ll3d.png"
+        assert staged.parent.parent == png.parents[2]
+        staged.parent.mkdir(exist_ok=True)
+        staged.write_bytes(png.read_bytes()[:100])  # the write the kill cut short
+        left.append(staged)
+    again = run_matte(data.params, options)
+    assert again.computed == 0
+    assert not any(p.exists() for p in left)
+    assert not list((tmp_path / "matte").rglob(f"*{TEMP_MARKER}*"))
 
 
 def test_missing_model_names_the_provisioning_command(data: SimpleNamespace, tmp_path: Path,
