@@ -30,7 +30,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ must not shadow packages
@@ -40,6 +39,7 @@ from bench.scale import planted
 from curate.config import load_params
 from curate.quality.checks import evaluate, make_check
 from curate.quality.config import Threshold
+from curate.quality.outliers import robust_centre_and_sd
 
 
 def _demo_kinds(project: Path, ids: pd.Series) -> pd.Series:
@@ -72,8 +72,7 @@ def measure(project: Path, kinds_of: Callable[[Path, pd.Series], pd.Series],
     planted_out = kinds.ne("")
     flagged = quality.status.eq("outlier")
     threshold = load_params(project / "params.yaml").quality.checks.off_subject
-    values = frame.embed_outlier[judged].dropna().to_numpy(dtype=float)
-    centre = float(np.median(values))
+    centre, sd = robust_centre_and_sd(frame.embed_outlier[judged].to_numpy(dtype=float))
     out: dict[str, Any] = {
         "manifest": str(manifest),
         "manifest_written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -81,8 +80,8 @@ def measure(project: Path, kinds_of: Callable[[Path, pd.Series], pd.Series],
         "judged": int(judged.sum()), "planted_outliers": int((planted_out & judged).sum()),
         "flagged_by_the_project": int(flagged.sum()),
         "absolute_cutoff": threshold.value,
-        "median_distance": round(centre, 4),
-        "robust_sd": round(1.4826 * float(np.median(np.abs(values - centre))), 4),
+        "median_distance": round(float(centre), 4),
+        "robust_sd": round(float(sd), 4),
         "spreads": {},
     }
     check = make_check("off_subject")

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from curate.quality.config import Threshold
+from curate.quality.outliers import robust_centre_and_sd
 from curate.registry import name_registry
 
 Source = Literal["pixels", "metadata", "embedding", "matte"]
@@ -292,8 +293,8 @@ def spread_cutoff(check: Check, finite: np.ndarray, spread: float) -> float | No
     None when the set is too small or has no spread (over half its values equal)."""
     if finite.size < MIN_SPREAD_SAMPLE:
         return None
-    median = float(np.median(finite))
-    sigma = 1.4826 * float(np.median(np.abs(finite - median)))
+    centre, sd = robust_centre_and_sd(finite)
+    median, sigma = float(centre), float(sd)
     if sigma <= 0:
         return None
     return median - spread * sigma if check.bad == "low" else median + spread * sigma

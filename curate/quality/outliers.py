@@ -140,10 +140,16 @@ def isolation_forest_scores(embeddings: np.ndarray, judged: np.ndarray,
 STYLE_COLUMNS = ("mean_l", "mean_a", "mean_b", "colourfulness")
 
 
+def robust_centre_and_sd(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and robust standard deviation (1.4826 x MAD, the SD of a normal sample) of
+    `values` along its first axis, NaN ignored."""
+    med = np.nanmedian(values, axis=0)
+    return med, 1.4826 * np.nanmedian(np.abs(values - med), axis=0)
+
+
 def _robust_distance(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """RMS over features of |x - median| / (1.4826 MAD) of `ref` (robust z-scores)."""
-    med = np.nanmedian(ref, axis=0)
-    mad = 1.4826 * np.nanmedian(np.abs(ref - med), axis=0)
+    med, mad = robust_centre_and_sd(ref)
     scale = np.where(mad > 1e-6, mad, 1.0)
     z = (x - med) / scale
     return np.sqrt(np.nanmean(z * z, axis=1))
